@@ -1,0 +1,148 @@
+# agenthost build entry points. Run `make setup` once on a fresh Debian 12 machine (as
+# root), then `make test`. Every target works non-interactively (CI=true, no stdin).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-builtin-rules
+
+GO ?= go
+
+# Debian packages that the targets below need and a fresh Debian 12 machine may lack.
+APT_PACKAGES := git ca-certificates
+
+# Global npm packages, each pinned as name@version (scoped names work: @scope/name@1.2.3).
+NPM_PACKAGES :=
+
+# Tools, pinned. protoc-gen-go and protoc-gen-connect-go match the runtime modules in
+# go.mod; bump them together and run `make proto`.
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
+
+BIN := $(CURDIR)/.bin
+STAMPS := $(BIN)/.stamps
+BUF := $(BIN)/buf
+
+# Generated files in proto/; everything else there is hand-written.
+GENERATED_FIND := find proto -type f \( -name '*.pb.go' -o -name '*.connect.go' \)
+
+.PHONY: setup apt-packages npm-packages tools proto check-proto lint build test bench dev clean
+
+# setup: install missing Debian and npm packages, then the tools. A no-op when all are present.
+setup: apt-packages npm-packages tools
+
+# apt-packages: apt-get install the APT_PACKAGES that dpkg does not report as installed.
+apt-packages:
+	@missing=(); \
+	for pkg in $(APT_PACKAGES); do \
+		status="$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null || true)"; \
+		if [[ "$$status" != "install ok installed" ]]; then missing+=("$$pkg"); fi; \
+	done; \
+	if (( $${#missing[@]} > 0 )); then \
+		if (( EUID != 0 )); then \
+			echo "setup: missing Debian packages: $${missing[*]}; run make setup as root" >&2; \
+			exit 1; \
+		fi; \
+		echo "setup: installing $${missing[*]}"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update && apt-get install -y --no-install-recommends "$${missing[@]}"; \
+	fi
+
+# npm-packages: npm install -g each NPM_PACKAGES entry whose pinned version is not installed.
+npm-packages:
+	@specs=($(NPM_PACKAGES)); \
+	if (( $${#specs[@]} == 0 )); then exit 0; fi; \
+	if ! command -v npm >/dev/null; then \
+		echo "setup: npm is needed for $${specs[*]}; add nodejs and npm to APT_PACKAGES" >&2; \
+		exit 1; \
+	fi; \
+	root="$$(npm root -g)"; \
+	for spec in "$${specs[@]}"; do \
+		name="$${spec%@*}"; want="$${spec##*@}"; \
+		have="$$(node -p "require(process.argv[1]).version" "$$root/$$name/package.json" 2>/dev/null || true)"; \
+		if [[ "$$have" != "$$want" ]]; then \
+			echo "setup: installing $$spec"; \
+			npm install -g --no-fund --no-audit "$$spec"; \
+		fi; \
+	done
+
+# tools: install buf, protoc-gen-go and protoc-gen-connect-go at their pinned versions into .bin/.
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
+
+# Each tool is reinstalled when its binary is missing or its version stamp changes. A
+# stamp is named for the version, so changing a pin above makes a new, newer stamp.
+# tool-rule: binary name, package, version.
+define tool-rule
+$(BIN)/$(1): $(STAMPS)/$(1)@$(3) | apt-packages
+	@echo "tools: installing $(2)@$(3)"
+	@GOBIN="$(BIN)" $(GO) install "$(2)@$(3)"
+	@touch "$$@"
+
+$(STAMPS)/$(1)@$(3):
+	@mkdir -p "$(STAMPS)"
+	@rm -f "$(STAMPS)/$(1)@"*
+	@touch "$$@"
+endef
+$(eval $(call tool-rule,buf,github.com/bufbuild/buf/cmd/buf,$(BUF_VERSION)))
+$(eval $(call tool-rule,protoc-gen-go,google.golang.org/protobuf/cmd/protoc-gen-go,$(PROTOC_GEN_GO_VERSION)))
+$(eval $(call tool-rule,protoc-gen-connect-go,connectrpc.com/connect/cmd/protoc-gen-connect-go,$(PROTOC_GEN_CONNECT_GO_VERSION)))
+
+# proto: regenerate the Go code in proto/ from the .proto files, dropping stale output.
+proto: tools
+	@$(GENERATED_FIND) -delete
+	PATH="$(BIN):$$PATH" $(BUF) generate
+
+# check-proto: fail when the generated code in proto/ is not exactly what `make proto`
+# writes (differing, missing or extra files). Generates into a temporary directory, so
+# the work tree is never touched.
+check-proto: tools
+	@export LC_ALL=C; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	PATH="$(BIN):$$PATH" $(BUF) generate --output "$$tmp/gen"; \
+	$(GENERATED_FIND) | sort > "$$tmp/have"; \
+	(cd "$$tmp/gen" && $(GENERATED_FIND) | sort) > "$$tmp/want"; \
+	problems=(); \
+	while read -r f; do problems+=("missing: $$f"); done < <(comm -13 "$$tmp/have" "$$tmp/want"); \
+	while read -r f; do problems+=("extra:   $$f"); done < <(comm -23 "$$tmp/have" "$$tmp/want"); \
+	while read -r f; do \
+		if ! cmp -s "$$f" "$$tmp/gen/$$f"; then \
+			problems+=("differs: $$f"); \
+			diff -u --label "$$f (committed)" --label "$$f (generated)" "$$f" "$$tmp/gen/$$f" >&2 || true; \
+		fi; \
+	done < <(comm -12 "$$tmp/have" "$$tmp/want"); \
+	if (( $${#problems[@]} > 0 )); then \
+		echo "check-proto: generated code in proto/ is out of date; run 'make proto' and commit the result:" >&2; \
+		printf '  %s\n' "$${problems[@]}" >&2; \
+		exit 1; \
+	fi; \
+	echo "check-proto: generated code is up to date"
+
+# lint: gofmt, go vet, buf lint and check-proto.
+lint: tools check-proto
+	@unformatted="$$(find . \( -path ./.bin -o -path ./bin -o -path ./.cache -o -path ./.git -o -path ./data \) -prune \
+		-o -type f -name '*.go' -print0 | xargs -0 -r gofmt -l)"; \
+	if [[ -n "$$unformatted" ]]; then \
+		echo "lint: these files need gofmt -w:" >&2; echo "$$unformatted" >&2; exit 1; \
+	fi
+	$(GO) vet ./...
+	$(BUF) lint
+
+# build: build the agenthost binary into bin/.
+build:
+	$(GO) build -o bin/agenthost ./cmd/agenthost
+
+# test: set up, lint, then run every test with the race detector.
+test: setup lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# bench: run the store benchmark program.
+bench:
+	$(GO) run ./test/bench/store
+
+# dev: build and run server, node and proxy in one process (agenthost dev).
+dev: setup build
+	./bin/agenthost dev
+
+# clean: remove the binary in bin/ and the tools in .bin/.
+clean:
+	rm -rf bin "$(BIN)"
