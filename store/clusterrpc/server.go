@@ -1,0 +1,261 @@
+package clusterrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
+	"github.com/agenthost/agenthost/store"
+)
+
+// ServerConfig configures a control node's store and how it forms or joins
+// its cluster.
+type ServerConfig struct {
+	// Store configures Raft and the state machine. Store.AdvertiseAddr is
+	// filled from the listener when empty.
+	Store *store.Config
+	// BindAddr is the host:port of the cluster listener (Raft and
+	// ClusterService). Port 0 picks a free port.
+	BindAddr string
+	// Listener, when set, is used instead of listening on BindAddr (tests
+	// bind every server's port before starting any).
+	Listener net.Listener
+	// BootstrapExpect is how many servers form a new cluster: 1 bootstraps
+	// alone (dev); 3 or 5 wait until that many servers, found through Join,
+	// are reachable and then bootstrap together. 0 never bootstraps: the
+	// server only joins an existing cluster.
+	BootstrapExpect int
+	// Join lists other servers' cluster addresses, to find the cluster.
+	Join []string
+	// JoinRetryInterval is how often cluster forming is retried.
+	JoinRetryInterval time.Duration
+}
+
+// DefaultServerConfig returns a server configuration with store defaults.
+func DefaultServerConfig() *ServerConfig {
+	return &ServerConfig{
+		Store:             store.DefaultConfig(),
+		BindAddr:          "127.0.0.1:7400",
+		BootstrapExpect:   1,
+		JoinRetryInterval: 250 * time.Millisecond,
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c *ServerConfig) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("store config is required"))
+	}
+	if c.BindAddr == "" && c.Listener == nil {
+		errs = append(errs, errors.New("bind address is required"))
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect == 2 || c.BootstrapExpect > 7 {
+		errs = append(errs, fmt.Errorf("bootstrap-expect %d: use 1 (single server), 3 or 5 (or 0 to only join)", c.BootstrapExpect))
+	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		errs = append(errs, errors.New("bootstrap-expect above 1 needs join addresses to find the other servers"))
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+		errs = append(errs, errors.New("a server that does not bootstrap needs join addresses"))
+	}
+	if c.JoinRetryInterval <= 0 {
+		errs = append(errs, errors.New("join retry interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is a running control node: its store, cluster listener and
+// ClusterService.
+type Server struct {
+	cfg      *ServerConfig
+	logger   *slog.Logger
+	Store    *store.Store
+	Client   *Client
+	listener *store.ClusterListener
+	http     *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartServer opens the store on a new cluster listener, serves
+// ClusterService, and forms or joins the cluster in the background (see
+// WaitForLeader).
+func StartServer(cfg *ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.BindAddr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.BindAddr, err)
+		}
+	}
+	if cfg.Store.AdvertiseAddr == "" {
+		cfg.Store.AdvertiseAddr = ln.Addr().String()
+	}
+	cl, err := store.NewClusterListener(ln, cfg.Store.AdvertiseAddr)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("cluster listener: %w", err)
+	}
+	client := NewClient()
+	st, err := store.Open(cfg.Store, cl.RaftLayer(), client)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st)))
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	s := &Server{
+		cfg:      cfg,
+		logger:   cfg.Store.Logger.With("component", "cluster", "server", cfg.Store.ServerID),
+		Store:    st,
+		Client:   client,
+		listener: cl,
+		http: &http.Server{
+			Handler:           mux,
+			Protocols:         protocols,
+			ReadHeaderTimeout: 10 * time.Second,
+		},
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(cl.HTTPListener()); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.logger.Error("cluster service stopped", "error", err)
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.formCluster(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Error("forming cluster failed", "error", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the server's advertised cluster address.
+func (s *Server) Addr() string { return s.cfg.Store.AdvertiseAddr }
+
+// formCluster makes this server part of a cluster: nothing to do when it has
+// Raft state already (a restart); otherwise it bootstraps alone
+// (BootstrapExpect 1), joins a cluster that has a leader, or — once
+// BootstrapExpect servers without state are reachable — bootstraps with them.
+// Every such server computes the same sorted list, so their bootstraps agree.
+func (s *Server) formCluster(ctx context.Context) error {
+	if s.Store.HasState() {
+		s.logger.Info("rejoining cluster from data directory")
+		return nil
+	}
+	if s.cfg.BootstrapExpect == 1 && len(s.cfg.Join) == 0 {
+		s.logger.Info("bootstrapping single-server cluster")
+		return s.Store.BootstrapSelf()
+	}
+	self := store.Server{ID: s.cfg.Store.ServerID, Address: s.Addr(), Voter: true}
+	ticker := time.NewTicker(s.cfg.JoinRetryInterval)
+	defer ticker.Stop()
+	for {
+		if s.Store.HasState() {
+			return nil // a leader added us
+		}
+		done, err := s.tryFormOnce(ctx, self)
+		if done || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+func (s *Server) tryFormOnce(ctx context.Context, self store.Server) (bool, error) {
+	peers := []store.Server{self}
+	anyHasState := false
+	for _, addr := range s.cfg.Join {
+		if addr == self.Address {
+			continue
+		}
+		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := s.Client.Status(callCtx, addr)
+		cancel()
+		if err != nil {
+			s.logger.Debug("peer not reachable yet", "peer", addr, "error", err)
+			continue
+		}
+		if st.ServerID == self.ID {
+			continue
+		}
+		if st.LeaderAddress != "" {
+			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := s.Client.Join(callCtx, st.LeaderAddress, self)
+			cancel()
+			if err == nil {
+				s.logger.Info("joined cluster", "leader", st.LeaderID)
+				return true, nil
+			}
+			s.logger.Warn("join failed; will retry", "leader", st.LeaderAddress, "error", err)
+			continue
+		}
+		if st.HasState {
+			anyHasState = true
+			continue
+		}
+		peers = append(peers, store.Server{ID: st.ServerID, Address: st.Address, Voter: true})
+	}
+	if anyHasState || s.cfg.BootstrapExpect == 0 || len(peers) < s.cfg.BootstrapExpect {
+		return false, nil
+	}
+	slices.SortFunc(peers, func(a, b store.Server) int { return strings.Compare(a.ID, b.ID) })
+	peers = slices.CompactFunc(peers, func(a, b store.Server) bool { return a.ID == b.ID })
+	if len(peers) < s.cfg.BootstrapExpect {
+		return false, nil
+	}
+	s.logger.Info("bootstrapping cluster", "servers", len(peers))
+	return true, s.Store.Bootstrap(peers)
+}
+
+// WaitForLeader blocks until this server knows a leader whose state it has
+// caught up with for reads, or ctx ends.
+func (s *Server) WaitForLeader(ctx context.Context) error {
+	for {
+		if id, _ := s.Store.Leader(); id != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no leader: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Shutdown stops cluster forming, the store and the cluster listener. The
+// data directory is left for the next start.
+func (s *Server) Shutdown() error {
+	s.cancel()
+	err := s.Store.Shutdown()
+	s.http.Close()
+	s.listener.Close()
+	s.wg.Wait()
+	s.Client.Close()
+	return err
+}

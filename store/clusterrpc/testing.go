@@ -1,0 +1,172 @@
+package clusterrpc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/agenthost/agenthost/store"
+)
+
+// TestServerConfig returns a configuration for in-process test clusters:
+// tight Raft timings, a random loopback port, its own data directory.
+func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
+	t.Helper()
+	sc := store.DefaultConfig()
+	sc.ServerID = id
+	sc.DataDir = dataDir
+	sc.HeartbeatTimeout = 100 * time.Millisecond
+	sc.ElectionTimeout = 100 * time.Millisecond
+	sc.LeaderLeaseTimeout = 100 * time.Millisecond
+	sc.CommitTimeout = 5 * time.Millisecond
+	sc.ApplyTimeout = 10 * time.Second
+	sc.Logger = testLogger()
+	cfg := DefaultServerConfig()
+	cfg.Store = sc
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.JoinRetryInterval = 20 * time.Millisecond
+	return cfg
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("AGENTHOST_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestCluster is a Raft cluster of in-process servers on loopback.
+type TestCluster struct {
+	t       testing.TB
+	Servers []*Server
+	configs []*ServerConfig
+}
+
+// NewTestCluster starts n servers that bootstrap together (n = 1 bootstraps
+// alone) and waits for a leader. They are shut down when the test ends.
+func NewTestCluster(t testing.TB, n int) *TestCluster {
+	t.Helper()
+	tc := &TestCluster{t: t}
+	// Bind every port first so that each server knows all the others before
+	// any starts.
+	var addrs []string
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		cfg := TestServerConfig(t, fmt.Sprintf("server-%d", i), t.TempDir())
+		cfg.Listener = ln
+		cfg.BootstrapExpect = n
+		tc.configs = append(tc.configs, cfg)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	for i, cfg := range tc.configs {
+		if n > 1 {
+			cfg.Join = slices.Clone(addrs)
+		}
+		srv, err := StartServer(cfg)
+		if err != nil {
+			t.Fatalf("start server %d: %v", i, err)
+		}
+		tc.Servers = append(tc.Servers, srv)
+	}
+	t.Cleanup(tc.Shutdown)
+	tc.WaitForLeader()
+	return tc
+}
+
+// WaitForLeader waits until the running servers agree on a leader that has
+// established leadership, and returns its index in Servers.
+func (tc *TestCluster) WaitForLeader() int {
+	tc.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, s := range tc.Servers {
+			if s != nil && s.Store.IsLeader() {
+				return i
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tc.t.Fatalf("no leader within 15s")
+	return -1
+}
+
+// Follower returns the index of a running server that is not the leader.
+func (tc *TestCluster) Follower() int {
+	tc.t.Helper()
+	leader := tc.WaitForLeader()
+	for i, s := range tc.Servers {
+		if s != nil && i != leader {
+			return i
+		}
+	}
+	tc.t.Fatalf("no follower running")
+	return -1
+}
+
+// Kill shuts server i down, as a crash would leave it: its data directory
+// stays for Restart.
+func (tc *TestCluster) Kill(i int) {
+	tc.t.Helper()
+	if err := tc.Servers[i].Shutdown(); err != nil {
+		tc.t.Logf("shutdown server %d: %v", i, err)
+	}
+	tc.Servers[i] = nil
+}
+
+// Restart starts server i again from its data directory, on its old address.
+func (tc *TestCluster) Restart(i int) *Server {
+	tc.t.Helper()
+	cfg := *tc.configs[i]
+	storeCfg := *cfg.Store
+	cfg.Store = &storeCfg
+	cfg.BindAddr = storeCfg.AdvertiseAddr
+	cfg.Listener = nil
+	var srv *Server
+	var err error
+	// The old port can take a moment to be free again.
+	for attempt := 0; attempt < 50; attempt++ {
+		srv, err = StartServer(&cfg)
+		if err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		tc.t.Fatalf("restart server %d: %v", i, err)
+	}
+	tc.Servers[i] = srv
+	return srv
+}
+
+// WaitForIndex waits until every running server has applied index.
+func (tc *TestCluster) WaitForIndex(index uint64) {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i, s := range tc.Servers {
+		if s == nil {
+			continue
+		}
+		if err := s.Store.WaitForIndex(ctx, index); err != nil {
+			tc.t.Fatalf("server %d did not apply index %d (at %d): %v", i, index, s.Store.State().Index(), err)
+		}
+	}
+}
+
+// Shutdown stops every running server.
+func (tc *TestCluster) Shutdown() {
+	for i, s := range tc.Servers {
+		if s != nil {
+			s.Shutdown()
+			tc.Servers[i] = nil
+		}
+	}
+}

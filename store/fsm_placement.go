@@ -1,0 +1,338 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Appliers for agents, nodes and cluster configuration: the commands whose
+// invariants (ports, caps, capacity) the scheduler relies on.
+
+func applyAgentCreate(txn *memdb.Txn, index uint64, c *AgentCreate) error {
+	a := c.Agent
+	if err := requireID("agent", a.ID); err != nil {
+		return err
+	}
+	if err := validateName("agent", a.Name); err != nil {
+		return err
+	}
+	if a.Runtime == "" {
+		return invalidf("agent runtime is required")
+	}
+	if err := validateDesired(a.Desired); err != nil {
+		return err
+	}
+	if err := validateStatus(a.Status); err != nil {
+		return err
+	}
+	if a.Resources.CPUMillis < 0 || a.Resources.MemoryMB < 0 {
+		return invalidf("agent resources must not be negative")
+	}
+	if a.NodeID == "" || a.Port <= 0 {
+		return invalidf("agent must be placed on a node with a port")
+	}
+	if existing, err := first[*Agent](txn, tableAgents, "id", a.ID); err != nil {
+		return err
+	} else if existing != nil {
+		return fmt.Errorf("%w: agent %q", ErrAlreadyExists, a.ID)
+	}
+	org, err := mustGetOrg(txn, a.OrgID)
+	if err != nil {
+		return err
+	}
+	if a.ScopeID != "" {
+		if _, err := mustGetScope(txn, a.OrgID, a.ScopeID); err != nil {
+			return err
+		}
+	}
+	usage, err := orgUsage(txn, org.ID, "")
+	if err != nil {
+		return err
+	}
+	if org.Plan.MaxAgents > 0 && usage.agents >= org.Plan.MaxAgents {
+		return fmt.Errorf("%w: org %q has %d of %d agents", ErrAgentLimit, org.ID, usage.agents, org.Plan.MaxAgents)
+	}
+	if a.HoldsResources() && org.Plan.MaxRunning > 0 && usage.running >= org.Plan.MaxRunning {
+		return fmt.Errorf("%w: org %q runs %d of %d agents", ErrRunningCap, org.ID, usage.running, org.Plan.MaxRunning)
+	}
+	cfg, err := clusterConfig(txn)
+	if err != nil {
+		return err
+	}
+	if a.Port < cfg.PortRangeStart || a.Port > cfg.PortRangeEnd {
+		return fmt.Errorf("%w: port %d not in %d-%d", ErrPortOutOfRange, a.Port, cfg.PortRangeStart, cfg.PortRangeEnd)
+	}
+	if holder, err := first[*Agent](txn, tableAgents, "port", a.Port); err != nil {
+		return err
+	} else if holder != nil {
+		return fmt.Errorf("%w: port %d is held by agent %q", ErrPortInUse, a.Port, holder.ID)
+	}
+	node, err := first[*Node](txn, tableNodes, "id", a.NodeID)
+	if err != nil {
+		return err
+	}
+	if node == nil || !node.Eligible() {
+		return fmt.Errorf("%w: node %q", ErrNodeNotEligible, a.NodeID)
+	}
+	if len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, a.Runtime) {
+		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, a.Runtime)
+	}
+	if a.HoldsResources() {
+		if err := checkCapacity(txn, node, &a); err != nil {
+			return err
+		}
+	}
+	a.CreateIndex, a.ModifyIndex = index, index
+	return txn.Insert(tableAgents, &a)
+}
+
+func applyAgentSetDesired(txn *memdb.Txn, index uint64, c *AgentSetDesired) error {
+	existing, err := mustGetAgent(txn, c.ID)
+	if err != nil {
+		return err
+	}
+	if err := validateDesired(c.Desired); err != nil {
+		return err
+	}
+	if c.Status != "" {
+		if err := validateStatus(c.Status); err != nil {
+			return err
+		}
+	}
+	a := *existing
+	if c.Desired == DesiredRunning && !existing.HoldsResources() {
+		org, err := mustGetOrg(txn, a.OrgID)
+		if err != nil {
+			return err
+		}
+		usage, err := orgUsage(txn, org.ID, a.ID)
+		if err != nil {
+			return err
+		}
+		if org.Plan.MaxRunning > 0 && usage.running >= org.Plan.MaxRunning {
+			return fmt.Errorf("%w: org %q runs %d of %d agents", ErrRunningCap, org.ID, usage.running, org.Plan.MaxRunning)
+		}
+		node, err := first[*Node](txn, tableNodes, "id", a.NodeID)
+		if err != nil {
+			return err
+		}
+		// A draining node keeps its agents, including their restarts; a
+		// down or removed node can run nothing.
+		if node == nil || node.Status == NodeDown {
+			return fmt.Errorf("%w: node %q", ErrNodeNotEligible, a.NodeID)
+		}
+		if err := checkCapacity(txn, node, &a); err != nil {
+			return err
+		}
+	}
+	a.Desired = c.Desired
+	if c.Status != "" {
+		a.Status = c.Status
+		if c.Status != StatusError {
+			a.ErrorMsg = ""
+		}
+	}
+	a.ModifyIndex = index
+	return txn.Insert(tableAgents, &a)
+}
+
+func applyAgentSetStatus(txn *memdb.Txn, index uint64, c *AgentSetStatus) error {
+	existing, err := mustGetAgent(txn, c.ID)
+	if err != nil {
+		return err
+	}
+	if err := validateStatus(c.Status); err != nil {
+		return err
+	}
+	if c.FromNode != "" && c.FromNode != existing.NodeID {
+		return fmt.Errorf("%w: agent %q is on %q, report came from %q", ErrStaleNode, c.ID, existing.NodeID, c.FromNode)
+	}
+	errorMsg := ""
+	if c.Status == StatusError {
+		errorMsg = c.ErrorMsg
+	}
+	if existing.Status == c.Status && existing.ErrorMsg == errorMsg {
+		return nil // nothing changed; do not wake watchers
+	}
+	a := *existing
+	a.Status, a.ErrorMsg = c.Status, errorMsg
+	a.ModifyIndex = index
+	return txn.Insert(tableAgents, &a)
+}
+
+func applyAgentDelete(txn *memdb.Txn, c *AgentDelete) error {
+	a, err := mustGetAgent(txn, c.ID)
+	if err != nil {
+		return err
+	}
+	return txn.Delete(tableAgents, a)
+}
+
+func applyNodeRegister(txn *memdb.Txn, index uint64, c *NodeRegister) error {
+	n := c.Node
+	if err := requireID("node", n.ID); err != nil {
+		return err
+	}
+	if n.Name == "" || n.Address == "" {
+		return invalidf("node needs a name and an address")
+	}
+	if n.Capacity.CPUMillis < 0 || n.Capacity.MemoryMB < 0 || n.Capacity.MaxAgents < 0 {
+		return invalidf("node capacity must not be negative")
+	}
+	if taken, err := first[*Node](txn, tableNodes, "name", n.Name); err != nil {
+		return err
+	} else if taken != nil && taken.ID != n.ID {
+		return fmt.Errorf("%w: a node named %q", ErrAlreadyExists, n.Name)
+	}
+	existing, err := first[*Node](txn, tableNodes, "id", n.ID)
+	if err != nil {
+		return err
+	}
+	n.Status = NodeReady
+	n.CreateIndex = index
+	if existing != nil {
+		n.CreateIndex = existing.CreateIndex
+		if existing.Status == NodeDraining {
+			n.Status = NodeDraining
+		}
+	}
+	n.ModifyIndex = index
+	return txn.Insert(tableNodes, &n)
+}
+
+func applyNodeSetStatus(txn *memdb.Txn, index uint64, c *NodeSetStatus) error {
+	existing, err := first[*Node](txn, tableNodes, "id", c.ID)
+	if err != nil {
+		return err
+	}
+	if existing == nil {
+		return fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
+	}
+	if err := validateNodeStatus(c.Status); err != nil {
+		return err
+	}
+	n := *existing
+	n.Status = c.Status
+	if !c.LastSeen.IsZero() {
+		n.LastSeen = c.LastSeen.UTC()
+	}
+	n.ModifyIndex = index
+	return txn.Insert(tableNodes, &n)
+}
+
+func applyNodeDelete(txn *memdb.Txn, c *NodeDelete) error {
+	n, err := first[*Node](txn, tableNodes, "id", c.ID)
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		return fmt.Errorf("%w: node %q", ErrNotFound, c.ID)
+	}
+	if a, err := first[*Agent](txn, tableAgents, "node", n.ID); err != nil {
+		return err
+	} else if a != nil {
+		return fmt.Errorf("%w: node %q still hosts agents", ErrConflict, n.ID)
+	}
+	return txn.Delete(tableNodes, n)
+}
+
+func applyClusterConfigSet(txn *memdb.Txn, index uint64, c *ClusterConfigSet) error {
+	if err := validateClusterConfig(c.Config); err != nil {
+		return err
+	}
+	cfg := c.Config
+	cfg.ModifyIndex = index
+	return txn.Insert(tableConfig, &configRow{ID: configSingletonID, Config: cfg})
+}
+
+func mustGetAgent(txn *memdb.Txn, id string) (*Agent, error) {
+	a, err := first[*Agent](txn, tableAgents, "id", id)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return nil, fmt.Errorf("%w: agent %q", ErrNotFound, id)
+	}
+	return a, nil
+}
+
+func clusterConfig(txn *memdb.Txn) (ClusterConfig, error) {
+	row, err := first[*configRow](txn, tableConfig, "id", configSingletonID)
+	if err != nil {
+		return ClusterConfig{}, err
+	}
+	if row == nil {
+		return DefaultClusterConfig(), nil
+	}
+	return row.Config, nil
+}
+
+type usage struct{ agents, running int }
+
+// orgUsage counts an org's agents and those holding resources, leaving out
+// the agent named by except (the one being changed).
+func orgUsage(txn *memdb.Txn, orgID, except string) (usage, error) {
+	var u usage
+	it, err := txn.Get(tableAgents, "org", orgID)
+	if err != nil {
+		return u, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		a := raw.(*Agent)
+		if a.ID == except {
+			continue
+		}
+		u.agents++
+		if a.HoldsResources() {
+			u.running++
+		}
+	}
+	return u, nil
+}
+
+// NodeAllocation is what the agents that hold resources on a node reserve.
+type NodeAllocation struct {
+	CPUMillis int64
+	MemoryMB  int64
+	Agents    int
+}
+
+// nodeAllocation sums the reservations on a node, leaving out agent except.
+func nodeAllocation(txn *memdb.Txn, nodeID, except string) (NodeAllocation, error) {
+	var alloc NodeAllocation
+	it, err := txn.Get(tableAgents, "node", nodeID)
+	if err != nil {
+		return alloc, err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		a := raw.(*Agent)
+		if a.ID == except || !a.HoldsResources() {
+			continue
+		}
+		alloc.CPUMillis += a.Resources.CPUMillis
+		alloc.MemoryMB += a.Resources.MemoryMB
+		alloc.Agents++
+	}
+	return alloc, nil
+}
+
+// checkCapacity refuses a placement that would overcommit the node. A zero
+// capacity field means that dimension is not limited.
+func checkCapacity(txn *memdb.Txn, node *Node, a *Agent) error {
+	alloc, err := nodeAllocation(txn, node.ID, a.ID)
+	if err != nil {
+		return err
+	}
+	capy := node.Capacity
+	switch {
+	case capy.CPUMillis > 0 && alloc.CPUMillis+a.Resources.CPUMillis > capy.CPUMillis:
+		return fmt.Errorf("%w: node %q cpu %d+%d > %d millicores", ErrNoCapacity, node.ID, alloc.CPUMillis, a.Resources.CPUMillis, capy.CPUMillis)
+	case capy.MemoryMB > 0 && alloc.MemoryMB+a.Resources.MemoryMB > capy.MemoryMB:
+		return fmt.Errorf("%w: node %q memory %d+%d > %d MB", ErrNoCapacity, node.ID, alloc.MemoryMB, a.Resources.MemoryMB, capy.MemoryMB)
+	case capy.MaxAgents > 0 && alloc.Agents+1 > capy.MaxAgents:
+		return fmt.Errorf("%w: node %q runs %d of %d agents", ErrNoCapacity, node.ID, alloc.Agents, capy.MaxAgents)
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package store
+
+import "time"
+
+// Objects held in the state tables. Objects returned by State are shared with
+// other readers and must be treated as immutable; appliers copy before they
+// change one.
+//
+// CreateIndex and ModifyIndex are the Raft indexes of the commands that created
+// and last changed the object; they are set by the FSM, never by proposers.
+// Timestamps are set by the proposer (so that every server applies the same
+// value) and stored in UTC.
+
+// Plan holds an org's caps. Zero means unlimited.
+type Plan struct {
+	// MaxAgents caps the agents that exist, in any state.
+	MaxAgents int `json:"maxAgents"`
+	// MaxRunning caps the agents that should be running at once.
+	MaxRunning int `json:"maxRunning"`
+}
+
+// Org is a tenant organisation.
+type Org struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Plan        Plan      `json:"plan"`
+	CreatedAt   time.Time `json:"createdAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
+}
+
+// TokenRole says what a token may do.
+type TokenRole string
+
+const (
+	// RoleTenant tokens act within their org.
+	RoleTenant TokenRole = "tenant"
+	// RoleOperator tokens administer the cluster.
+	RoleOperator TokenRole = "operator"
+)
+
+// Token is an API token. Only a hash of the secret is stored; the secret is
+// shown once, when the token is created.
+type Token struct {
+	ID    string    `json:"id"`
+	OrgID string    `json:"orgId"`
+	Label string    `json:"label"`
+	Role  TokenRole `json:"role"`
+	// Hash is the SHA-256 of the full token string.
+	Hash []byte `json:"hash"`
+	// Last4 are the token's last four characters, to help users tell tokens apart.
+	Last4       string    `json:"last4"`
+	CreatedAt   time.Time `json:"createdAt"`
+	LastUsedAt  time.Time `json:"lastUsedAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
+}
+
+// DesiredState is what the user asked an agent to be.
+type DesiredState string
+
+const (
+	DesiredRunning DesiredState = "running"
+	DesiredStopped DesiredState = "stopped"
+)
+
+// AgentStatus is an agent's observed state, as reported by its node agent (or
+// by the leader when the node is lost). The values are the ones of the tenant API.
+type AgentStatus string
+
+const (
+	StatusProvisioning AgentStatus = "PROVISIONING"
+	StatusRunning      AgentStatus = "RUNNING"
+	StatusStopped      AgentStatus = "STOPPED"
+	StatusError        AgentStatus = "ERROR"
+)
+
+// Resources an agent reserves on its node while it should be running.
+type Resources struct {
+	CPUMillis int64 `json:"cpuMillis"`
+	MemoryMB  int64 `json:"memoryMB"`
+}
+
+// Agent is one coding agent: a container on one node, reachable on one port.
+type Agent struct {
+	ID           string       `json:"id"`
+	OrgID        string       `json:"orgId"`
+	Name         string       `json:"name"`
+	ScopeID      string       `json:"scopeId,omitempty"`
+	Model        string       `json:"model,omitempty"`
+	Runtime      string       `json:"runtime"`
+	Resources    Resources    `json:"resources"`
+	Tags         []string     `json:"tags,omitempty"`
+	HiddenPrompt string       `json:"hiddenPrompt,omitempty"`
+	Autostart    bool         `json:"autostart,omitempty"`
+	Desired      DesiredState `json:"desired"`
+	Status       AgentStatus  `json:"status"`
+	NodeID       string       `json:"nodeId"`
+	// Port is unique across the cluster and kept until the agent is deleted;
+	// it names the agent's URL (a<port>.<domain>).
+	Port        int       `json:"port"`
+	ErrorMsg    string    `json:"errorMsg,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
+}
+
+// HoldsResources reports whether the agent counts against its node's capacity
+// and its org's running cap: it does while it should be running.
+func (a *Agent) HoldsResources() bool { return a.Desired == DesiredRunning }
+
+// NodeStatus is a node's place in the pool.
+type NodeStatus string
+
+const (
+	// NodeReady nodes take new placements.
+	NodeReady NodeStatus = "ready"
+	// NodeDraining nodes keep their agents but take no new placements.
+	NodeDraining NodeStatus = "draining"
+	// NodeDown nodes have been declared dead.
+	NodeDown NodeStatus = "down"
+)
+
+// NodeCapacity is what a node offers to agents.
+type NodeCapacity struct {
+	CPUMillis int64 `json:"cpuMillis"`
+	MemoryMB  int64 `json:"memoryMB"`
+	MaxAgents int   `json:"maxAgents"`
+}
+
+// Node is a host that runs agents.
+type Node struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Address  string            `json:"address"`
+	Capacity NodeCapacity      `json:"capacity"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// Runtimes are the agent runtimes the node offers (e.g. "opencode").
+	Runtimes    []string   `json:"runtimes,omitempty"`
+	Status      NodeStatus `json:"status"`
+	LastSeen    time.Time  `json:"lastSeen"`
+	CreateIndex uint64     `json:"createIndex"`
+	ModifyIndex uint64     `json:"modifyIndex"`
+}
+
+// Eligible reports whether the node may receive new placements.
+func (n *Node) Eligible() bool { return n.Status == NodeReady }
+
+// Scope groups agents and secrets within an org.
+type Scope struct {
+	ID          string    `json:"id"`
+	OrgID       string    `json:"orgId"`
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
+}
+
+// Secret is an encrypted environment variable, org-level when ScopeID is empty.
+type Secret struct {
+	ID      string `json:"id"`
+	OrgID   string `json:"orgId"`
+	ScopeID string `json:"scopeId,omitempty"`
+	Key     string `json:"key"`
+	// Ciphertext is the AES-256-GCM sealed value; KeyID names the key that
+	// sealed it. The key itself never enters Raft.
+	Ciphertext  []byte    `json:"ciphertext"`
+	KeyID       string    `json:"keyId"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
+}
+
+// IdempotencyRecord remembers the response to a mutating call made with an
+// Idempotency-Key, so that a retry gets the same answer instead of a second effect.
+type IdempotencyRecord struct {
+	OrgID string `json:"orgId"`
+	Key   string `json:"key"`
+	// RequestHash identifies the request body; a retry with the same key but
+	// a different body is an error rather than a replay.
+	RequestHash []byte    `json:"requestHash"`
+	StatusCode  int       `json:"statusCode"`
+	Body        []byte    `json:"body"`
+	CreatedAt   time.Time `json:"createdAt"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+	CreateIndex uint64    `json:"createIndex"`
+}
+
+// Scheduling algorithms and reschedule policies of ClusterConfig.
+const (
+	AlgorithmBinpack = "binpack"
+	AlgorithmSpread  = "spread"
+
+	RescheduleReschedule = "reschedule"
+	RescheduleFail       = "fail"
+)
+
+// ClusterConfig is cluster-wide configuration, changed only through Raft.
+type ClusterConfig struct {
+	// PortRangeStart and PortRangeEnd bound agent ports, inclusive.
+	PortRangeStart int `json:"portRangeStart"`
+	PortRangeEnd   int `json:"portRangeEnd"`
+	// SchedulerAlgorithm is AlgorithmBinpack or AlgorithmSpread.
+	SchedulerAlgorithm string `json:"schedulerAlgorithm"`
+	// ReschedulePolicy says what happens to a lost node's agents:
+	// RescheduleReschedule or RescheduleFail.
+	ReschedulePolicy string `json:"reschedulePolicy"`
+	ModifyIndex      uint64 `json:"modifyIndex"`
+}
+
+// DefaultClusterConfig is in force until an operator sets another.
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{
+		PortRangeStart:     10000,
+		PortRangeEnd:       59999,
+		SchedulerAlgorithm: AlgorithmBinpack,
+		ReschedulePolicy:   RescheduleReschedule,
+	}
+}

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// State is an immutable, consistent view of the store at one index. It is
+// cheap to take (a memdb read transaction) and safe to use from any goroutine
+// for as long as needed. Objects it returns are shared: do not modify them.
+//
+// Lookups that find nothing return nil (or an empty slice) and no error;
+// errors mean the lookup itself failed.
+type State struct {
+	txn   *memdb.Txn
+	index uint64
+}
+
+// Index is the Raft index of the last command reflected in this state.
+func (s *State) Index() uint64 { return s.index }
+
+// Org returns the org with this id.
+func (s *State) Org(id string) (*Org, error) { return getOrg(s.txn, id) }
+
+// OrgByName returns the org with this name.
+func (s *State) OrgByName(name string) (*Org, error) {
+	return first[*Org](s.txn, tableOrgs, "name", name)
+}
+
+// Orgs returns every org, ordered by id.
+func (s *State) Orgs() ([]*Org, error) { return all[*Org](s.txn, tableOrgs, "id") }
+
+// Token returns the token with this id.
+func (s *State) Token(id string) (*Token, error) {
+	return first[*Token](s.txn, tableTokens, "id", id)
+}
+
+// TokenByHash returns the token whose SHA-256 hash is hash.
+func (s *State) TokenByHash(hash []byte) (*Token, error) {
+	return first[*Token](s.txn, tableTokens, "hash", hash)
+}
+
+// TokensByOrg returns an org's tokens, ordered by id.
+func (s *State) TokensByOrg(orgID string) ([]*Token, error) {
+	return all[*Token](s.txn, tableTokens, "org", orgID)
+}
+
+// Agent returns the agent with this id.
+func (s *State) Agent(id string) (*Agent, error) {
+	return first[*Agent](s.txn, tableAgents, "id", id)
+}
+
+// OrgAgent returns the agent with this id if it belongs to the org; another
+// org's agent is reported as absent, exactly like a missing one.
+func (s *State) OrgAgent(orgID, id string) (*Agent, error) {
+	a, err := s.Agent(id)
+	if err != nil || a == nil || a.OrgID != orgID {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Agents returns every agent, ordered by id.
+func (s *State) Agents() ([]*Agent, error) { return all[*Agent](s.txn, tableAgents, "id") }
+
+// AgentsByOrg returns an org's agents, ordered by id.
+func (s *State) AgentsByOrg(orgID string) ([]*Agent, error) {
+	return all[*Agent](s.txn, tableAgents, "org", orgID)
+}
+
+// AgentsByOrgName returns an org's agents with this name (names need not be unique).
+func (s *State) AgentsByOrgName(orgID, name string) ([]*Agent, error) {
+	return all[*Agent](s.txn, tableAgents, "org_name", orgID, name)
+}
+
+// AgentsByNode returns the agents placed on a node, ordered by id.
+func (s *State) AgentsByNode(nodeID string) ([]*Agent, error) {
+	return all[*Agent](s.txn, tableAgents, "node", nodeID)
+}
+
+// AgentsByScope returns the agents in a scope, ordered by id.
+func (s *State) AgentsByScope(scopeID string) ([]*Agent, error) {
+	return all[*Agent](s.txn, tableAgents, "scope", scopeID)
+}
+
+// AgentByPort returns the agent holding a port.
+func (s *State) AgentByPort(port int) (*Agent, error) {
+	return first[*Agent](s.txn, tableAgents, "port", port)
+}
+
+// Node returns the node with this id.
+func (s *State) Node(id string) (*Node, error) { return first[*Node](s.txn, tableNodes, "id", id) }
+
+// NodeByName returns the node with this name.
+func (s *State) NodeByName(name string) (*Node, error) {
+	return first[*Node](s.txn, tableNodes, "name", name)
+}
+
+// Nodes returns every node, ordered by id.
+func (s *State) Nodes() ([]*Node, error) { return all[*Node](s.txn, tableNodes, "id") }
+
+// NodeAllocation sums what the agents holding resources on a node reserve.
+func (s *State) NodeAllocation(nodeID string) (NodeAllocation, error) {
+	return nodeAllocation(s.txn, nodeID, "")
+}
+
+// Scope returns the org's scope with this id (another org's scope is absent).
+func (s *State) Scope(orgID, id string) (*Scope, error) {
+	sc, err := first[*Scope](s.txn, tableScopes, "id", id)
+	if err != nil || sc == nil || sc.OrgID != orgID {
+		return nil, err
+	}
+	return sc, nil
+}
+
+// ScopeByName returns the org's scope with this name.
+func (s *State) ScopeByName(orgID, name string) (*Scope, error) {
+	return first[*Scope](s.txn, tableScopes, "org_name", orgID, name)
+}
+
+// ScopesByOrg returns an org's scopes, ordered by id.
+func (s *State) ScopesByOrg(orgID string) ([]*Scope, error) {
+	return all[*Scope](s.txn, tableScopes, "org", orgID)
+}
+
+// Secret returns the secret with this org, scope ("" for org-level) and key.
+func (s *State) Secret(orgID, scopeID, key string) (*Secret, error) {
+	return first[*Secret](s.txn, tableSecrets, "org_scope_key", orgID, scopeID, key)
+}
+
+// Secrets returns the secrets of one scope of an org, or the org-level
+// secrets when scopeID is "", ordered by key.
+func (s *State) Secrets(orgID, scopeID string) ([]*Secret, error) {
+	return all[*Secret](s.txn, tableSecrets, "org_scope_key_prefix", orgID, scopeID)
+}
+
+// Idempotency returns the record stored for an org's idempotency key.
+func (s *State) Idempotency(orgID, key string) (*IdempotencyRecord, error) {
+	return first[*IdempotencyRecord](s.txn, tableIdempotency, "id", orgID, key)
+}
+
+// ClusterConfig returns the cluster configuration in force.
+func (s *State) ClusterConfig() (ClusterConfig, error) { return clusterConfig(s.txn) }
+
+// Hash is a digest of the whole state: two servers, or a state and its
+// restored snapshot, are identical exactly when their hashes are equal.
+func (s *State) Hash() ([32]byte, error) {
+	h := sha256.New()
+	err := s.each(func(table string, obj any) error {
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", table, len(b))
+		h.Write(b)
+		return nil
+	})
+	var sum [32]byte
+	if err != nil {
+		return sum, fmt.Errorf("hash state: %w", err)
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// each visits every object of every table, in tableOrder and id order.
+func (s *State) each(fn func(table string, obj any) error) error {
+	for _, table := range tableOrder {
+		it, err := s.txn.Get(table, "id")
+		if err != nil {
+			return fmt.Errorf("iterate %s: %w", table, err)
+		}
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			if err := fn(table, obj); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,498 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Forwarder carries requests that only the leader can serve to the leader's
+// cluster address. Package store/clusterrpc implements it over Connect.
+//
+// Errors it returns must keep the store's sentinels (ErrorFromCode): in
+// particular ErrNotLeader or ErrNoLeader when nothing was applied and the
+// request may safely be retried elsewhere, and ErrOutcomeUnknown when the
+// request may have been applied.
+type Forwarder interface {
+	ForwardApply(ctx context.Context, leaderAddr string, cmd []byte) (index uint64, err error)
+	ForwardReadIndex(ctx context.Context, leaderAddr string) (index uint64, err error)
+}
+
+// LeadershipHook is leader-only work (the scheduler, reapers, node-health
+// checks). EstablishLeadership runs once this server leads and its state
+// reflects every earlier write; ctx is cancelled when leadership is lost,
+// just before RevokeLeadership runs.
+type LeadershipHook interface {
+	EstablishLeadership(ctx context.Context) error
+	RevokeLeadership()
+}
+
+// ErrShutdown is returned by calls made after Shutdown.
+var ErrShutdown = errors.New("store is shut down")
+
+// Store is one control node's replica of the cluster state.
+type Store struct {
+	cfg       *Config
+	logger    *slog.Logger
+	fsm       *FSM
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	logStore  *raftboltdb.BoltStore
+	forwarder Forwarder
+	metrics   *Metrics
+	hadState  bool
+
+	leaderNotify chan bool
+	// leaderMu guards the hooks and the leadership they were last told of.
+	leaderMu     sync.Mutex
+	hooks        []LeadershipHook
+	leaderReady  bool
+	leaderCancel context.CancelFunc
+
+	shutdownOnce sync.Once
+	shutdownCh   chan struct{}
+	wg           sync.WaitGroup
+}
+
+// Open starts a store on layer (see ClusterListener.RaftLayer). A server with
+// state in DataDir rejoins its cluster; a new one waits for Bootstrap or for
+// the leader to add it. fwd may be nil on a single server that never forwards.
+func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("store config: %w", err)
+	}
+	logger := cfg.Logger.With("component", "store", "server", cfg.ServerID)
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create raft dir: %w", err)
+	}
+	logStore, err := raftboltdb.NewBoltStore(filepath.Join(raftDir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, cfg.SnapshotRetain, newRaftLogger(logger))
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	hadState, err := raft.HasExistingState(logStore, logStore, snaps)
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+
+	var metrics *Metrics
+	if cfg.Registerer != nil {
+		metrics = NewMetrics(cfg.Registerer)
+	}
+	s := &Store{
+		cfg:          cfg,
+		logger:       logger,
+		fsm:          NewFSM(logger, metrics),
+		logStore:     logStore,
+		forwarder:    fwd,
+		metrics:      metrics,
+		hadState:     hadState,
+		leaderNotify: make(chan bool, 8),
+		shutdownCh:   make(chan struct{}),
+	}
+	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 5,
+		Timeout: 10 * time.Second,
+		Logger:  newRaftLogger(logger),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ServerID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.NotifyCh = s.leaderNotify
+	rc.Logger = newRaftLogger(logger)
+	rc.NoLegacyTelemetry = true
+
+	s.raft, err = raft.NewRaft(rc, s.fsm, logStore, logStore, snaps, s.transport)
+	if err != nil {
+		s.transport.Close()
+		logStore.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if cfg.Registerer != nil {
+		registerRaftGauges(cfg.Registerer, s.raft, s.fsm)
+	}
+	s.wg.Add(1)
+	go s.leadershipLoop()
+	return s, nil
+}
+
+// ServerID returns this server's Raft id.
+func (s *Store) ServerID() string { return s.cfg.ServerID }
+
+// HasState reports whether this server is part of a cluster already (it has
+// Raft state on disk, or has been bootstrapped or added since it started).
+func (s *Store) HasState() bool { return s.hadState || s.raft.LastIndex() > 0 }
+
+// Server is one member of the Raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Bootstrap forms a new cluster of the given voters (which must include this
+// server). Every server started with the same expected set may call it with
+// the same list; Raft treats identical bootstraps as one.
+func (s *Store) Bootstrap(servers []Server) error {
+	var conf raft.Configuration
+	for _, srv := range servers {
+		suffrage := raft.Voter
+		if !srv.Voter {
+			suffrage = raft.Nonvoter
+		}
+		conf.Servers = append(conf.Servers, raft.Server{
+			Suffrage: suffrage, ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address),
+		})
+	}
+	if err := s.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}
+
+// BootstrapSelf forms a single-server cluster (dev, or the first server of a
+// cluster grown one server at a time).
+func (s *Store) BootstrapSelf() error {
+	return s.Bootstrap([]Server{{ID: s.cfg.ServerID, Address: s.cfg.AdvertiseAddr, Voter: true}})
+}
+
+// AddServer adds a server to the configuration, or updates its address. Leader only.
+func (s *Store) AddServer(srv Server) (uint64, error) {
+	var f raft.IndexFuture
+	if srv.Voter {
+		f = s.raft.AddVoter(raft.ServerID(srv.ID), raft.ServerAddress(srv.Address), 0, s.cfg.ApplyTimeout)
+	} else {
+		f = s.raft.AddNonvoter(raft.ServerID(srv.ID), raft.ServerAddress(srv.Address), 0, s.cfg.ApplyTimeout)
+	}
+	if err := f.Error(); err != nil {
+		return 0, s.raftError(err)
+	}
+	return f.Index(), nil
+}
+
+// RemoveServer removes a server from the configuration. Leader only.
+func (s *Store) RemoveServer(id string) (uint64, error) {
+	f := s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		return 0, s.raftError(err)
+	}
+	return f.Index(), nil
+}
+
+// Status is this server's view of the Raft cluster.
+type Status struct {
+	ServerID      string
+	Address       string
+	State         string
+	LeaderID      string
+	LeaderAddress string
+	Term          uint64
+	LastIndex     uint64
+	CommitIndex   uint64
+	AppliedIndex  uint64
+	HasState      bool
+	Servers       []Server
+}
+
+// Status reports this server's view of the cluster.
+func (s *Store) Status() Status {
+	addr, id := s.raft.LeaderWithID()
+	st := Status{
+		ServerID:      s.cfg.ServerID,
+		Address:       s.cfg.AdvertiseAddr,
+		State:         s.raft.State().String(),
+		LeaderID:      string(id),
+		LeaderAddress: string(addr),
+		Term:          s.raft.CurrentTerm(),
+		LastIndex:     s.raft.LastIndex(),
+		CommitIndex:   s.raft.CommitIndex(),
+		AppliedIndex:  s.fsm.AppliedIndex(),
+		HasState:      s.HasState(),
+	}
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			st.Servers = append(st.Servers, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+		}
+	}
+	return st
+}
+
+// IsLeader reports whether this server leads and has caught up with every
+// write of earlier terms.
+func (s *Store) IsLeader() bool {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	return s.leaderReady && s.raft.State() == raft.Leader
+}
+
+// Leader returns the id and cluster address of the leader, if known.
+func (s *Store) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// State returns an immutable snapshot of this server's state. It may lag the
+// leader by the replication delay; use ConsistentState to read your writes
+// from a follower.
+func (s *Store) State() *State { return s.fsm.State() }
+
+// WaitForIndex blocks until this server has applied the command at index, or
+// ctx ends.
+func (s *Store) WaitForIndex(ctx context.Context, index uint64) error {
+	if !s.fsm.WaitForIndex(index, ctx.Done()) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Apply commits a command through Raft and returns the index it was applied
+// at. On a follower it is forwarded to the leader; while no leader is known it
+// waits for one, up to ApplyTimeout. A command the FSM refused returns the
+// refusing error (test with errors.Is) and changed nothing.
+func (s *Store) Apply(ctx context.Context, cmd Command) (uint64, error) {
+	buf, err := Encode(cmd)
+	if err != nil {
+		return 0, err
+	}
+	return s.ApplyEncoded(ctx, buf)
+}
+
+// ApplyEncoded is Apply for a command already in log form.
+func (s *Store) ApplyEncoded(ctx context.Context, buf []byte) (uint64, error) {
+	start := time.Now()
+	path := "leader"
+	var index uint64
+	err := s.retryOnLeader(ctx, func(ctx context.Context, leaderAddr string) error {
+		var err error
+		if leaderAddr == "" {
+			path = "leader"
+			index, err = s.ApplyLocal(buf)
+		} else {
+			path = "forwarded"
+			index, err = s.forwarder.ForwardApply(ctx, leaderAddr, buf)
+		}
+		return err
+	})
+	s.metrics.observeWrite(path, err, time.Since(start))
+	return index, err
+}
+
+// ApplyLocal commits a command on this server, which must be the leader; it
+// never forwards. ClusterService calls it for forwarded writes.
+func (s *Store) ApplyLocal(buf []byte) (uint64, error) {
+	if len(buf) == 0 {
+		return 0, fmt.Errorf("%w: empty command", ErrMalformedCommand)
+	}
+	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		return 0, s.raftError(err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return f.Index(), err
+	}
+	return f.Index(), nil
+}
+
+// ConsistentState returns a state that reflects every write acknowledged
+// before the call, on any server (a linearizable read). The leader proves it
+// still leads with a Raft barrier and reports its applied index; this server
+// waits until it has applied that far.
+func (s *Store) ConsistentState(ctx context.Context) (*State, error) {
+	var index uint64
+	err := s.retryOnLeader(ctx, func(ctx context.Context, leaderAddr string) error {
+		var err error
+		if leaderAddr == "" {
+			index, err = s.ReadIndex()
+		} else {
+			index, err = s.forwarder.ForwardReadIndex(ctx, leaderAddr)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.WaitForIndex(ctx, index); err != nil {
+		return nil, fmt.Errorf("wait for index %d: %w", index, err)
+	}
+	return s.State(), nil
+}
+
+// ReadIndex is the leader's half of ConsistentState: after a barrier commits
+// in this leader's term, every write acknowledged so far has been applied
+// here, and the applied index is returned. Leader only.
+func (s *Store) ReadIndex() (uint64, error) {
+	if !s.IsLeader() {
+		return 0, s.notLeader()
+	}
+	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+		return 0, s.raftError(err)
+	}
+	return s.fsm.AppliedIndex(), nil
+}
+
+// retryOnLeader runs fn against the leader — locally (leaderAddr "") or at
+// its address — retrying while no leader is known or the one tried was not
+// the leader any more, until ctx or ApplyTimeout ends.
+func (s *Store) retryOnLeader(ctx context.Context, fn func(ctx context.Context, leaderAddr string) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	backoff := 2 * time.Millisecond
+	for {
+		var err error
+		leaderAddr, leaderID := s.raft.LeaderWithID()
+		switch {
+		case s.raft.State() == raft.Leader:
+			err = fn(ctx, "")
+		case leaderAddr != "" && string(leaderID) != s.cfg.ServerID && s.forwarder != nil:
+			err = fn(ctx, string(leaderAddr))
+		default:
+			err = fmt.Errorf("%w: electing", ErrNoLeader)
+		}
+		if err == nil || !(errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-s.shutdownCh:
+			return ErrShutdown
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// raftError maps raft's errors onto the store's sentinels.
+func (s *Store) raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrNotVoter):
+		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		// Never entered the log: safe to retry.
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	}
+	return err
+}
+
+func (s *Store) notLeader() error {
+	id, addr := s.Leader()
+	if id == s.cfg.ServerID {
+		id, addr = "", ""
+	}
+	return &NotLeaderError{LeaderID: id, LeaderAddress: addr}
+}
+
+// RegisterLeadershipHook adds leader-only work. If this server already leads,
+// the hook is established at once.
+func (s *Store) RegisterLeadershipHook(h LeadershipHook) {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	s.hooks = append(s.hooks, h)
+	if s.leaderReady {
+		ctx, cancel := context.WithCancel(context.Background())
+		prev := s.leaderCancel
+		s.leaderCancel = func() { prev(); cancel() }
+		s.establish(ctx, h)
+	}
+}
+
+func (s *Store) establish(ctx context.Context, h LeadershipHook) {
+	if err := h.EstablishLeadership(ctx); err != nil {
+		s.logger.Error("establishing leadership hook failed", "hook", fmt.Sprintf("%T", h), "error", err)
+	}
+}
+
+// leadershipLoop turns Raft's leadership notifications into hook calls.
+// Before establishing, the new leader commits a barrier so that hooks see every
+// write of earlier terms.
+func (s *Store) leadershipLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.shutdownCh:
+			s.revoke()
+			return
+		case isLeader := <-s.leaderNotify:
+			if !isLeader {
+				s.revoke()
+				continue
+			}
+			if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+				s.logger.Warn("barrier after election failed; waiting for the next leadership change", "error", err)
+				continue
+			}
+			s.leaderMu.Lock()
+			if s.raft.State() == raft.Leader && !s.leaderReady {
+				ctx, cancel := context.WithCancel(context.Background())
+				s.leaderReady, s.leaderCancel = true, cancel
+				s.logger.Info("established leadership", "term", s.raft.CurrentTerm())
+				for _, h := range s.hooks {
+					s.establish(ctx, h)
+				}
+			}
+			s.leaderMu.Unlock()
+		}
+	}
+}
+
+func (s *Store) revoke() {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	if !s.leaderReady {
+		return
+	}
+	s.leaderReady = false
+	s.leaderCancel()
+	for i := len(s.hooks) - 1; i >= 0; i-- {
+		s.hooks[i].RevokeLeadership()
+	}
+	s.logger.Info("revoked leadership")
+}
+
+// Shutdown stops Raft and closes the log. The state stays on disk for the
+// next Open. It is safe to call more than once.
+func (s *Store) Shutdown() error {
+	var err error
+	s.shutdownOnce.Do(func() {
+		close(s.shutdownCh)
+		err = s.raft.Shutdown().Error()
+		s.wg.Wait()
+		s.transport.Close()
+		if cerr := s.logStore.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// Raft exposes the underlying Raft node to tests and benchmarks in this
+// module (the benchmark compares Store.Apply with raw raft.Apply).
+func (s *Store) Raft() *raft.Raft { return s.raft }

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"fmt"
+	"regexp"
+	"unicode/utf8"
+)
+
+// Limits shared with the REST layer, which reports them to users with 400s;
+// the FSM enforces them again so that no path around the API can break them.
+const (
+	// MaxNameLength bounds agent, scope and org names, in characters.
+	MaxNameLength = 100
+	// MaxDescriptionLength bounds scope descriptions, in characters.
+	MaxDescriptionLength = 1000
+)
+
+var secretKeyPattern = regexp.MustCompile(`^[A-Z0-9_]+$`)
+
+// ValidName reports whether s is an acceptable agent, scope or org name:
+// 1 to MaxNameLength characters of valid UTF-8.
+func ValidName(s string) bool {
+	n := utf8.RuneCountInString(s)
+	return utf8.ValidString(s) && n >= 1 && n <= MaxNameLength
+}
+
+// ValidSecretKey reports whether k is an acceptable secret key:
+// uppercase letters, digits and underscores.
+func ValidSecretKey(k string) bool { return secretKeyPattern.MatchString(k) }
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+func requireID(kind, id string) error {
+	if id == "" {
+		return invalidf("%s id is required", kind)
+	}
+	return nil
+}
+
+func validateName(kind, name string) error {
+	if !ValidName(name) {
+		return invalidf("%s name must be 1-%d characters", kind, MaxNameLength)
+	}
+	return nil
+}
+
+func validatePlan(p Plan) error {
+	if p.MaxAgents < 0 || p.MaxRunning < 0 {
+		return invalidf("plan caps must not be negative")
+	}
+	return nil
+}
+
+func validateDesired(d DesiredState) error {
+	switch d {
+	case DesiredRunning, DesiredStopped:
+		return nil
+	}
+	return invalidf("desired state %q is not running or stopped", d)
+}
+
+func validateStatus(s AgentStatus) error {
+	switch s {
+	case StatusProvisioning, StatusRunning, StatusStopped, StatusError:
+		return nil
+	}
+	return invalidf("agent status %q is unknown", s)
+}
+
+func validateNodeStatus(s NodeStatus) error {
+	switch s {
+	case NodeReady, NodeDraining, NodeDown:
+		return nil
+	}
+	return invalidf("node status %q is unknown", s)
+}
+
+func validateClusterConfig(c ClusterConfig) error {
+	if c.PortRangeStart < 1 || c.PortRangeEnd > 65535 || c.PortRangeStart > c.PortRangeEnd {
+		return invalidf("port range %d-%d must lie within 1-65535 and not be empty", c.PortRangeStart, c.PortRangeEnd)
+	}
+	switch c.SchedulerAlgorithm {
+	case AlgorithmBinpack, AlgorithmSpread:
+	default:
+		return invalidf("scheduler algorithm %q is not %s or %s", c.SchedulerAlgorithm, AlgorithmBinpack, AlgorithmSpread)
+	}
+	switch c.ReschedulePolicy {
+	case RescheduleReschedule, RescheduleFail:
+	default:
+		return invalidf("reschedule policy %q is not %s or %s", c.ReschedulePolicy, RescheduleReschedule, RescheduleFail)
+	}
+	return nil
+}
