@@ -117,7 +117,9 @@ type peekedConn struct {
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // RaftLayer is the raft.StreamLayer over this listener.
-func (c *ClusterListener) RaftLayer() raft.StreamLayer { return &raftLayer{c: c, closed: make(chan struct{})} }
+func (c *ClusterListener) RaftLayer() raft.StreamLayer {
+	return &raftLayer{c: c, closed: make(chan struct{})}
+}
 
 // HTTPListener yields the non-Raft connections, for an http.Server.
 func (c *ClusterListener) HTTPListener() net.Listener { return &subListener{c: c, conns: c.httpConns} }
