@@ -239,6 +239,10 @@ func FuzzFSMApply(f *testing.F) {
 	for _, tc := range badInputs(f) {
 		f.Add(tc.data)
 	}
+	// An operator token without an org fails inside memdb after some of its
+	// indexes were written (see TestApplyTokenCreate): the one refusal that
+	// proves Apply aborts rather than commits a refused transaction.
+	f.Add(mustEncode(f, newToken("tok-op", "", RoleOperator)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tf := newTestFSM(t)
 		seedFuzzState(tf)
