@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -37,5 +38,13 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...in
 	if !s.logger.Enabled(context.Background(), lvl) {
 		return
 	}
-	s.logger.Log(context.Background(), lvl, msg, append([]any{"component", name}, args...)...)
+	for i, a := range args {
+		// hclog passes printf-style values as hclog.Format.
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	s.logger.Log(context.Background(), lvl, msg, append([]any{"subsystem", name}, args...)...)
 }

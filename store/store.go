@@ -149,9 +149,9 @@ func (s *Store) HasState() bool { return s.hadState || s.raft.LastIndex() > 0 }
 
 // Server is one member of the Raft configuration.
 type Server struct {
-	ID      string
-	Address string
-	Voter   bool
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
 }
 
 // Bootstrap forms a new cluster of the given voters (which must include this
@@ -168,7 +168,7 @@ func (s *Store) Bootstrap(servers []Server) error {
 			Suffrage: suffrage, ID: raft.ServerID(srv.ID), Address: raft.ServerAddress(srv.Address),
 		})
 	}
-	if err := s.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+	if err := s.wait(s.raft.BootstrapCluster(conf)); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	return nil
@@ -188,7 +188,7 @@ func (s *Store) AddServer(srv Server) (uint64, error) {
 	} else {
 		f = s.raft.AddNonvoter(raft.ServerID(srv.ID), raft.ServerAddress(srv.Address), 0, s.cfg.ApplyTimeout)
 	}
-	if err := f.Error(); err != nil {
+	if err := s.wait(f); err != nil {
 		return 0, s.raftError(err)
 	}
 	return f.Index(), nil
@@ -197,7 +197,7 @@ func (s *Store) AddServer(srv Server) (uint64, error) {
 // RemoveServer removes a server from the configuration. Leader only.
 func (s *Store) RemoveServer(id string) (uint64, error) {
 	f := s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := s.wait(f); err != nil {
 		return 0, s.raftError(err)
 	}
 	return f.Index(), nil
@@ -205,17 +205,17 @@ func (s *Store) RemoveServer(id string) (uint64, error) {
 
 // Status is this server's view of the Raft cluster.
 type Status struct {
-	ServerID      string
-	Address       string
-	State         string
-	LeaderID      string
-	LeaderAddress string
-	Term          uint64
-	LastIndex     uint64
-	CommitIndex   uint64
-	AppliedIndex  uint64
-	HasState      bool
-	Servers       []Server
+	ServerID      string   `json:"serverId"`
+	Address       string   `json:"address"`
+	State         string   `json:"state"`
+	LeaderID      string   `json:"leaderId"`
+	LeaderAddress string   `json:"leaderAddress"`
+	Term          uint64   `json:"term"`
+	LastIndex     uint64   `json:"lastIndex"`
+	CommitIndex   uint64   `json:"commitIndex"`
+	AppliedIndex  uint64   `json:"appliedIndex"`
+	HasState      bool     `json:"hasState"`
+	Servers       []Server `json:"servers"`
 }
 
 // Status reports this server's view of the cluster.
@@ -233,7 +233,7 @@ func (s *Store) Status() Status {
 		AppliedIndex:  s.fsm.AppliedIndex(),
 		HasState:      s.HasState(),
 	}
-	if f := s.raft.GetConfiguration(); f.Error() == nil {
+	if f := s.raft.GetConfiguration(); s.wait(f) == nil {
 		for _, srv := range f.Configuration().Servers {
 			st.Servers = append(st.Servers, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
 		}
@@ -308,7 +308,7 @@ func (s *Store) ApplyLocal(buf []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: empty command", ErrMalformedCommand)
 	}
 	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := s.wait(f); err != nil {
 		return 0, s.raftError(err)
 	}
 	if err, ok := f.Response().(error); ok {
@@ -348,7 +348,7 @@ func (s *Store) ReadIndex() (uint64, error) {
 	if !s.IsLeader() {
 		return 0, s.notLeader()
 	}
-	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+	if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 		return 0, s.raftError(err)
 	}
 	return s.fsm.AppliedIndex(), nil
@@ -383,6 +383,20 @@ func (s *Store) retryOnLeader(ctx context.Context, fn func(ctx context.Context, 
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
+	}
+}
+
+// wait waits for a Raft future, or for Shutdown. Raft does not answer futures
+// still queued when it shuts down (their Error would block forever), so every
+// wait in the store goes through here.
+func (s *Store) wait(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.shutdownCh:
+		return ErrShutdown
 	}
 }
 
@@ -445,7 +459,7 @@ func (s *Store) leadershipLoop() {
 				s.revoke()
 				continue
 			}
-			if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+			if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
 				s.logger.Warn("barrier after election failed; waiting for the next leadership change", "error", err)
 				continue
 			}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+// serverOptions are the flags of `agenthost server` (and the settings dev picks).
+type serverOptions struct {
+	dataDir         string
+	name            string
+	bind            string
+	advertise       string
+	httpAddr        string
+	bootstrapExpect int
+	join            []string
+}
+
+func newServerCommand() *cobra.Command {
+	host, _ := os.Hostname()
+	opts := serverOptions{}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control node: Raft member, scheduler, REST API",
+		Long: `Run a control node.
+
+A cluster has 3 or 5 servers. Start each with the same --bootstrap-expect and
+--join listing the others' cluster addresses; they form the cluster once that
+many are reachable. A server restarted with its data directory rejoins on its
+own. --bootstrap-expect 1 runs a single-server cluster.`,
+		Example: `  agenthost server --data-dir /var/lib/agenthost --name s1 \
+    --bind 10.0.0.1:7400 --bootstrap-expect 3 --join 10.0.0.2:7400,10.0.0.3:7400`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServer(cmd.Context(), opts, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.dataDir, "data-dir", "/var/lib/agenthost", "directory for Raft state (created if missing)")
+	f.StringVar(&opts.name, "name", host, "this server's id in the cluster; must not change once the data directory exists")
+	f.StringVar(&opts.bind, "bind", "127.0.0.1:7400", "cluster address (Raft and internal RPC) to listen on")
+	f.StringVar(&opts.advertise, "advertise", "", "cluster address other servers reach this one at (default: --bind)")
+	f.StringVar(&opts.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP address for /metrics and /v1/status")
+	f.IntVar(&opts.bootstrapExpect, "bootstrap-expect", 1, "servers that form a new cluster: 1, 3 or 5; 0 only joins an existing cluster")
+	f.StringSliceVar(&opts.join, "join", nil, "cluster addresses of other servers, comma-separated")
+	return cmd
+}
+
+// runServer runs a control node until ctx ends. ready, when not nil, is
+// called once the HTTP endpoint is up, with its address.
+func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr string, srv *clusterrpc.Server)) error {
+	logger := slog.Default()
+	id, err := serverID(opts.dataDir, opts.name)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(hostOf(opts.bind)); ip != nil && ip.IsUnspecified() && opts.advertise == "" {
+		return errors.New("--advertise is required when --bind listens on all addresses")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	cfg := clusterrpc.DefaultServerConfig()
+	cfg.Store.ServerID = id
+	cfg.Store.DataDir = opts.dataDir
+	cfg.Store.AdvertiseAddr = opts.advertise
+	cfg.Store.Logger = logger
+	cfg.Store.Registerer = reg
+	cfg.BindAddr = opts.bind
+	cfg.BootstrapExpect = opts.bootstrapExpect
+	cfg.Join = opts.join
+
+	srv, err := clusterrpc.StartServer(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(srv.Store.Status())
+	})
+	ln, err := net.Listen("tcp", opts.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", opts.httpAddr, err)
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go httpSrv.Serve(ln)
+	defer httpSrv.Close()
+
+	logger.Info("control node started", "server", id, "cluster_addr", srv.Addr(), "http_addr", ln.Addr().String(), "data_dir", opts.dataDir)
+	if ready != nil {
+		ready(ln.Addr().String(), srv)
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return nil
+}
+
+// serverID returns the id recorded in the data directory, recording name on
+// first start. A server's Raft identity must never change under its data.
+func serverID(dataDir, name string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(dataDir, "server-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		recorded := strings.TrimSpace(string(b))
+		if name != "" && name != recorded {
+			return "", fmt.Errorf("data dir %s belongs to server %q, not %q", dataDir, recorded, name)
+		}
+		return recorded, nil
+	case errors.Is(err, os.ErrNotExist):
+		if name == "" {
+			return "", errors.New("--name is required")
+		}
+		if err := os.WriteFile(path, []byte(name+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("record server id: %w", err)
+		}
+		return name, nil
+	default:
+		return "", fmt.Errorf("read server id: %w", err)
+	}
+}
+
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
