@@ -213,6 +213,9 @@ func applyNodeSetStatus(txn *memdb.Txn, index uint64, c *NodeSetStatus) error {
 	if err := validateNodeStatus(c.Status); err != nil {
 		return err
 	}
+	if err := validateTime("node last-seen time", c.LastSeen); err != nil {
+		return err
+	}
 	n := *existing
 	n.Status = c.Status
 	if !c.LastSeen.IsZero() {

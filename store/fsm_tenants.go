@@ -135,6 +135,9 @@ func applyTokenTouch(txn *memdb.Txn, index uint64, c *TokenTouch) error {
 		if err != nil {
 			return err
 		}
+		if err := validateTime("token last-used time", at); err != nil {
+			return err
+		}
 		if t == nil || !at.After(t.LastUsedAt) {
 			continue
 		}

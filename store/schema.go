@@ -56,7 +56,8 @@ func schema() *memdb.DBSchema {
 		tableTokens: {Name: tableTokens, Indexes: map[string]*memdb.IndexSchema{
 			"id":   id("ID"),
 			"hash": {Name: "hash", Unique: true, Indexer: &bytesFieldIndex{field: "Hash"}},
-			"org":  str("org", "OrgID", false),
+			// Operator tokens may belong to no org.
+			"org": {Name: "org", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "OrgID"}},
 		}},
 		tableAgents: {Name: tableAgents, Indexes: map[string]*memdb.IndexSchema{
 			"id":       id("ID"),

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"regexp"
+	"time"
 	"unicode/utf8"
 )
 
@@ -90,6 +91,15 @@ func validateClusterConfig(c ClusterConfig) error {
 	case RescheduleReschedule, RescheduleFail:
 	default:
 		return invalidf("reschedule policy %q is not %s or %s", c.ReschedulePolicy, RescheduleReschedule, RescheduleFail)
+	}
+	return nil
+}
+
+// validateTime refuses times that cannot be written back as JSON (years
+// outside 0-9999 in UTC): one such value would make every later snapshot fail.
+func validateTime(what string, t time.Time) error {
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return invalidf("%s %s is out of range", what, t)
 	}
 	return nil
 }
