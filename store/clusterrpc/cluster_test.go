@@ -263,3 +263,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestFiveServerClusterSurvivesTwoFailures(t *testing.T) {
+	tc := NewTestCluster(t, 5)
+	leader := tc.WaitForLeader()
+	if _, err := createOrg(t, tc.Servers[tc.Follower()].Store, "org-before"); err != nil {
+		t.Fatal(err)
+	}
+	tc.Kill(leader)
+	tc.Kill(tc.Follower())
+	tc.WaitForLeader()
+	idx, err := createOrg(t, tc.Servers[tc.Follower()].Store, "org-after")
+	if err != nil {
+		t.Fatalf("write with 3 of 5 servers: %v", err)
+	}
+	tc.WaitForIndex(idx)
+	for _, s := range tc.Servers {
+		if s != nil {
+			requireOrgs(t, s.Store, []string{"org-before", "org-after"})
+		}
+	}
+}

@@ -12,9 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/store"
 )
+
+// maxMessageBytes bounds one ClusterService request.
+const maxMessageBytes = 16 << 20
 
 // ServerConfig configures a control node's store and how it forms or joins
 // its cluster.
@@ -116,7 +121,9 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st)))
+	// A command is at most a few kilobytes; the bound keeps a bad peer from
+	// making the server buffer without limit.
+	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st), connect.WithReadMaxBytes(maxMessageBytes)))
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
