@@ -284,3 +284,33 @@ func TestFiveServerClusterSurvivesTwoFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestServerStartedWithJoinOnlyIsAddedToRunningCluster(t *testing.T) {
+	tc := NewTestCluster(t, 3)
+	idx, err := createOrg(t, tc.Servers[tc.WaitForLeader()].Store, "org-existing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := TestServerConfig(t, "server-new", t.TempDir())
+	cfg.BootstrapExpect = 0
+	cfg.Join = []string{tc.Servers[tc.Follower()].Addr()}
+	srv, err := StartServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Store.WaitForIndex(ctx, idx); err != nil {
+		t.Fatalf("new server never caught up: %v", err)
+	}
+	requireOrgs(t, srv.Store, []string{"org-existing"})
+	waitFor(t, "four voters", func() bool {
+		st := tc.Servers[tc.WaitForLeader()].Store.Status()
+		return len(st.Servers) == 4
+	})
+	// The new member takes writes like any other server.
+	if _, err := createOrg(t, srv.Store, "org-from-new"); err != nil {
+		t.Fatalf("write through the new server: %v", err)
+	}
+}
