@@ -60,6 +60,9 @@ type Agent struct {
 	NodeID    string
 	Port      int
 	Resources Resources
+	// Runtime and Constraints restrict where the agent may be re-placed.
+	Runtime     string
+	Constraints map[string]string
 	// Holds is true while the agent should be running: it then counts
 	// against its node's capacity and its org's running cap.
 	Holds bool

@@ -25,7 +25,7 @@ type Request struct {
 	Kind    Kind
 	AgentID string
 	// OrgID, Runtime, Resources and Constraints describe a new agent
-	// (KindCreate); for start and move they are taken from the model.
+	// (KindCreate); for start and move they are taken from the model's Agent.
 	OrgID     string
 	Runtime   string
 	Resources Resources
@@ -157,7 +157,7 @@ func (p *planner) start(r Request) Decision {
 	// not, as long as it is up and has room.
 	ns, ok := p.c.nodes[a.NodeID]
 	if !ok || ns.Down || !p.fits(ns, a.Resources) {
-		ns = p.choose(r.Runtime, r.Constraints, a.Resources, a.NodeID)
+		ns = p.choose(a.Runtime, a.Constraints, a.Resources, a.NodeID)
 	}
 	if ns == nil {
 		return refuse(d, ReasonNoNode, "no node has room to start agent %s (%dm CPU, %d MB memory)",
@@ -176,7 +176,7 @@ func (p *planner) move(r Request) Decision {
 		return refuse(d, ReasonUnknownAgent, "agent %s is not known to the scheduler", r.AgentID)
 	}
 	d.Port = a.Port
-	ns := p.choose(r.Runtime, r.Constraints, a.Resources, a.NodeID)
+	ns := p.choose(a.Runtime, a.Constraints, a.Resources, a.NodeID)
 	if ns == nil {
 		return refuse(d, ReasonNoNode, "no other node has room for agent %s (%dm CPU, %d MB memory)",
 			a.ID, a.Resources.CPUMillis, a.Resources.MemoryMB)

@@ -32,6 +32,7 @@ const (
 	CmdIdempotencyPut    CommandType = 19
 	CmdIdempotencyDelete CommandType = 20
 	CmdClusterConfigSet  CommandType = 21
+	CmdPlanApply         CommandType = 22
 )
 
 // IgnoreUnknownFlag may be set on a command type that older servers can safely
@@ -48,7 +49,7 @@ var commandNames = map[CommandType]string{
 	CmdScopeCreate: "scope_create", CmdScopeUpdate: "scope_update", CmdScopeDelete: "scope_delete",
 	CmdSecretPut: "secret_put", CmdSecretDelete: "secret_delete",
 	CmdIdempotencyPut: "idempotency_put", CmdIdempotencyDelete: "idempotency_delete",
-	CmdClusterConfigSet: "cluster_config_set",
+	CmdClusterConfigSet: "cluster_config_set", CmdPlanApply: "plan_apply",
 }
 
 func (t CommandType) String() string {
@@ -119,6 +120,8 @@ func newCommand(t CommandType) Command {
 		return &IdempotencyDelete{}
 	case CmdClusterConfigSet:
 		return &ClusterConfigSet{}
+	case CmdPlanApply:
+		return &PlanApply{}
 	}
 	return nil
 }
@@ -278,6 +281,42 @@ type ClusterConfigSet struct {
 	Config ClusterConfig `json:"config"`
 }
 
+// PlanOp is what one plan item does.
+type PlanOp string
+
+const (
+	// PlanCreate creates Agent, placed by the scheduler.
+	PlanCreate PlanOp = "create"
+	// PlanStart starts AgentID on NodeID (its own node, or another one when
+	// its own cannot run it), keeping its port.
+	PlanStart PlanOp = "start"
+	// PlanMove re-places AgentID, which should be running, onto NodeID,
+	// keeping its port (its old node was lost).
+	PlanMove PlanOp = "move"
+)
+
+// PlanItem is one decision of a plan.
+type PlanItem struct {
+	Op      PlanOp `json:"op"`
+	Agent   *Agent `json:"agent,omitempty"`
+	AgentID string `json:"agentId,omitempty"`
+	NodeID  string `json:"nodeId,omitempty"`
+}
+
+// PlanApply commits a batch of scheduler decisions in one Raft entry. Each
+// item is checked and applied on its own, seeing the items before it: a
+// refused item changes nothing and does not stop the others. Apply returns a
+// *PlanResult.
+type PlanApply struct {
+	Items []PlanItem `json:"items"`
+}
+
+// PlanResult holds one outcome per plan item: nil when applied, else the
+// refusing error.
+type PlanResult struct {
+	Errors []error
+}
+
 func (*OrgCreate) CommandType() CommandType         { return CmdOrgCreate }
 func (*OrgUpdate) CommandType() CommandType         { return CmdOrgUpdate }
 func (*OrgDelete) CommandType() CommandType         { return CmdOrgDelete }
@@ -299,3 +338,4 @@ func (*SecretDelete) CommandType() CommandType      { return CmdSecretDelete }
 func (*IdempotencyPut) CommandType() CommandType    { return CmdIdempotencyPut }
 func (*IdempotencyDelete) CommandType() CommandType { return CmdIdempotencyDelete }
 func (*ClusterConfigSet) CommandType() CommandType  { return CmdClusterConfigSet }
+func (*PlanApply) CommandType() CommandType         { return CmdPlanApply }

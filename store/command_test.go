@@ -34,6 +34,7 @@ func sampleCommands() []Command {
 		newIdempotency("org-1", "idem-1", testTime.Add(time.Hour)),
 		&IdempotencyDelete{Before: testTime.Add(2 * time.Hour)},
 		&ClusterConfigSet{Config: ClusterConfig{PortRangeStart: 10000, PortRangeEnd: 10100, SchedulerAlgorithm: AlgorithmSpread, ReschedulePolicy: RescheduleFail}},
+		&PlanApply{Items: []PlanItem{{Op: PlanStart, AgentID: "agent-1", NodeID: "node-1"}, {Op: PlanMove, AgentID: "agent-2", NodeID: "node-2"}}},
 	}
 }
 
@@ -66,6 +67,7 @@ func TestCommandNumbersAreStable(t *testing.T) {
 		{CmdSecretPut, 17, "secret_put"}, {CmdSecretDelete, 18, "secret_delete"},
 		{CmdIdempotencyPut, 19, "idempotency_put"}, {CmdIdempotencyDelete, 20, "idempotency_delete"},
 		{CmdClusterConfigSet, 21, "cluster_config_set"},
+		{CmdPlanApply, 22, "plan_apply"},
 	}
 	if len(commandNames) != len(want) {
 		t.Errorf("%d command types are named, want %d: add the new one here", len(commandNames), len(want))
@@ -153,7 +155,7 @@ func badInputs(t reporter) []struct {
 	}{
 		{"empty", nil, ErrMalformedCommand},
 		{"type 0", []byte{0}, ErrUnknownCommand},
-		{"first unassigned type", withType(22, `{}`), ErrUnknownCommand},
+		{"first unassigned type", withType(23, `{}`), ErrUnknownCommand},
 		{"type 100", []byte{100}, ErrUnknownCommand},
 		{"type 127 with a payload", withType(127, `{"org":{"id":"x"}}`), ErrUnknownCommand},
 		{"type byte only", []byte{byte(CmdAgentCreate)}, ErrMalformedCommand},

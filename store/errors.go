@@ -32,6 +32,10 @@ var (
 	ErrNodeNotEligible = errors.New("node not eligible for placement")
 	// ErrNoCapacity: placing the agent would overcommit the node.
 	ErrNoCapacity = errors.New("node capacity exceeded")
+	// ErrNoPorts: every port of the cluster's range is held.
+	ErrNoPorts = errors.New("no available ports")
+	// ErrNoNodeFits: no eligible node has room for the agent.
+	ErrNoNodeFits = errors.New("no node has room")
 	// ErrStaleNode: a status report came from a node that no longer hosts
 	// the agent; it is ignored so that an old copy can never overwrite the
 	// live one.
@@ -69,6 +73,8 @@ var errorCodes = []struct {
 	{"port_out_of_range", ErrPortOutOfRange},
 	{"node_not_eligible", ErrNodeNotEligible},
 	{"no_capacity", ErrNoCapacity},
+	{"no_ports", ErrNoPorts},
+	{"no_node_fits", ErrNoNodeFits},
 	{"stale_node", ErrStaleNode},
 	{"unknown_command", ErrUnknownCommand},
 	{"malformed_command", ErrMalformedCommand},

@@ -30,6 +30,39 @@ type FSM struct {
 	// appliedCh is closed and replaced after every apply, to wake WaitForIndex.
 	appliedMu sync.Mutex
 	appliedCh chan struct{}
+
+	changes atomic.Pointer[changeHandlerBox]
+}
+
+type changeHandlerBox struct{ h ChangeHandler }
+
+// Change is one object a command created, changed or deleted: Before is nil
+// for a creation, After is nil for a deletion. Both are the store's shared,
+// immutable objects: *Org, *Token, *Agent, *Node, *Scope, *Secret,
+// *IdempotencyRecord or *ClusterConfig.
+type Change struct {
+	Before, After any
+}
+
+// ChangeHandler follows the state as it changes, to keep a derived model
+// (the scheduler's) in step without rebuilding it. It is called on the FSM's
+// goroutine, in log order, after each command commits: it must be quick and
+// must not call back into the store's write path.
+type ChangeHandler interface {
+	// StateChanged reports the changes of the command at index.
+	StateChanged(index uint64, changes []Change)
+	// StateReset reports that the whole state was replaced (a snapshot was
+	// restored); the handler must rebuild from State.
+	StateReset()
+}
+
+// SetChangeHandler installs h (nil removes it).
+func (f *FSM) SetChangeHandler(h ChangeHandler) {
+	if h == nil {
+		f.changes.Store(nil)
+		return
+	}
+	f.changes.Store(&changeHandlerBox{h: h})
 }
 
 // NewFSM returns an empty state machine. metrics may be nil.
@@ -54,7 +87,12 @@ func newDB() *memdb.MemDB {
 
 // State returns an immutable snapshot of the current state.
 func (f *FSM) State() *State {
-	return &State{txn: f.db.Load().Txn(false), index: f.applied.Load()}
+	txn := f.db.Load().Txn(false)
+	st := &State{txn: txn}
+	if row, err := first[*indexRow](txn, tableIndex, "id", indexRowID); err == nil && row != nil {
+		st.index = row.Index
+	}
+	return st
 }
 
 // AppliedIndex is the Raft index of the last command applied to the state.
@@ -88,86 +126,124 @@ func (f *FSM) setApplied(index uint64) {
 
 // Apply applies one committed log entry. It returns nil on success or the
 // error that refused the command; a refused command leaves the state as it was.
+// PlanApply commands return a *PlanResult instead, with one outcome per item.
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	err := f.applyCommand(l.Index, l.Data)
+	result, err := f.applyCommand(l.Index, l.Data)
 	f.setApplied(l.Index)
 	if err != nil {
 		return err
 	}
-	return nil
+	return result
 }
 
-func (f *FSM) applyCommand(index uint64, data []byte) error {
+func (f *FSM) applyCommand(index uint64, data []byte) (any, error) {
 	start := time.Now()
 	cmd, err := Decode(data)
 	if err != nil {
 		if errors.Is(err, ErrUnknownCommand) && CommandType(data[0])&IgnoreUnknownFlag != 0 {
 			f.logger.Warn("skipping unknown command marked ignorable", "type", data[0], "index", index)
-			return nil
+			return nil, nil
 		}
 		f.logger.Error("refusing command", "index", index, "error", err)
-		return err
+		return nil, err
 	}
 	txn := f.db.Load().Txn(true)
-	err = applyToTxn(txn, index, cmd)
+	txn.TrackChanges()
+	result, err := applyToTxn(txn, index, cmd)
+	var changes memdb.Changes
+	if err == nil {
+		// A command that changed nothing leaves the index alone too, so
+		// that a no-op is invisible to readers and to State.Hash.
+		if changes = txn.Changes(); len(changes) > 0 {
+			err = txn.Insert(tableIndex, &indexRow{ID: indexRowID, Index: index})
+		}
+	}
 	if err != nil {
 		txn.Abort()
-	} else {
-		txn.Commit()
+		f.metrics.observeApply(cmd.CommandType(), err, time.Since(start))
+		return nil, err
 	}
-	f.metrics.observeApply(cmd.CommandType(), err, time.Since(start))
-	return err
+	txn.Commit()
+	f.metrics.observeApply(cmd.CommandType(), nil, time.Since(start))
+	f.notifyChanges(index, changes)
+	return result, nil
+}
+
+func (f *FSM) notifyChanges(index uint64, raw memdb.Changes) {
+	box := f.changes.Load()
+	if box == nil {
+		return
+	}
+	changes := make([]Change, 0, len(raw))
+	for _, c := range raw {
+		if c.Table == tableIndex {
+			continue
+		}
+		changes = append(changes, Change{Before: publicObject(c.Before), After: publicObject(c.After)})
+	}
+	box.h.StateChanged(index, changes)
+}
+
+// publicObject hides the store's internal row types from change handlers.
+func publicObject(obj any) any {
+	if row, ok := obj.(*configRow); ok {
+		cfg := row.Config
+		return &cfg
+	}
+	return obj
 }
 
 // applyToTxn is the one switch over command types. Each applier validates its
 // command against the state in txn and either writes all its changes or
 // returns an error (the caller then aborts the transaction).
-func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) error {
+func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) (any, error) {
 	switch c := cmd.(type) {
+	case *PlanApply:
+		return applyPlan(txn, index, c)
 	case *OrgCreate:
-		return applyOrgCreate(txn, index, c)
+		return nil, applyOrgCreate(txn, index, c)
 	case *OrgUpdate:
-		return applyOrgUpdate(txn, index, c)
+		return nil, applyOrgUpdate(txn, index, c)
 	case *OrgDelete:
-		return applyOrgDelete(txn, c)
+		return nil, applyOrgDelete(txn, c)
 	case *TokenCreate:
-		return applyTokenCreate(txn, index, c)
+		return nil, applyTokenCreate(txn, index, c)
 	case *TokenRevoke:
-		return applyTokenRevoke(txn, c)
+		return nil, applyTokenRevoke(txn, c)
 	case *TokenTouch:
-		return applyTokenTouch(txn, index, c)
+		return nil, applyTokenTouch(txn, index, c)
 	case *AgentCreate:
-		return applyAgentCreate(txn, index, c)
+		return nil, applyAgentCreate(txn, index, c)
 	case *AgentSetDesired:
-		return applyAgentSetDesired(txn, index, c)
+		return nil, applyAgentSetDesired(txn, index, c)
 	case *AgentSetStatus:
-		return applyAgentSetStatus(txn, index, c)
+		return nil, applyAgentSetStatus(txn, index, c)
 	case *AgentDelete:
-		return applyAgentDelete(txn, c)
+		return nil, applyAgentDelete(txn, c)
 	case *NodeRegister:
-		return applyNodeRegister(txn, index, c)
+		return nil, applyNodeRegister(txn, index, c)
 	case *NodeSetStatus:
-		return applyNodeSetStatus(txn, index, c)
+		return nil, applyNodeSetStatus(txn, index, c)
 	case *NodeDelete:
-		return applyNodeDelete(txn, c)
+		return nil, applyNodeDelete(txn, c)
 	case *ScopeCreate:
-		return applyScopeCreate(txn, index, c)
+		return nil, applyScopeCreate(txn, index, c)
 	case *ScopeUpdate:
-		return applyScopeUpdate(txn, index, c)
+		return nil, applyScopeUpdate(txn, index, c)
 	case *ScopeDelete:
-		return applyScopeDelete(txn, index, c)
+		return nil, applyScopeDelete(txn, index, c)
 	case *SecretPut:
-		return applySecretPut(txn, index, c)
+		return nil, applySecretPut(txn, index, c)
 	case *SecretDelete:
-		return applySecretDelete(txn, c)
+		return nil, applySecretDelete(txn, c)
 	case *IdempotencyPut:
-		return applyIdempotencyPut(txn, index, c)
+		return nil, applyIdempotencyPut(txn, index, c)
 	case *IdempotencyDelete:
-		return applyIdempotencyDelete(txn, c)
+		return nil, applyIdempotencyDelete(txn, c)
 	case *ClusterConfigSet:
-		return applyClusterConfigSet(txn, index, c)
+		return nil, applyClusterConfigSet(txn, index, c)
 	}
-	return fmt.Errorf("%w: %s has no applier", ErrUnknownCommand, cmd.CommandType())
+	return nil, fmt.Errorf("%w: %s has no applier", ErrUnknownCommand, cmd.CommandType())
 }
 
 // Snapshot captures the current database; memdb transactions are immutable,
@@ -190,6 +266,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.db.Store(db)
 	f.setApplied(index)
 	f.metrics.countSnapshot("restore")
+	if box := f.changes.Load(); box != nil {
+		box.h.StateReset()
+	}
 	return nil
 }
 

@@ -79,6 +79,11 @@ func applyAgentCreate(txn *memdb.Txn, index uint64, c *AgentCreate) error {
 	if len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, a.Runtime) {
 		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, a.Runtime)
 	}
+	for k, v := range a.Constraints {
+		if node.Labels[k] != v {
+			return fmt.Errorf("%w: node %q lacks label %s=%s", ErrNodeNotEligible, node.ID, k, v)
+		}
+	}
 	if a.HoldsResources() {
 		if err := checkCapacity(txn, node, &a); err != nil {
 			return err
@@ -245,6 +250,16 @@ func applyClusterConfigSet(txn *memdb.Txn, index uint64, c *ClusterConfigSet) er
 	if err := validateClusterConfig(c.Config); err != nil {
 		return err
 	}
+	agents, err := all[*Agent](txn, tableAgents, "id")
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		if a.Port < c.Config.PortRangeStart || a.Port > c.Config.PortRangeEnd {
+			return fmt.Errorf("%w: agent %q holds port %d outside %d-%d; agents keep their ports until deleted",
+				ErrConflict, a.ID, a.Port, c.Config.PortRangeStart, c.Config.PortRangeEnd)
+		}
+	}
 	cfg := c.Config
 	cfg.ModifyIndex = index
 	return txn.Insert(tableConfig, &configRow{ID: configSingletonID, Config: cfg})
@@ -338,4 +353,93 @@ func checkCapacity(txn *memdb.Txn, node *Node, a *Agent) error {
 		return fmt.Errorf("%w: node %q runs %d of %d agents", ErrNoCapacity, node.ID, alloc.Agents, capy.MaxAgents)
 	}
 	return nil
+}
+
+// applyPlan applies each item on its own: appliers check everything before
+// they write, so a refused item has written nothing and the next item sees a
+// consistent state. Only an internal error (a failed memdb write) aborts the
+// whole plan.
+func applyPlan(txn *memdb.Txn, index uint64, c *PlanApply) (any, error) {
+	if len(c.Items) == 0 {
+		return nil, invalidf("plan has no items")
+	}
+	result := &PlanResult{Errors: make([]error, len(c.Items))}
+	for i, item := range c.Items {
+		var err error
+		switch item.Op {
+		case PlanCreate:
+			if item.Agent == nil {
+				err = invalidf("plan item %d: create without an agent", i)
+			} else {
+				err = applyAgentCreate(txn, index, &AgentCreate{Agent: *item.Agent})
+			}
+		case PlanStart, PlanMove:
+			err = applyAgentPlace(txn, index, item)
+		default:
+			err = invalidf("plan item %d: unknown op %q", i, item.Op)
+		}
+		if err != nil && ErrorCode(err) == "internal" {
+			return nil, fmt.Errorf("plan item %d: %w", i, err)
+		}
+		result.Errors[i] = err
+	}
+	return result, nil
+}
+
+// applyAgentPlace starts an agent (PlanStart) or moves a running one
+// (PlanMove) onto item.NodeID, keeping its port. Starting on its own node
+// needs that node up; any other node must be ready (eligible) and offer the
+// agent's runtime. Capacity is re-checked on the target node, and a start
+// re-checks the org's running cap.
+func applyAgentPlace(txn *memdb.Txn, index uint64, item PlanItem) error {
+	existing, err := mustGetAgent(txn, item.AgentID)
+	if err != nil {
+		return err
+	}
+	if item.Op == PlanMove && !existing.HoldsResources() {
+		return fmt.Errorf("%w: agent %q is not meant to run; nothing to move", ErrConflict, existing.ID)
+	}
+	if item.Op == PlanStart && existing.HoldsResources() && existing.NodeID == item.NodeID {
+		return nil // already running there
+	}
+	node, err := first[*Node](txn, tableNodes, "id", item.NodeID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case node == nil || node.Status == NodeDown:
+		return fmt.Errorf("%w: node %q", ErrNodeNotEligible, item.NodeID)
+	case node.ID != existing.NodeID && !node.Eligible():
+		return fmt.Errorf("%w: node %q takes no new agents", ErrNodeNotEligible, node.ID)
+	case len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, existing.Runtime):
+		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, existing.Runtime)
+	}
+	for k, v := range existing.Constraints {
+		if node.Labels[k] != v {
+			return fmt.Errorf("%w: node %q lacks label %s=%s", ErrNodeNotEligible, node.ID, k, v)
+		}
+	}
+	if !existing.HoldsResources() {
+		org, err := mustGetOrg(txn, existing.OrgID)
+		if err != nil {
+			return err
+		}
+		usage, err := orgUsage(txn, org.ID, existing.ID)
+		if err != nil {
+			return err
+		}
+		if org.Plan.MaxRunning > 0 && usage.running >= org.Plan.MaxRunning {
+			return fmt.Errorf("%w: org %q runs %d of %d agents", ErrRunningCap, org.ID, usage.running, org.Plan.MaxRunning)
+		}
+	}
+	if err := checkCapacity(txn, node, existing); err != nil {
+		return err
+	}
+	a := *existing
+	a.NodeID = node.ID
+	a.Desired = DesiredRunning
+	a.Status = StatusProvisioning
+	a.ErrorMsg = ""
+	a.ModifyIndex = index
+	return txn.Insert(tableAgents, &a)
 }

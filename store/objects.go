@@ -83,19 +83,21 @@ type Resources struct {
 
 // Agent is one coding agent: a container on one node, reachable on one port.
 type Agent struct {
-	ID           string       `json:"id"`
-	OrgID        string       `json:"orgId"`
-	Name         string       `json:"name"`
-	ScopeID      string       `json:"scopeId,omitempty"`
-	Model        string       `json:"model,omitempty"`
-	Runtime      string       `json:"runtime"`
-	Resources    Resources    `json:"resources"`
-	Tags         []string     `json:"tags,omitempty"`
-	HiddenPrompt string       `json:"hiddenPrompt,omitempty"`
-	Autostart    bool         `json:"autostart,omitempty"`
-	Desired      DesiredState `json:"desired"`
-	Status       AgentStatus  `json:"status"`
-	NodeID       string       `json:"nodeId"`
+	ID        string    `json:"id"`
+	OrgID     string    `json:"orgId"`
+	Name      string    `json:"name"`
+	ScopeID   string    `json:"scopeId,omitempty"`
+	Model     string    `json:"model,omitempty"`
+	Runtime   string    `json:"runtime"`
+	Resources Resources `json:"resources"`
+	// Constraints are node labels the agent needs; every one must match.
+	Constraints  map[string]string `json:"constraints,omitempty"`
+	Tags         []string          `json:"tags,omitempty"`
+	HiddenPrompt string            `json:"hiddenPrompt,omitempty"`
+	Autostart    bool              `json:"autostart,omitempty"`
+	Desired      DesiredState      `json:"desired"`
+	Status       AgentStatus       `json:"status"`
+	NodeID       string            `json:"nodeId"`
 	// Port is unique across the cluster and kept until the agent is deleted;
 	// it names the agent's URL (a<port>.<domain>).
 	Port        int       `json:"port"`

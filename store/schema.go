@@ -16,17 +16,28 @@ const (
 	tableSecrets     = "secrets"
 	tableIdempotency = "idempotency"
 	tableConfig      = "config"
+	tableIndex       = "index"
 )
 
 // tableOrder fixes the order in which snapshots and state hashes visit tables.
 // New tables are appended, never inserted.
 var tableOrder = []string{
 	tableOrgs, tableTokens, tableAgents, tableNodes,
-	tableScopes, tableSecrets, tableIdempotency, tableConfig,
+	tableScopes, tableSecrets, tableIdempotency, tableConfig, tableIndex,
 }
 
 // configSingletonID is the id of the one ClusterConfig row.
 const configSingletonID = "cluster"
+
+// indexRowID is the id of the one indexRow.
+const indexRowID = "applied"
+
+// indexRow records, inside the database, the index of the last command that
+// changed it, so that a read transaction and its index always agree.
+type indexRow struct {
+	ID    string `json:"id"`
+	Index uint64 `json:"index"`
+}
 
 // configRow wraps ClusterConfig with the id memdb needs.
 type configRow struct {
@@ -93,6 +104,9 @@ func schema() *memdb.DBSchema {
 			"org": str("org", "OrgID", false),
 		}},
 		tableConfig: {Name: tableConfig, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("ID"),
+		}},
+		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("ID"),
 		}},
 	}}

@@ -168,6 +168,8 @@ func newTableObject(table string) any {
 		return &IdempotencyRecord{}
 	case tableConfig:
 		return &configRow{}
+	case tableIndex:
+		return &indexRow{}
 	}
 	panic("store: table without object type: " + table)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -35,6 +36,14 @@ type LeadershipHook interface {
 	RevokeLeadership()
 }
 
+// Placer places agents; it runs on the leader (package store/placement).
+// ApplyLocal hands it every AgentCreate without a node and every
+// AgentSetDesired to running, so that placement, port allocation and plan caps
+// are decided in one place, in batches, whichever server the request reached.
+type Placer interface {
+	Place(ctx context.Context, cmd Command) (index uint64, err error)
+}
+
 // ErrShutdown is returned by calls made after Shutdown.
 var ErrShutdown = errors.New("store is shut down")
 
@@ -49,12 +58,17 @@ type Store struct {
 	forwarder Forwarder
 	metrics   *Metrics
 	hadState  bool
+	placer    atomic.Pointer[placerBox]
 
 	leaderNotify chan bool
-	// leaderMu guards the hooks and the leadership they were last told of.
-	leaderMu     sync.Mutex
+	// leaderReady is true from the post-election barrier until leadership
+	// is lost; IsLeader and ReadIndex read it without locks.
+	leaderReady atomic.Bool
+	// hookMu serialises hook calls and guards hooks and leaderCancel. Only
+	// the leadership loop and RegisterLeadershipHook take it, never a read
+	// or write path, so a hook may call into the store freely.
+	hookMu       sync.Mutex
 	hooks        []LeadershipHook
-	leaderReady  bool
 	leaderCancel context.CancelFunc
 
 	shutdownOnce sync.Once
@@ -139,6 +153,21 @@ func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
 	go s.leadershipLoop()
 	return s, nil
 }
+
+type placerBox struct{ p Placer }
+
+// SetPlacer installs the placer that ApplyLocal hands placement requests to
+// (nil removes it; without one they go to the FSM as they are).
+func (s *Store) SetPlacer(p Placer) {
+	if p == nil {
+		s.placer.Store(nil)
+		return
+	}
+	s.placer.Store(&placerBox{p: p})
+}
+
+// SetChangeHandler installs the handler that follows every state change.
+func (s *Store) SetChangeHandler(h ChangeHandler) { s.fsm.SetChangeHandler(h) }
 
 // ServerID returns this server's Raft id.
 func (s *Store) ServerID() string { return s.cfg.ServerID }
@@ -244,9 +273,7 @@ func (s *Store) Status() Status {
 // IsLeader reports whether this server leads and has caught up with every
 // write of earlier terms.
 func (s *Store) IsLeader() bool {
-	s.leaderMu.Lock()
-	defer s.leaderMu.Unlock()
-	return s.leaderReady && s.raft.State() == raft.Leader
+	return s.leaderReady.Load() && s.raft.State() == raft.Leader
 }
 
 // Leader returns the id and cluster address of the leader, if known.
@@ -290,7 +317,7 @@ func (s *Store) ApplyEncoded(ctx context.Context, buf []byte) (uint64, error) {
 		var err error
 		if leaderAddr == "" {
 			path = "leader"
-			index, err = s.ApplyLocal(buf)
+			index, err = s.ApplyLocal(ctx, buf)
 		} else {
 			path = "forwarded"
 			index, err = s.forwarder.ForwardApply(ctx, leaderAddr, buf)
@@ -302,19 +329,73 @@ func (s *Store) ApplyEncoded(ctx context.Context, buf []byte) (uint64, error) {
 }
 
 // ApplyLocal commits a command on this server, which must be the leader; it
-// never forwards. ClusterService calls it for forwarded writes.
-func (s *Store) ApplyLocal(buf []byte) (uint64, error) {
+// never forwards. ClusterService calls it for forwarded writes. Placement
+// requests go to the placer when one is installed.
+func (s *Store) ApplyLocal(ctx context.Context, buf []byte) (uint64, error) {
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("%w: empty command", ErrMalformedCommand)
+	}
+	if box := s.placer.Load(); box != nil && needsPlacement(buf) {
+		cmd, err := Decode(buf)
+		if err != nil {
+			return 0, err
+		}
+		if placementRequest(cmd) {
+			if s.raft.State() != raft.Leader {
+				return 0, s.notLeader()
+			}
+			return box.p.Place(ctx, cmd)
+		}
 	}
 	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
 	if err := s.wait(f); err != nil {
 		return 0, s.raftError(err)
 	}
-	if err, ok := f.Response().(error); ok {
-		return f.Index(), err
+	switch resp := f.Response().(type) {
+	case error:
+		return f.Index(), resp
+	case *PlanResult:
+		return f.Index(), fmt.Errorf("%w: plans are committed with ApplyPlan", ErrInvalid)
 	}
 	return f.Index(), nil
+}
+
+// needsPlacement is a cheap first look at the type byte.
+func needsPlacement(buf []byte) bool {
+	t := CommandType(buf[0])
+	return t == CmdAgentCreate || t == CmdAgentSetDesired
+}
+
+// placementRequest reports whether cmd asks the scheduler for a placement: a
+// new agent without a node, or a start.
+func placementRequest(cmd Command) bool {
+	switch c := cmd.(type) {
+	case *AgentCreate:
+		return c.Agent.NodeID == ""
+	case *AgentSetDesired:
+		return c.Desired == DesiredRunning
+	}
+	return false
+}
+
+// ApplyPlan commits a plan and returns one outcome per item. Leader only;
+// the placer calls it.
+func (s *Store) ApplyPlan(plan *PlanApply) (uint64, *PlanResult, error) {
+	buf, err := Encode(plan)
+	if err != nil {
+		return 0, nil, err
+	}
+	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
+	if err := s.wait(f); err != nil {
+		return 0, nil, s.raftError(err)
+	}
+	switch resp := f.Response().(type) {
+	case error:
+		return f.Index(), nil, resp
+	case *PlanResult:
+		return f.Index(), resp, nil
+	}
+	return f.Index(), nil, fmt.Errorf("plan at index %d returned no result", f.Index())
 }
 
 // ConsistentState returns a state that reflects every write acknowledged
@@ -349,7 +430,8 @@ func (s *Store) ReadIndex() (uint64, error) {
 		return 0, s.notLeader()
 	}
 	if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
-		return 0, s.raftError(err)
+		// A read has no effect, so any failure may be retried.
+		return 0, fmt.Errorf("%w: read barrier: %v", ErrNoLeader, err)
 	}
 	return s.fsm.AppliedIndex(), nil
 }
@@ -396,7 +478,8 @@ func (s *Store) wait(f raft.Future) error {
 	case err := <-done:
 		return err
 	case <-s.shutdownCh:
-		return ErrShutdown
+		// The entry may have been committed before Raft stopped.
+		return fmt.Errorf("%w: server shut down while waiting", ErrOutcomeUnknown)
 	}
 }
 
@@ -411,7 +494,8 @@ func (s *Store) raftError(err error) error {
 		// Never entered the log: safe to retry.
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return ErrShutdown
+		// Refused before it entered the log: another server may take it.
+		return fmt.Errorf("%w: %w", ErrNoLeader, ErrShutdown)
 	}
 	return err
 }
@@ -425,12 +509,13 @@ func (s *Store) notLeader() error {
 }
 
 // RegisterLeadershipHook adds leader-only work. If this server already leads,
-// the hook is established at once.
+// the hook is established at once. Hooks must return promptly: Raft waits for
+// the leadership loop before it reports the next change.
 func (s *Store) RegisterLeadershipHook(h LeadershipHook) {
-	s.leaderMu.Lock()
-	defer s.leaderMu.Unlock()
+	s.hookMu.Lock()
+	defer s.hookMu.Unlock()
 	s.hooks = append(s.hooks, h)
-	if s.leaderReady {
+	if s.leaderReady.Load() {
 		ctx, cancel := context.WithCancel(context.Background())
 		prev := s.leaderCancel
 		s.leaderCancel = func() { prev(); cancel() }
@@ -463,27 +548,27 @@ func (s *Store) leadershipLoop() {
 				s.logger.Warn("barrier after election failed; waiting for the next leadership change", "error", err)
 				continue
 			}
-			s.leaderMu.Lock()
-			if s.raft.State() == raft.Leader && !s.leaderReady {
+			s.hookMu.Lock()
+			if s.raft.State() == raft.Leader && !s.leaderReady.Load() {
 				ctx, cancel := context.WithCancel(context.Background())
-				s.leaderReady, s.leaderCancel = true, cancel
+				s.leaderCancel = cancel
+				s.leaderReady.Store(true)
 				s.logger.Info("established leadership", "term", s.raft.CurrentTerm())
 				for _, h := range s.hooks {
 					s.establish(ctx, h)
 				}
 			}
-			s.leaderMu.Unlock()
+			s.hookMu.Unlock()
 		}
 	}
 }
 
 func (s *Store) revoke() {
-	s.leaderMu.Lock()
-	defer s.leaderMu.Unlock()
-	if !s.leaderReady {
+	s.hookMu.Lock()
+	defer s.hookMu.Unlock()
+	if !s.leaderReady.Swap(false) {
 		return
 	}
-	s.leaderReady = false
 	s.leaderCancel()
 	for i := len(s.hooks) - 1; i >= 0; i-- {
 		s.hooks[i].RevokeLeadership()

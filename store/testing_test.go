@@ -99,6 +99,18 @@ func applyResultError(t reporter, res any) error {
 		return nil
 	case error:
 		return r
+	case *PlanResult:
+		// A plan is refused as a whole only when every item was refused;
+		// then, like any refusal, it must have changed nothing.
+		for _, err := range r.Errors {
+			if err == nil {
+				return nil
+			}
+		}
+		if len(r.Errors) > 0 {
+			return r.Errors[0]
+		}
+		return nil
 	}
 	t.Fatalf("FSM.Apply returned %T (%v), want nil or an error", res, res)
 	return nil

@@ -26,6 +26,7 @@ type ClusterListener struct {
 	advertise net.Addr
 	raftConns chan net.Conn
 	httpConns chan net.Conn
+	raft      *raftLayer
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -48,6 +49,7 @@ func NewClusterListener(ln net.Listener, advertise string) (*ClusterListener, er
 		httpConns: make(chan net.Conn),
 		done:      make(chan struct{}),
 	}
+	c.raft = &raftLayer{c: c, closed: make(chan struct{})}
 	go c.acceptLoop()
 	return c, nil
 }
@@ -74,13 +76,14 @@ func (c *ClusterListener) acceptLoop() {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				c.Close()
+				return
 			}
-			c.Close()
-			return
+			// Out of file descriptors, an aborted handshake: transient.
+			// Closing the listener here would cut the server off for good.
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
 		go c.classify(conn)
 	}
@@ -101,9 +104,15 @@ func (c *ClusterListener) classify(conn net.Conn) {
 		br.Discard(1)
 		dest = c.raftConns
 	}
+	var raftClosed chan struct{}
+	if dest == c.raftConns {
+		raftClosed = c.raft.closed // Raft has shut down: nobody will accept
+	}
 	select {
 	case dest <- out:
 	case <-c.done:
+		conn.Close()
+	case <-raftClosed:
 		conn.Close()
 	}
 }
@@ -117,9 +126,7 @@ type peekedConn struct {
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // RaftLayer is the raft.StreamLayer over this listener.
-func (c *ClusterListener) RaftLayer() raft.StreamLayer {
-	return &raftLayer{c: c, closed: make(chan struct{})}
-}
+func (c *ClusterListener) RaftLayer() raft.StreamLayer { return c.raft }
 
 // HTTPListener yields the non-Raft connections, for an http.Server.
 func (c *ClusterListener) HTTPListener() net.Listener { return &subListener{c: c, conns: c.httpConns} }

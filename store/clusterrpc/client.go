@@ -93,11 +93,18 @@ func (c *Client) Join(ctx context.Context, addr string, srv store.Server) (uint6
 	return resp.Msg.GetIndex(), nil
 }
 
+// PeerStatus is a server's Status as seen over ClusterService, with the
+// cluster size it was started to bootstrap.
+type PeerStatus struct {
+	store.Status
+	BootstrapExpect int
+}
+
 // Status asks the server at addr for its view of the cluster.
-func (c *Client) Status(ctx context.Context, addr string) (store.Status, error) {
+func (c *Client) Status(ctx context.Context, addr string) (PeerStatus, error) {
 	resp, err := c.peer(addr).Status(ctx, connect.NewRequest(&clusterv1.StatusRequest{}))
 	if err != nil {
-		return store.Status{}, fromConnectError(addr, err)
+		return PeerStatus{}, fromConnectError(addr, err)
 	}
 	m := resp.Msg
 	st := store.Status{
@@ -109,7 +116,7 @@ func (c *Client) Status(ctx context.Context, addr string) (store.Status, error) 
 	for _, srv := range m.GetServers() {
 		st.Servers = append(st.Servers, store.Server{ID: srv.GetId(), Address: srv.GetAddress(), Voter: srv.GetVoter()})
 	}
-	return st, nil
+	return PeerStatus{Status: st, BootstrapExpect: int(m.GetBootstrapExpect())}, nil
 }
 
 // fromConnectError rebuilds the store sentinel carried in the error's

@@ -17,18 +17,22 @@ const errorCodeKey = "agenthost-error-code"
 
 // Handler serves ClusterService over a store.
 type Handler struct {
-	store *store.Store
+	store           *store.Store
+	bootstrapExpect int
 }
 
 var _ clusterv1connect.ClusterServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the ClusterService handler for s.
-func NewHandler(s *store.Store) *Handler { return &Handler{store: s} }
+// NewHandler returns the ClusterService handler for s; bootstrapExpect is
+// reported in Status so that peers bootstrap only with servers that agree.
+func NewHandler(s *store.Store, bootstrapExpect int) *Handler {
+	return &Handler{store: s, bootstrapExpect: bootstrapExpect}
+}
 
 // Apply commits a forwarded command. Outcomes, refusals included, travel in
 // the response body; only transport failures are Connect errors.
-func (h *Handler) Apply(_ context.Context, req *connect.Request[clusterv1.ApplyRequest]) (*connect.Response[clusterv1.ApplyResponse], error) {
-	index, err := h.store.ApplyLocal(req.Msg.GetCommand())
+func (h *Handler) Apply(ctx context.Context, req *connect.Request[clusterv1.ApplyRequest]) (*connect.Response[clusterv1.ApplyResponse], error) {
+	index, err := h.store.ApplyLocal(ctx, req.Msg.GetCommand())
 	resp := &clusterv1.ApplyResponse{Index: index}
 	if err != nil {
 		resp.ErrorCode = store.ErrorCode(err)
@@ -72,7 +76,8 @@ func (h *Handler) Status(context.Context, *connect.Request[clusterv1.StatusReque
 		LastIndex:     st.LastIndex,
 		CommitIndex:   st.CommitIndex,
 		AppliedIndex:  st.AppliedIndex,
-		HasState:      st.HasState,
+		HasState:        st.HasState,
+		BootstrapExpect: int32(h.bootstrapExpect),
 	}
 	for _, srv := range st.Servers {
 		resp.Servers = append(resp.Servers, &clusterv1.Server{Id: srv.ID, Address: srv.Address, Voter: srv.Voter})

@@ -123,7 +123,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	mux := http.NewServeMux()
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.
-	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st), connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect), connect.WithReadMaxBytes(maxMessageBytes)))
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -196,7 +196,7 @@ func (s *Server) formCluster(ctx context.Context) error {
 
 func (s *Server) tryFormOnce(ctx context.Context, self store.Server) (bool, error) {
 	peers := []store.Server{self}
-	anyHasState := false
+	waiting := false
 	for _, addr := range s.cfg.Join {
 		if addr == self.Address {
 			continue
@@ -206,6 +206,7 @@ func (s *Server) tryFormOnce(ctx context.Context, self store.Server) (bool, erro
 		cancel()
 		if err != nil {
 			s.logger.Debug("peer not reachable yet", "peer", addr, "error", err)
+			waiting = true
 			continue
 		}
 		if st.ServerID == self.ID {
@@ -220,20 +221,33 @@ func (s *Server) tryFormOnce(ctx context.Context, self store.Server) (bool, erro
 				return true, nil
 			}
 			s.logger.Warn("join failed; will retry", "leader", st.LeaderAddress, "error", err)
+			waiting = true
 			continue
 		}
-		if st.HasState {
-			anyHasState = true
-			continue
+		switch {
+		case st.HasState:
+			waiting = true // a cluster exists but has no leader yet
+		case st.BootstrapExpect == 0:
+			// A join-only server is not part of the founding set.
+		case st.BootstrapExpect != s.cfg.BootstrapExpect:
+			s.logger.Error("peer expects a different cluster size; not bootstrapping",
+				"peer", addr, "peer_expect", st.BootstrapExpect, "expect", s.cfg.BootstrapExpect)
+			waiting = true
+		default:
+			peers = append(peers, store.Server{ID: st.ServerID, Address: st.Address, Voter: true})
 		}
-		peers = append(peers, store.Server{ID: st.ServerID, Address: st.Address, Voter: true})
 	}
-	if anyHasState || s.cfg.BootstrapExpect == 0 || len(peers) < s.cfg.BootstrapExpect {
+	if waiting || s.cfg.BootstrapExpect == 0 {
 		return false, nil
 	}
 	slices.SortFunc(peers, func(a, b store.Server) int { return strings.Compare(a.ID, b.ID) })
 	peers = slices.CompactFunc(peers, func(a, b store.Server) bool { return a.ID == b.ID })
-	if len(peers) < s.cfg.BootstrapExpect {
+	// Bootstrap only with exactly the expected set, seen whole: every
+	// founding server then computes the same list.
+	if len(peers) != s.cfg.BootstrapExpect {
+		if len(peers) > s.cfg.BootstrapExpect {
+			s.logger.Error("more founding servers than bootstrap-expect; not bootstrapping", "found", len(peers), "expect", s.cfg.BootstrapExpect)
+		}
 		return false, nil
 	}
 	s.logger.Info("bootstrapping cluster", "servers", len(peers))
@@ -259,8 +273,9 @@ func (s *Server) WaitForLeader(ctx context.Context) error {
 // data directory is left for the next start.
 func (s *Server) Shutdown() error {
 	s.cancel()
-	err := s.Store.Shutdown()
+	// Stop serving first, so no forwarded write starts while Raft stops.
 	s.http.Close()
+	err := s.Store.Shutdown()
 	s.listener.Close()
 	s.wg.Wait()
 	s.Client.Close()

@@ -398,9 +398,12 @@ type StatusResponse struct {
 	// True when this server has Raft state on disk (already part of a cluster).
 	HasState bool `protobuf:"varint,10,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
 	// Current Raft configuration.
-	Servers       []*Server `protobuf:"bytes,11,rep,name=servers,proto3" json:"servers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Servers []*Server `protobuf:"bytes,11,rep,name=servers,proto3" json:"servers,omitempty"`
+	// The --bootstrap-expect this server was started with (0: join only). Servers
+	// bootstrap together only with peers that expect the same cluster size.
+	BootstrapExpect int32 `protobuf:"varint,12,opt,name=bootstrap_expect,json=bootstrapExpect,proto3" json:"bootstrap_expect,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -510,6 +513,13 @@ func (x *StatusResponse) GetServers() []*Server {
 	return nil
 }
 
+func (x *StatusResponse) GetBootstrapExpect() int32 {
+	if x != nil {
+		return x.BootstrapExpect
+	}
+	return 0
+}
+
 // Server is one member of the Raft configuration.
 type Server struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -596,7 +606,7 @@ const file_agenthost_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\"$\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x0f\n" +
-	"\rStatusRequest\"\xf1\x02\n" +
+	"\rStatusRequest\"\x9c\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -610,7 +620,8 @@ const file_agenthost_cluster_v1_cluster_proto_rawDesc = "" +
 	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12\x1b\n" +
 	"\thas_state\x18\n" +
 	" \x01(\bR\bhasState\x126\n" +
-	"\aservers\x18\v \x03(\v2\x1c.agenthost.cluster.v1.ServerR\aservers\"H\n" +
+	"\aservers\x18\v \x03(\v2\x1c.agenthost.cluster.v1.ServerR\aservers\x12)\n" +
+	"\x10bootstrap_expect\x18\f \x01(\x05R\x0fbootstrapExpect\"H\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
