@@ -67,15 +67,15 @@ func (h *Handler) Join(_ context.Context, req *connect.Request[clusterv1.JoinReq
 func (h *Handler) Status(context.Context, *connect.Request[clusterv1.StatusRequest]) (*connect.Response[clusterv1.StatusResponse], error) {
 	st := h.store.Status()
 	resp := &clusterv1.StatusResponse{
-		ServerId:      st.ServerID,
-		Address:       st.Address,
-		State:         st.State,
-		LeaderId:      st.LeaderID,
-		LeaderAddress: st.LeaderAddress,
-		Term:          st.Term,
-		LastIndex:     st.LastIndex,
-		CommitIndex:   st.CommitIndex,
-		AppliedIndex:  st.AppliedIndex,
+		ServerId:        st.ServerID,
+		Address:         st.Address,
+		State:           st.State,
+		LeaderId:        st.LeaderID,
+		LeaderAddress:   st.LeaderAddress,
+		Term:            st.Term,
+		LastIndex:       st.LastIndex,
+		CommitIndex:     st.CommitIndex,
+		AppliedIndex:    st.AppliedIndex,
 		HasState:        st.HasState,
 		BootstrapExpect: int32(h.bootstrapExpect),
 	}

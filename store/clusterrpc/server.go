@@ -16,6 +16,7 @@ import (
 
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/placement"
 )
 
 // maxMessageBytes bounds one ClusterService request.
@@ -42,6 +43,8 @@ type ServerConfig struct {
 	Join []string
 	// JoinRetryInterval is how often cluster forming is retried.
 	JoinRetryInterval time.Duration
+	// Placement configures the leader's scheduler service.
+	Placement placement.Config
 }
 
 // DefaultServerConfig returns a server configuration with store defaults.
@@ -51,6 +54,7 @@ func DefaultServerConfig() *ServerConfig {
 		BindAddr:          "127.0.0.1:7400",
 		BootstrapExpect:   1,
 		JoinRetryInterval: 250 * time.Millisecond,
+		Placement:         placement.DefaultConfig(),
 	}
 }
 
@@ -117,6 +121,14 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	client := NewClient()
 	st, err := store.Open(cfg.Store, cl.RaftLayer(), client)
 	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	pcfg := cfg.Placement
+	pcfg.Logger = cfg.Store.Logger
+	pcfg.Registerer = cfg.Store.Registerer
+	if _, err := placement.New(st, pcfg); err != nil {
+		st.Shutdown()
 		cl.Close()
 		return nil, err
 	}

@@ -20,9 +20,12 @@ func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
 	sc := store.DefaultConfig()
 	sc.ServerID = id
 	sc.DataDir = dataDir
-	sc.HeartbeatTimeout = 100 * time.Millisecond
-	sc.ElectionTimeout = 100 * time.Millisecond
-	sc.LeaderLeaseTimeout = 100 * time.Millisecond
+	// Tight, but with room for the race detector and a loaded 2-core
+	// machine: a lease that expires under CPU starvation turns into
+	// leadership churn that the tests would misread as bugs.
+	sc.HeartbeatTimeout = 300 * time.Millisecond
+	sc.ElectionTimeout = 300 * time.Millisecond
+	sc.LeaderLeaseTimeout = 200 * time.Millisecond
 	sc.CommitTimeout = 5 * time.Millisecond
 	sc.ApplyTimeout = 10 * time.Second
 	sc.Logger = testLogger()
@@ -51,6 +54,23 @@ type TestCluster struct {
 // alone) and waits for a leader. They are shut down when the test ends.
 func NewTestCluster(t testing.TB, n int) *TestCluster {
 	t.Helper()
+	return NewTestClusterWith(t, n, nil)
+}
+
+// ProductionTimings gives a test cluster Raft's production timings, for tests
+// that load the machine (many concurrent writers under the race detector) and
+// must not see leadership churn that they would misread as bugs.
+func ProductionTimings(cfg *ServerConfig) {
+	def := store.DefaultConfig()
+	cfg.Store.HeartbeatTimeout = def.HeartbeatTimeout
+	cfg.Store.ElectionTimeout = def.ElectionTimeout
+	cfg.Store.LeaderLeaseTimeout = def.LeaderLeaseTimeout
+}
+
+// NewTestClusterWith is NewTestCluster with a hook that adjusts each
+// server's configuration before it starts.
+func NewTestClusterWith(t testing.TB, n int, adjust func(*ServerConfig)) *TestCluster {
+	t.Helper()
 	tc := &TestCluster{t: t}
 	// Bind every port first so that each server knows all the others before
 	// any starts.
@@ -63,6 +83,9 @@ func NewTestCluster(t testing.TB, n int) *TestCluster {
 		cfg := TestServerConfig(t, fmt.Sprintf("server-%d", i), t.TempDir())
 		cfg.Listener = ln
 		cfg.BootstrapExpect = n
+		if adjust != nil {
+			adjust(cfg)
+		}
 		tc.configs = append(tc.configs, cfg)
 		addrs = append(addrs, ln.Addr().String())
 	}
