@@ -176,8 +176,9 @@ func (f *FSM) notifyChanges(index uint64, raw memdb.Changes) {
 	}
 	changes := make([]Change, 0, len(raw))
 	for _, c := range raw {
-		if c.Table == tableIndex {
-			continue
+		switch c.Table {
+		case tableIndex, tableOrgUsage, tableNodeUsage:
+			continue // internal rows
 		}
 		changes = append(changes, Change{Before: publicObject(c.Before), After: publicObject(c.After)})
 	}

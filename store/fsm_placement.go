@@ -90,7 +90,7 @@ func applyAgentCreate(txn *memdb.Txn, index uint64, c *AgentCreate) error {
 		}
 	}
 	a.CreateIndex, a.ModifyIndex = index, index
-	return txn.Insert(tableAgents, &a)
+	return putAgent(txn, nil, &a)
 }
 
 func applyAgentSetDesired(txn *memdb.Txn, index uint64, c *AgentSetDesired) error {
@@ -140,7 +140,7 @@ func applyAgentSetDesired(txn *memdb.Txn, index uint64, c *AgentSetDesired) erro
 		}
 	}
 	a.ModifyIndex = index
-	return txn.Insert(tableAgents, &a)
+	return putAgent(txn, existing, &a)
 }
 
 func applyAgentSetStatus(txn *memdb.Txn, index uint64, c *AgentSetStatus) error {
@@ -164,7 +164,7 @@ func applyAgentSetStatus(txn *memdb.Txn, index uint64, c *AgentSetStatus) error 
 	a := *existing
 	a.Status, a.ErrorMsg = c.Status, errorMsg
 	a.ModifyIndex = index
-	return txn.Insert(tableAgents, &a)
+	return putAgent(txn, existing, &a)
 }
 
 func applyAgentDelete(txn *memdb.Txn, c *AgentDelete) error {
@@ -172,7 +172,7 @@ func applyAgentDelete(txn *memdb.Txn, c *AgentDelete) error {
 	if err != nil {
 		return err
 	}
-	return txn.Delete(tableAgents, a)
+	return putAgent(txn, a, nil)
 }
 
 func applyNodeRegister(txn *memdb.Txn, index uint64, c *NodeRegister) error {
@@ -290,21 +290,24 @@ func clusterConfig(txn *memdb.Txn) (ClusterConfig, error) {
 type usage struct{ agents, running int }
 
 // orgUsage counts an org's agents and those holding resources, leaving out
-// the agent named by except (the one being changed).
+// the agent named by except (the one being changed). O(1): it reads the
+// org's usage row, which putAgent keeps exact.
 func orgUsage(txn *memdb.Txn, orgID, except string) (usage, error) {
-	var u usage
-	it, err := txn.Get(tableAgents, "org", orgID)
-	if err != nil {
-		return u, err
+	row, err := first[*usageRow](txn, tableOrgUsage, "id", orgID)
+	if err != nil || row == nil {
+		return usage{}, err
 	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		a := raw.(*Agent)
-		if a.ID == except {
-			continue
+	u := usage{agents: row.Agents, running: row.Running}
+	if except != "" {
+		a, err := first[*Agent](txn, tableAgents, "id", except)
+		if err != nil {
+			return u, err
 		}
-		u.agents++
-		if a.HoldsResources() {
-			u.running++
+		if a != nil && a.OrgID == orgID {
+			u.agents--
+			if a.HoldsResources() {
+				u.running--
+			}
 		}
 	}
 	return u, nil
@@ -318,22 +321,84 @@ type NodeAllocation struct {
 }
 
 // nodeAllocation sums the reservations on a node, leaving out agent except.
+// O(1): it reads the node's usage row.
 func nodeAllocation(txn *memdb.Txn, nodeID, except string) (NodeAllocation, error) {
-	var alloc NodeAllocation
-	it, err := txn.Get(tableAgents, "node", nodeID)
-	if err != nil {
-		return alloc, err
+	row, err := first[*usageRow](txn, tableNodeUsage, "id", nodeID)
+	if err != nil || row == nil {
+		return NodeAllocation{}, err
 	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		a := raw.(*Agent)
-		if a.ID == except || !a.HoldsResources() {
-			continue
+	alloc := NodeAllocation{CPUMillis: row.CPUMillis, MemoryMB: row.MemoryMB, Agents: row.Running}
+	if except != "" {
+		a, err := first[*Agent](txn, tableAgents, "id", except)
+		if err != nil {
+			return alloc, err
 		}
-		alloc.CPUMillis += a.Resources.CPUMillis
-		alloc.MemoryMB += a.Resources.MemoryMB
-		alloc.Agents++
+		if a != nil && a.NodeID == nodeID && a.HoldsResources() {
+			alloc.CPUMillis -= a.Resources.CPUMillis
+			alloc.MemoryMB -= a.Resources.MemoryMB
+			alloc.Agents--
+		}
 	}
 	return alloc, nil
+}
+
+// putAgent writes an agent change — before nil for a creation, after nil for
+// a deletion — and keeps the org and node usage rows in step with it. Every
+// agent write goes through here.
+func putAgent(txn *memdb.Txn, before, after *Agent) error {
+	if before != nil {
+		if err := addUsage(txn, before, -1); err != nil {
+			return err
+		}
+	}
+	if after != nil {
+		if err := addUsage(txn, after, +1); err != nil {
+			return err
+		}
+		return txn.Insert(tableAgents, after)
+	}
+	return txn.Delete(tableAgents, before)
+}
+
+func addUsage(txn *memdb.Txn, a *Agent, sign int) error {
+	holds := 0
+	if a.HoldsResources() {
+		holds = 1
+	}
+	err := updateUsage(txn, tableOrgUsage, a.OrgID, func(r *usageRow) {
+		r.Agents += sign
+		r.Running += sign * holds
+	})
+	if err != nil || holds == 0 {
+		return err
+	}
+	return updateUsage(txn, tableNodeUsage, a.NodeID, func(r *usageRow) {
+		r.Running += sign
+		r.CPUMillis += int64(sign) * a.Resources.CPUMillis
+		r.MemoryMB += int64(sign) * a.Resources.MemoryMB
+	})
+}
+
+// updateUsage copies a usage row, changes it, and writes it back; a row that
+// falls to zero is deleted, so the state stays the same whatever the order of
+// creations and deletions that led to it.
+func updateUsage(txn *memdb.Txn, table, id string, change func(*usageRow)) error {
+	existing, err := first[*usageRow](txn, table, "id", id)
+	if err != nil {
+		return err
+	}
+	row := usageRow{ID: id}
+	if existing != nil {
+		row = *existing
+	}
+	change(&row)
+	if row == (usageRow{ID: id}) {
+		if existing == nil {
+			return nil
+		}
+		return txn.Delete(table, existing)
+	}
+	return txn.Insert(table, &row)
 }
 
 // checkCapacity refuses a placement that would overcommit the node. A zero
@@ -441,5 +506,5 @@ func applyAgentPlace(txn *memdb.Txn, index uint64, item PlanItem) error {
 	a.Status = StatusProvisioning
 	a.ErrorMsg = ""
 	a.ModifyIndex = index
-	return txn.Insert(tableAgents, &a)
+	return putAgent(txn, existing, &a)
 }

@@ -249,6 +249,7 @@ func (m *placementMachine) check(t *rapid.T) {
 	if err != nil {
 		t.Fatalf("agents: %v", err)
 	}
+	checkUsageRows(t, s, agents)
 	cfg, err := s.ClusterConfig()
 	if err != nil {
 		t.Fatalf("cluster config: %v", err)
@@ -401,4 +402,43 @@ func overCapacity(alloc NodeAllocation, capy NodeCapacity, extra Resources, n in
 	return (capy.CPUMillis > 0 && alloc.CPUMillis+extra.CPUMillis > capy.CPUMillis) ||
 		(capy.MemoryMB > 0 && alloc.MemoryMB+extra.MemoryMB > capy.MemoryMB) ||
 		(capy.MaxAgents > 0 && alloc.Agents+n > capy.MaxAgents)
+}
+
+// checkUsageRows recomputes the derived org and node usage rows from the
+// agents themselves: the O(1) cap and capacity checks are only as good as them.
+func checkUsageRows(t *rapid.T, s *State, agents []*Agent) {
+	orgs := map[string]usage{}
+	nodes := map[string]NodeAllocation{}
+	for _, a := range agents {
+		u := orgs[a.OrgID]
+		u.agents++
+		if a.HoldsResources() {
+			u.running++
+			n := nodes[a.NodeID]
+			n.CPUMillis += a.Resources.CPUMillis
+			n.MemoryMB += a.Resources.MemoryMB
+			n.Agents++
+			nodes[a.NodeID] = n
+		}
+		orgs[a.OrgID] = u
+	}
+	rows, err := all[*usageRow](s.txn, tableOrgUsage, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if want := orgs[r.ID]; r.Agents != want.agents || r.Running != want.running {
+			t.Fatalf("org %s usage row %+v, agents say %+v", r.ID, r, want)
+		}
+		delete(orgs, r.ID)
+	}
+	if len(orgs) > 0 {
+		t.Fatalf("orgs with agents but no usage row: %v", orgs)
+	}
+	for id, want := range nodes {
+		got, err := s.NodeAllocation(id)
+		if err != nil || got != want {
+			t.Fatalf("node %s allocation %+v (err %v), agents say %+v", id, got, err, want)
+		}
+	}
 }

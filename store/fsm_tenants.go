@@ -226,7 +226,7 @@ func applyScopeDelete(txn *memdb.Txn, index uint64, c *ScopeDelete) error {
 		updated := *a
 		updated.ScopeID = ""
 		updated.ModifyIndex = index
-		if err := txn.Insert(tableAgents, &updated); err != nil {
+		if err := putAgent(txn, a, &updated); err != nil {
 			return err
 		}
 	}

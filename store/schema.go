@@ -17,6 +17,8 @@ const (
 	tableIdempotency = "idempotency"
 	tableConfig      = "config"
 	tableIndex       = "index"
+	tableOrgUsage    = "org_usage"
+	tableNodeUsage   = "node_usage"
 )
 
 // tableOrder fixes the order in which snapshots and state hashes visit tables.
@@ -24,6 +26,7 @@ const (
 var tableOrder = []string{
 	tableOrgs, tableTokens, tableAgents, tableNodes,
 	tableScopes, tableSecrets, tableIdempotency, tableConfig, tableIndex,
+	tableOrgUsage, tableNodeUsage,
 }
 
 // configSingletonID is the id of the one ClusterConfig row.
@@ -37,6 +40,17 @@ const indexRowID = "applied"
 type indexRow struct {
 	ID    string `json:"id"`
 	Index uint64 `json:"index"`
+}
+
+// usageRow sums the agents of one org (Agents, Running) or the reservations
+// on one node (Running, CPUMillis, MemoryMB). Derived from the agents table
+// by putAgent in the same transaction, so cap and capacity checks are O(1).
+type usageRow struct {
+	ID        string `json:"id"`
+	Agents    int    `json:"agents,omitempty"`
+	Running   int    `json:"running,omitempty"`
+	CPUMillis int64  `json:"cpuMillis,omitempty"`
+	MemoryMB  int64  `json:"memoryMB,omitempty"`
 }
 
 // configRow wraps ClusterConfig with the id memdb needs.
@@ -107,6 +121,12 @@ func schema() *memdb.DBSchema {
 			"id": id("ID"),
 		}},
 		tableIndex: {Name: tableIndex, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("ID"),
+		}},
+		tableOrgUsage: {Name: tableOrgUsage, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("ID"),
+		}},
+		tableNodeUsage: {Name: tableNodeUsage, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("ID"),
 		}},
 	}}

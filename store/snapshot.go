@@ -170,6 +170,8 @@ func newTableObject(table string) any {
 		return &configRow{}
 	case tableIndex:
 		return &indexRow{}
+	case tableOrgUsage, tableNodeUsage:
+		return &usageRow{}
 	}
 	panic("store: table without object type: " + table)
 }
