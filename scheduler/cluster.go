@@ -91,6 +91,11 @@ type Cluster struct {
 	orgs     map[string]*orgState
 	agents   map[string]Agent
 	ports    *PortSet
+	// detached counts agents holding resources on nodes the model does not
+	// know (recorded before their node, or kept after it was removed), so
+	// that the node finds its usage when it is upserted and an agent removed
+	// meanwhile is never subtracted from a node that did not count it.
+	detached map[string]*nodeState
 }
 
 // NewCluster returns an empty model.
@@ -107,6 +112,8 @@ func NewCluster(cfg Config) *Cluster {
 		orgs:   make(map[string]*orgState),
 		agents: make(map[string]Agent),
 		ports:  NewPortSet(cfg.PortStart, cfg.PortEnd),
+
+		detached: make(map[string]*nodeState),
 	}
 }
 
@@ -147,7 +154,11 @@ func (c *Cluster) NodeCount() int { return len(c.nodes) }
 func (c *Cluster) UpsertNode(n Node) {
 	ns, ok := c.nodes[n.ID]
 	if !ok {
-		ns = &nodeState{pos: -1}
+		if ns, ok = c.detached[n.ID]; ok {
+			delete(c.detached, n.ID)
+		} else {
+			ns = &nodeState{pos: -1}
+		}
 		c.nodes[n.ID] = ns
 	}
 	ns.Node = n
@@ -159,6 +170,9 @@ func (c *Cluster) RemoveNode(id string) {
 	if ns, ok := c.nodes[id]; ok {
 		c.setEligible(ns, false)
 		delete(c.nodes, id)
+		if ns.agents > 0 {
+			c.detached[id] = ns
+		}
 	}
 }
 
@@ -186,8 +200,17 @@ func (c *Cluster) UpsertOrg(o Org) {
 	os.Org = o
 }
 
-// RemoveOrg forgets an org.
-func (c *Cluster) RemoveOrg(id string) { delete(c.orgs, id) }
+// RemoveOrg forgets an org's caps. Its counts stay while it has agents, so
+// that they are right if those agents are removed later or the org returns.
+func (c *Cluster) RemoveOrg(id string) {
+	if os, ok := c.orgs[id]; ok {
+		if os.agents == 0 {
+			delete(c.orgs, id)
+		} else {
+			os.Org = Org{ID: id}
+		}
+	}
+}
 
 // UpsertAgent records an agent, replacing its previous record's contribution
 // to node usage, org counts and ports.
@@ -199,11 +222,10 @@ func (c *Cluster) UpsertAgent(a Agent) {
 	os.agents++
 	if a.Holds {
 		os.running++
-		if ns, ok := c.nodes[a.NodeID]; ok {
-			ns.used.CPUMillis += a.Resources.CPUMillis
-			ns.used.MemoryMB += a.Resources.MemoryMB
-			ns.agents++
-		}
+		ns := c.usage(a.NodeID)
+		ns.used.CPUMillis += a.Resources.CPUMillis
+		ns.used.MemoryMB += a.Resources.MemoryMB
+		ns.agents++
 	}
 }
 
@@ -219,12 +241,28 @@ func (c *Cluster) RemoveAgent(id string) {
 	os.agents--
 	if a.Holds {
 		os.running--
-		if ns, ok := c.nodes[a.NodeID]; ok {
-			ns.used.CPUMillis -= a.Resources.CPUMillis
-			ns.used.MemoryMB -= a.Resources.MemoryMB
-			ns.agents--
+		ns := c.usage(a.NodeID)
+		ns.used.CPUMillis -= a.Resources.CPUMillis
+		ns.used.MemoryMB -= a.Resources.MemoryMB
+		ns.agents--
+		if ns.agents == 0 && c.nodes[a.NodeID] != ns {
+			delete(c.detached, a.NodeID)
 		}
 	}
+}
+
+// usage returns the state that counts agents on node id: the node's, or a
+// detached one while the model does not know the node.
+func (c *Cluster) usage(id string) *nodeState {
+	if ns, ok := c.nodes[id]; ok {
+		return ns
+	}
+	ns, ok := c.detached[id]
+	if !ok {
+		ns = &nodeState{Node: Node{ID: id}, pos: -1}
+		c.detached[id] = ns
+	}
+	return ns
 }
 
 // org returns the org's state, creating an unlimited placeholder for an org

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"pgregory.net/rapid"
 )
 
 // testConfig is a small port range so that tests can reason about every port.
@@ -30,7 +32,7 @@ func stoppedAgent(id, org, node string, port int, cpu, mem int64) Agent {
 }
 
 // newTestCluster builds a model from nodes, orgs and agents, in that order.
-func newTestCluster(t testing.TB, cfg Config, nodes []Node, orgs []Org, agents []Agent) *Cluster {
+func newTestCluster(t rapid.TB, cfg Config, nodes []Node, orgs []Org, agents []Agent) *Cluster {
 	t.Helper()
 	c := NewCluster(cfg)
 	for _, n := range nodes {
@@ -46,7 +48,7 @@ func newTestCluster(t testing.TB, cfg Config, nodes []Node, orgs []Org, agents [
 	return c
 }
 
-func wantNodeUsage(t testing.TB, c *Cluster, id string, cpu, mem int64, agents int) {
+func wantNodeUsage(t rapid.TB, c *Cluster, id string, cpu, mem int64, agents int) {
 	t.Helper()
 	used, n, ok := c.NodeUsage(id)
 	if !ok {
@@ -58,14 +60,14 @@ func wantNodeUsage(t testing.TB, c *Cluster, id string, cpu, mem int64, agents i
 	}
 }
 
-func wantOrgUsage(t testing.TB, c *Cluster, id string, agents, running int) {
+func wantOrgUsage(t rapid.TB, c *Cluster, id string, agents, running int) {
 	t.Helper()
 	if a, r := c.OrgUsage(id); a != agents || r != running {
 		t.Errorf("OrgUsage(%s) = %d agents, %d running; want %d, %d", id, a, r, agents, running)
 	}
 }
 
-func wantFreePorts(t testing.TB, c *Cluster, free int) {
+func wantFreePorts(t rapid.TB, c *Cluster, free int) {
 	t.Helper()
 	if got := c.FreePorts(); got != free {
 		t.Errorf("FreePorts() = %d, want %d", got, free)
@@ -75,7 +77,7 @@ func wantFreePorts(t testing.TB, c *Cluster, free int) {
 // checkClusterConsistent recomputes from the agent records what the model
 // keeps incrementally (node usage, org counts, held ports, the eligible pool)
 // and fails on any difference.
-func checkClusterConsistent(t testing.TB, c *Cluster) {
+func checkClusterConsistent(t rapid.TB, c *Cluster) {
 	t.Helper()
 	type usage struct {
 		used   Resources
@@ -100,9 +102,29 @@ func checkClusterConsistent(t testing.TB, c *Cluster) {
 			ports[a.Port] = true
 		}
 	}
-	for id, ns := range c.nodes {
-		if got, want := (usage{ns.used, ns.agents}), nodes[id]; got != want {
+	for id, want := range nodes {
+		ns, ok := c.nodes[id]
+		if !ok {
+			if ns, ok = c.detached[id]; !ok {
+				t.Errorf("node %s: agents hold %+v there, the model counts nothing", id, want)
+				continue
+			}
+		}
+		if got := (usage{ns.used, ns.agents}); got != want {
 			t.Errorf("node %s: model says %+v, agents say %+v", id, got, want)
+		}
+	}
+	for id, ns := range c.nodes {
+		if _, ok := nodes[id]; !ok && (ns.used != Resources{} || ns.agents != 0) {
+			t.Errorf("node %s: model says %+v used by %d agents, no agent holds resources there", id, ns.used, ns.agents)
+		}
+		if _, ok := c.detached[id]; ok {
+			t.Errorf("node %s is both known and detached", id)
+		}
+	}
+	for id := range c.detached {
+		if _, ok := nodes[id]; !ok {
+			t.Errorf("detached usage kept for node %s, on which no agent holds resources", id)
 		}
 	}
 	for id, os := range c.orgs {
@@ -287,6 +309,22 @@ func TestClusterAgentAccounting(t *testing.T) {
 		checkClusterConsistent(t, c)
 		d := Place(c, []Request{{Kind: KindCreate, AgentID: "a3", OrgID: "o1"}}, 1)
 		wantRefused(t, d[0], ReasonAgentLimit, "Agent limit reached for your plan")
+	})
+
+	t.Run("removing an org keeps its agents' counts", func(t *testing.T) {
+		c := newTestCluster(t, testConfig, nodes, orgs, []Agent{runningAgent("a1", "o1", "n1", 10000, 1000, 1024)})
+		c.RemoveOrg("o1")
+		wantOrgUsage(t, c, "o1", 1, 1)
+		d := Place(c, []Request{{Kind: KindCreate, AgentID: "a2", OrgID: "o1"}}, 1)
+		wantPlaced(t, d[0], "", 0) // its caps are gone
+		c.RemoveAgent("a1")
+		c.UpsertOrg(orgs[0])
+		wantOrgUsage(t, c, "o1", 0, 0)
+		checkClusterConsistent(t, c)
+		c.RemoveOrg("o1")
+		if _, ok := c.orgs["o1"]; ok {
+			t.Errorf("an org without agents is kept after RemoveOrg")
+		}
 	})
 
 	t.Run("changing an org's caps keeps its counts", func(t *testing.T) {

@@ -67,6 +67,8 @@ func Place(c *Cluster, reqs []Request, seed uint64) []Decision {
 		nodes: make(map[*nodeState]*nodeDelta),
 		orgs:  make(map[string]*orgDelta),
 		ports: make(map[int]bool),
+
+		portWord: c.ports.cursor,
 	}
 	out := make([]Decision, len(reqs))
 	for i, r := range reqs {
@@ -89,6 +91,12 @@ type planner struct {
 	nodes map[*nodeState]*nodeDelta
 	orgs  map[string]*orgDelta
 	ports map[int]bool
+	// portWord is where the batch's next port search starts: the word of
+	// the last port it took. Searches run in one order from the model's
+	// cursor, so every free port before that one is the batch's already;
+	// starting there, a search skips at most a word's worth of the batch's
+	// ports instead of all of them, and a batch stays amortised O(1) a port.
+	portWord int
 }
 
 func (p *planner) decide(r Request) Decision {
@@ -120,7 +128,7 @@ func (p *planner) create(r Request) Decision {
 	if p.c.ports.Free()-len(p.ports) <= 0 {
 		return refuse(d, ReasonNoPorts, "No available ports. Retry later.")
 	}
-	port := p.c.ports.next(p.c.ports.cursor, func(port int) bool { return p.ports[port] })
+	port := p.c.ports.next(p.portWord, func(port int) bool { return p.ports[port] })
 	if port == 0 {
 		return refuse(d, ReasonNoPorts, "No available ports. Retry later.")
 	}
@@ -130,6 +138,7 @@ func (p *planner) create(r Request) Decision {
 			r.Resources.CPUMillis, r.Resources.MemoryMB, len(p.c.eligible))
 	}
 	p.ports[port] = true
+	p.portWord = (port - p.c.ports.start) / 64
 	p.reserve(ns, r.Resources)
 	od.agents++
 	od.running++

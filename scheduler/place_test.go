@@ -6,19 +6,21 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"pgregory.net/rapid"
 )
 
-// seeds is how many seeds each table case is placed under: a case whose
+// placeSeeds is how many seeds each table case is placed under: a case whose
 // answer is unique must give it whatever the seed.
-const seeds = 20
+const placeSeeds = 20
 
-func create(id, org string, cpu, mem int64) Request {
+func createReq(id, org string, cpu, mem int64) Request {
 	return Request{Kind: KindCreate, AgentID: id, OrgID: org, Runtime: "runc", Resources: Resources{CPUMillis: cpu, MemoryMB: mem}}
 }
 
-func start(id string) Request { return Request{Kind: KindStart, AgentID: id} }
+func startReq(id string) Request { return Request{Kind: KindStart, AgentID: id} }
 
-func move(id string) Request { return Request{Kind: KindMove, AgentID: id} }
+func moveReq(id string) Request { return Request{Kind: KindMove, AgentID: id} }
 
 // placeCase is a model, one request, and the node it must go to under every
 // seed, or the reason and message prefix it must be refused with.
@@ -47,7 +49,7 @@ func runPlaceCases(t *testing.T, cases []placeCase) {
 				cfg.PortStart, cfg.PortEnd = testConfig.PortStart, testConfig.PortEnd
 			}
 			c := newTestCluster(t, cfg, tc.nodes, tc.orgs, tc.agents)
-			for seed := range uint64(seeds) {
+			for seed := range uint64(placeSeeds) {
 				d := Place(c, []Request{tc.req}, seed)[0]
 				if d.AgentID != tc.req.AgentID {
 					t.Fatalf("seed %d: decision for %q, want %q", seed, d.AgentID, tc.req.AgentID)
@@ -66,8 +68,8 @@ func runPlaceCases(t *testing.T, cases []placeCase) {
 }
 
 // wantPlaced checks that d placed its request on node (any when empty) with
-// port (any in the test range when zero).
-func wantPlaced(t testing.TB, d Decision, node string, port int) {
+// port (any when zero).
+func wantPlaced(t rapid.TB, d Decision, node string, port int) {
 	t.Helper()
 	if !d.OK() {
 		t.Errorf("%s refused (%s): %s; want placed", d.AgentID, d.Reason, d.Message)
@@ -79,17 +81,14 @@ func wantPlaced(t testing.TB, d Decision, node string, port int) {
 	if node != "" && d.NodeID != node {
 		t.Errorf("%s placed on %s, want %s", d.AgentID, d.NodeID, node)
 	}
-	switch {
-	case port != 0 && d.Port != port:
+	if (port != 0 && d.Port != port) || d.Port <= 0 {
 		t.Errorf("%s given port %d, want %d", d.AgentID, d.Port, port)
-	case port == 0 && (d.Port < testConfig.PortStart || d.Port > testConfig.PortEnd):
-		t.Errorf("%s given port %d, outside %d-%d", d.AgentID, d.Port, testConfig.PortStart, testConfig.PortEnd)
 	}
 }
 
 // wantRefused checks that d refused its request for reason, with a message
 // starting with prefix.
-func wantRefused(t testing.TB, d Decision, reason Reason, prefix string) {
+func wantRefused(t rapid.TB, d Decision, reason Reason, prefix string) {
 	t.Helper()
 	if d.OK() {
 		t.Errorf("%s placed on %s port %d; want refused with %s", d.AgentID, d.NodeID, d.Port, reason)
@@ -120,7 +119,7 @@ func TestPlaceFeasibility(t *testing.T) {
 		}
 		return r
 	}
-	req := create("new", "o1", 1000, 2048)
+	req := createReq("new", "o1", 1000, 2048)
 	noRuntime := req
 	noRuntime.Runtime = ""
 	noNode := "no node has room"
@@ -207,7 +206,7 @@ func TestPlaceFeasibility(t *testing.T) {
 			agents: []Agent{
 				runningAgent("a1", "o1", "n1", 10000, 1e6, 1e6), runningAgent("a2", "o1", "n1", 10001, 1e6, 1e6),
 			},
-			req: create("new", "o1", 1e6, 1e6), wantNode: "n1",
+			req: createReq("new", "o1", 1e6, 1e6), wantNode: "n1",
 		},
 		{
 			name: "zero CPU capacity still bounds memory", nodes: []Node{readyNode("n1", 0, 1024, 0)},
@@ -237,7 +236,7 @@ func TestPlaceCaps(t *testing.T) {
 		}
 		return out
 	}
-	req := create("new", "o1", 100, 100)
+	req := createReq("new", "o1", 100, 100)
 	agentLimit := "Agent limit reached for your plan"
 	runningCap := "concurrent agent cap reached"
 
@@ -293,7 +292,7 @@ func TestPlaceBatch(t *testing.T) {
 	creates := func(n int, org string, cpu int64) []Request {
 		out := make([]Request, n)
 		for i := range out {
-			out[i] = create(fmt.Sprint("new", i), org, cpu, 0)
+			out[i] = createReq(fmt.Sprint("new", i), org, cpu, 0)
 		}
 		return out
 	}
@@ -343,6 +342,30 @@ func TestPlaceBatch(t *testing.T) {
 		wantDistinctPorts(t, ds)
 	})
 
+	t.Run("a batch larger than a bitmap word takes exactly the free ports", func(t *testing.T) {
+		cfg := Config{PortStart: 10000, PortEnd: 10999}
+		var agents []Agent
+		for port := 10000; port <= 10999; port += 3 {
+			agents = append(agents, stoppedAgent(fmt.Sprint("held", port), "o1", "n1", port, 0, 0))
+		}
+		c := newTestCluster(t, cfg, big, nil, agents)
+		free := c.FreePorts()
+		got := map[int]bool{}
+		for _, d := range Place(c, creates(free+10, "o1", 0), 1) {
+			if !d.OK() {
+				wantRefused(t, d, ReasonNoPorts, "No available ports")
+				continue
+			}
+			if got[d.Port] || c.ports.Held(d.Port) || !c.ports.InRange(d.Port) {
+				t.Fatalf("%s given port %d: twice, held, or outside the range", d.AgentID, d.Port)
+			}
+			got[d.Port] = true
+		}
+		if len(got) != free {
+			t.Errorf("placed %d, want %d (the free ports)", len(got), free)
+		}
+	})
+
 	t.Run("capacity used by earlier decisions", func(t *testing.T) {
 		c := newTestCluster(t, testConfig, []Node{readyNode("n1", 2500, 0, 0), readyNode("n2", 1000, 0, 0)}, nil, nil)
 		ds := Place(c, creates(4, "o1", 1000), 1)
@@ -372,20 +395,20 @@ func TestPlaceBatch(t *testing.T) {
 		c := newTestCluster(t, testConfig, big, []Org{{ID: "o1", MaxRunning: 2}}, []Agent{
 			runningAgent("a1", "o1", "n1", 10000, 0, 0), stoppedAgent("a2", "o1", "n1", 10001, 0, 0),
 		})
-		ds := Place(c, []Request{start("a2"), create("new", "o1", 0, 0)}, 1)
+		ds := Place(c, []Request{startReq("a2"), createReq("new", "o1", 0, 0)}, 1)
 		wantPlaced(t, ds[0], "n1", 10001)
 		wantRefused(t, ds[1], ReasonRunningCap, "concurrent agent cap reached")
 	})
 
 	t.Run("a refused create consumes nothing", func(t *testing.T) {
 		c := newTestCluster(t, Config{PortStart: 10000, PortEnd: 10000}, []Node{readyNode("n1", 1000, 0, 1)}, []Org{{ID: "o1", MaxAgents: 1}}, nil)
-		ds := Place(c, []Request{create("huge", "o1", 5000, 0), create("small", "o1", 1000, 0)}, 1)
+		ds := Place(c, []Request{createReq("huge", "o1", 5000, 0), createReq("small", "o1", 1000, 0)}, 1)
 		wantRefused(t, ds[0], ReasonNoNode, "no node has room")
 		wantPlaced(t, ds[1], "n1", 10000)
 	})
 }
 
-func wantDistinctPorts(t testing.TB, ds []Decision) {
+func wantDistinctPorts(t rapid.TB, ds []Decision) {
 	t.Helper()
 	holder := map[int]string{}
 	for _, d := range ds {
@@ -439,8 +462,8 @@ func TestPlaceDoesNotMutate(t *testing.T) {
 		})
 	before := viewOf(c)
 	reqs := []Request{
-		create("new1", "o1", 1000, 1024), start("a2"), move("a3"), create("new2", "o1", 1000, 1024),
-		create("new3", "o1", 1000, 1024), create("new4", "o2", 1000, 1024), start("a1"), start("nobody"),
+		createReq("new1", "o1", 1000, 1024), startReq("a2"), moveReq("a3"), createReq("new2", "o1", 1000, 1024),
+		createReq("new3", "o1", 1000, 1024), createReq("new4", "o2", 1000, 1024), startReq("a1"), startReq("nobody"),
 	}
 	ds := Place(c, reqs, 42)
 	placed := 0
@@ -466,7 +489,7 @@ func TestPlaceDeterministic(t *testing.T) {
 	c := newTestCluster(t, Config{PortStart: 10000, PortEnd: 19999}, nodes, nil, nil)
 	var reqs []Request
 	for i := range 100 {
-		reqs = append(reqs, create(fmt.Sprint("new", i), "o1", int64(250*(1+i%4)), 512))
+		reqs = append(reqs, createReq(fmt.Sprint("new", i), "o1", int64(250*(1+i%4)), 512))
 	}
 
 	t.Run("same seed, same decisions", func(t *testing.T) {
@@ -481,8 +504,12 @@ func TestPlaceDeterministic(t *testing.T) {
 		}
 	})
 
-	t.Run("different seeds spread placements across nodes", func(t *testing.T) {
-		c.SetConfig(Config{PortStart: 10000, PortEnd: 19999, Algorithm: Binpack})
+	t.Run("different placeSeeds spread placements across nodes", func(t *testing.T) {
+		var same []Node
+		for i := range 50 {
+			same = append(same, readyNode(fmt.Sprintf("n%02d", i), 4000, 8192, 8))
+		}
+		c := newTestCluster(t, Config{PortStart: 10000, PortEnd: 19999}, same, nil, nil)
 		chosen := map[string]bool{}
 		for seed := range uint64(200) {
 			d := Place(c, reqs[:1], seed)[0]
@@ -490,7 +517,7 @@ func TestPlaceDeterministic(t *testing.T) {
 			chosen[d.NodeID] = true
 		}
 		if len(chosen) < 20 {
-			t.Errorf("200 seeds chose only %d of 50 equally good nodes", len(chosen))
+			t.Errorf("200 placeSeeds chose only %d of 50 equally good nodes", len(chosen))
 		}
 	})
 }
@@ -505,14 +532,14 @@ func TestPlaceRanking(t *testing.T) {
 	exact := func(alg Algorithm) Config {
 		return Config{PortStart: testConfig.PortStart, PortEnd: testConfig.PortEnd, Algorithm: alg, SampleSize: 3}
 	}
-	req := create("new", "o1", 500, 1024)
+	req := createReq("new", "o1", 500, 1024)
 
 	runPlaceCases(t, []placeCase{
 		{name: "binpack fills the fuller node", cfg: exact(Binpack), nodes: nodes, agents: agents, req: req, wantNode: "full"},
 		{name: "spread picks the emptier node", cfg: exact(Spread), nodes: nodes, agents: agents, req: req, wantNode: "empty"},
 		{
 			name: "binpack skips the fullest node when it does not fit", cfg: exact(Binpack), nodes: nodes, agents: agents,
-			req: create("new", "o1", 2000, 1024), wantNode: "half",
+			req: createReq("new", "o1", 2000, 1024), wantNode: "half",
 		},
 		{
 			name: "binpack counts memory", cfg: exact(Binpack),
@@ -551,46 +578,46 @@ func TestPlaceStart(t *testing.T) {
 	runPlaceCases(t, []placeCase{
 		{
 			name: "already running: same node, no-op", cfg: spread, nodes: []Node{own, other}, orgs: org,
-			agents: []Agent{running, neighbour}, req: start("a"), wantNode: "own", wantPort: 10005,
+			agents: []Agent{running, neighbour}, req: startReq("a"), wantNode: "own", wantPort: 10005,
 		},
 		{
 			name: "already running on a down node: still a no-op", cfg: spread, nodes: []Node{downNode(own), other}, orgs: org,
-			agents: []Agent{running}, req: start("a"), wantNode: "own", wantPort: 10005,
+			agents: []Agent{running}, req: startReq("a"), wantNode: "own", wantPort: 10005,
 		},
 		{
 			name: "own node when it fits", cfg: spread, nodes: []Node{own, other}, orgs: org,
-			agents: []Agent{stopped, neighbour}, req: start("a"), wantNode: "own", wantPort: 10005,
+			agents: []Agent{stopped, neighbour}, req: startReq("a"), wantNode: "own", wantPort: 10005,
 		},
 		{
 			name: "own node even when draining", cfg: spread, nodes: []Node{drainingNode(own), other}, orgs: org,
-			agents: []Agent{stopped, neighbour}, req: start("a"), wantNode: "own", wantPort: 10005,
+			agents: []Agent{stopped, neighbour}, req: startReq("a"), wantNode: "own", wantPort: 10005,
 		},
 		{
 			name: "another node when own is down", cfg: spread, nodes: []Node{downNode(own), other}, orgs: org,
-			agents: []Agent{stopped}, req: start("a"), wantNode: "other", wantPort: 10005,
+			agents: []Agent{stopped}, req: startReq("a"), wantNode: "other", wantPort: 10005,
 		},
 		{
 			name: "another node when own is full", cfg: spread, nodes: []Node{own, other}, orgs: org,
-			agents: []Agent{stopped, runningAgent("b", "o2", "own", 10001, 3500, 1024)}, req: start("a"), wantNode: "other", wantPort: 10005,
+			agents: []Agent{stopped, runningAgent("b", "o2", "own", 10001, 3500, 1024)}, req: startReq("a"), wantNode: "other", wantPort: 10005,
 		},
 		{
 			name: "another node when own is gone", cfg: spread, nodes: []Node{other}, orgs: org,
-			agents: []Agent{stopped}, req: start("a"), wantNode: "other", wantPort: 10005,
+			agents: []Agent{stopped}, req: startReq("a"), wantNode: "other", wantPort: 10005,
 		},
 		{
 			name: "no node: own down, other draining", cfg: spread, nodes: []Node{downNode(own), drainingNode(other)}, orgs: org,
-			agents: []Agent{stopped}, req: start("a"), wantReason: ReasonNoNode, wantMessage: "no node has room",
+			agents: []Agent{stopped}, req: startReq("a"), wantReason: ReasonNoNode, wantMessage: "no node has room",
 		},
 		{
 			name: "at the running cap", cfg: spread, nodes: []Node{own, other}, orgs: noRunning,
-			agents: []Agent{stopped, runningAgent("c", "o1", "other", 10002, 0, 0)}, req: start("a"),
+			agents: []Agent{stopped, runningAgent("c", "o1", "other", 10002, 0, 0)}, req: startReq("a"),
 			wantReason: ReasonRunningCap, wantMessage: "concurrent agent cap reached",
 		},
 		{
 			name: "maxAgents is not checked: the agent exists", cfg: spread, nodes: []Node{own, other},
-			orgs: []Org{{ID: "o1", MaxAgents: 1}}, agents: []Agent{stopped}, req: start("a"), wantNode: "own", wantPort: 10005,
+			orgs: []Org{{ID: "o1", MaxAgents: 1}}, agents: []Agent{stopped}, req: startReq("a"), wantNode: "own", wantPort: 10005,
 		},
-		{name: "unknown agent", nodes: []Node{own}, req: start("nobody"), wantReason: ReasonUnknownAgent, wantMessage: "agent nobody is not known"},
+		{name: "unknown agent", nodes: []Node{own}, req: startReq("nobody"), wantReason: ReasonUnknownAgent, wantMessage: "agent nobody is not known"},
 	})
 }
 
@@ -604,26 +631,26 @@ func TestPlaceMove(t *testing.T) {
 		{
 			name: "a different node, even when its own is eligible and fuller", cfg: exact,
 			nodes: []Node{own, readyNode("other", 4000, 8192, 4)}, orgs: capped,
-			agents: []Agent{a, runningAgent("b", "o2", "own", 10001, 2000, 1024)}, req: move("a"), wantNode: "other", wantPort: 10005,
+			agents: []Agent{a, runningAgent("b", "o2", "own", 10001, 2000, 1024)}, req: moveReq("a"), wantNode: "other", wantPort: 10005,
 		},
 		{
 			name: "the eligible node, not a draining or down one", cfg: exact,
 			nodes: []Node{downNode(own), drainingNode(readyNode("d", 0, 0, 0)), downNode(readyNode("x", 0, 0, 0)), readyNode("r", 4000, 8192, 4)},
-			orgs:  capped, agents: []Agent{a}, req: move("a"), wantNode: "r", wantPort: 10005,
+			orgs:  capped, agents: []Agent{a}, req: moveReq("a"), wantNode: "r", wantPort: 10005,
 		},
 		{
 			name: "caps are not checked", cfg: exact, nodes: []Node{downNode(own), readyNode("other", 0, 0, 0)},
-			orgs: capped, agents: []Agent{a}, req: move("a"), wantNode: "other", wantPort: 10005,
+			orgs: capped, agents: []Agent{a}, req: moveReq("a"), wantNode: "other", wantPort: 10005,
 		},
 		{
-			name: "only its own node", cfg: exact, nodes: []Node{own}, agents: []Agent{a}, req: move("a"),
+			name: "only its own node", cfg: exact, nodes: []Node{own}, agents: []Agent{a}, req: moveReq("a"),
 			wantReason: ReasonNoNode, wantMessage: "no other node has room",
 		},
 		{
 			name: "no other node with room", cfg: exact, nodes: []Node{downNode(own), readyNode("small", 500, 8192, 4)},
-			agents: []Agent{a}, req: move("a"), wantReason: ReasonNoNode, wantMessage: "no other node has room",
+			agents: []Agent{a}, req: moveReq("a"), wantReason: ReasonNoNode, wantMessage: "no other node has room",
 		},
-		{name: "unknown agent", nodes: []Node{own}, req: move("nobody"), wantReason: ReasonUnknownAgent, wantMessage: "agent nobody is not known"},
+		{name: "unknown agent", nodes: []Node{own}, req: moveReq("nobody"), wantReason: ReasonUnknownAgent, wantMessage: "agent nobody is not known"},
 		{
 			name: "unknown request kind", nodes: []Node{own}, req: Request{Kind: "restart", AgentID: "a"},
 			wantReason: ReasonUnknownAgent, wantMessage: `unknown request kind "restart"`,
@@ -649,10 +676,10 @@ func TestPlaceStartAndMoveKeepTheAgentsRuntime(t *testing.T) {
 	cfg := Config{PortStart: testConfig.PortStart, PortEnd: testConfig.PortEnd, SampleSize: 1}
 
 	runPlaceCases(t, []placeCase{
-		{name: "move", cfg: cfg, nodes: nodes, agents: []Agent{a}, req: move("a"), wantNode: "right", wantPort: 10005},
-		{name: "start", cfg: cfg, nodes: nodes, agents: []Agent{s}, req: start("a"), wantNode: "right", wantPort: 10005},
+		{name: "move", cfg: cfg, nodes: nodes, agents: []Agent{a}, req: moveReq("a"), wantNode: "right", wantPort: 10005},
+		{name: "start", cfg: cfg, nodes: nodes, agents: []Agent{s}, req: startReq("a"), wantNode: "right", wantPort: 10005},
 		{
-			name: "move with nowhere to go", cfg: cfg, nodes: nodes[:3], agents: []Agent{a}, req: move("a"),
+			name: "move with nowhere to go", cfg: cfg, nodes: nodes[:3], agents: []Agent{a}, req: moveReq("a"),
 			wantReason: ReasonNoNode, wantMessage: "no other node has room",
 		},
 	})
