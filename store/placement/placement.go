@@ -86,6 +86,9 @@ type Service struct {
 
 	seed   atomic.Uint64
 	active atomic.Bool
+	// lastBatch is the size of the previous batch: waiting for company only
+	// pays when requests have been arriving together (run goroutine only).
+	lastBatch int
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -200,6 +203,7 @@ func (s *Service) run(ctx context.Context, done chan struct{}) {
 			batch = append(batch, r)
 		}
 		batch = s.fill(ctx, batch)
+		s.lastBatch = len(batch)
 		for len(batch) > 0 {
 			batch = s.decide(batch)
 		}
@@ -217,8 +221,8 @@ func (s *Service) fill(ctx context.Context, batch []*request) []*request {
 			continue
 		default:
 		}
-		if s.cfg.MaxWait == 0 {
-			break
+		if s.cfg.MaxWait == 0 || s.lastBatch <= 1 {
+			break // a lone caller is not kept waiting
 		}
 		select {
 		case r := <-s.requests:
