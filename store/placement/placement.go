@@ -89,8 +89,8 @@ type Service struct {
 	// lastBatch is the size of the previous batch: waiting for company only
 	// pays when requests have been arriving together (run goroutine only).
 	lastBatch int
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 type request struct {
