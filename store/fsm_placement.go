@@ -76,13 +76,8 @@ func applyAgentCreate(txn *memdb.Txn, index uint64, c *AgentCreate) error {
 	if node == nil || !node.Eligible() {
 		return fmt.Errorf("%w: node %q", ErrNodeNotEligible, a.NodeID)
 	}
-	if len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, a.Runtime) {
-		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, a.Runtime)
-	}
-	for k, v := range a.Constraints {
-		if node.Labels[k] != v {
-			return fmt.Errorf("%w: node %q lacks label %s=%s", ErrNodeNotEligible, node.ID, k, v)
-		}
+	if err := checkNodeSuits(node, &a); err != nil {
+		return err
 	}
 	if a.HoldsResources() {
 		if err := checkCapacity(txn, node, &a); err != nil {
@@ -401,6 +396,20 @@ func updateUsage(txn *memdb.Txn, table, id string, change func(*usageRow)) error
 	return txn.Insert(table, &row)
 }
 
+// checkNodeSuits refuses a node that does not offer the agent's runtime (a
+// node listing none offers any) or lacks a label the agent's constraints need.
+func checkNodeSuits(node *Node, a *Agent) error {
+	if len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, a.Runtime) {
+		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, a.Runtime)
+	}
+	for k, v := range a.Constraints {
+		if node.Labels[k] != v {
+			return fmt.Errorf("%w: node %q lacks label %s=%s", ErrNodeNotEligible, node.ID, k, v)
+		}
+	}
+	return nil
+}
+
 // checkCapacity refuses a placement that would overcommit the node. A zero
 // capacity field means that dimension is not limited.
 func checkCapacity(txn *memdb.Txn, node *Node, a *Agent) error {
@@ -476,13 +485,9 @@ func applyAgentPlace(txn *memdb.Txn, index uint64, item PlanItem) error {
 		return fmt.Errorf("%w: node %q", ErrNodeNotEligible, item.NodeID)
 	case node.ID != existing.NodeID && !node.Eligible():
 		return fmt.Errorf("%w: node %q takes no new agents", ErrNodeNotEligible, node.ID)
-	case len(node.Runtimes) > 0 && !slices.Contains(node.Runtimes, existing.Runtime):
-		return fmt.Errorf("%w: node %q does not offer runtime %q", ErrNodeNotEligible, node.ID, existing.Runtime)
 	}
-	for k, v := range existing.Constraints {
-		if node.Labels[k] != v {
-			return fmt.Errorf("%w: node %q lacks label %s=%s", ErrNodeNotEligible, node.ID, k, v)
-		}
+	if err := checkNodeSuits(node, existing); err != nil {
+		return err
 	}
 	if !existing.HoldsResources() {
 		org, err := mustGetOrg(txn, existing.OrgID)
