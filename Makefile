@@ -9,7 +9,7 @@ MAKEFLAGS += --no-builtin-rules
 GO ?= go
 
 # Debian packages that the targets below need and a fresh Debian 12 machine may lack.
-APT_PACKAGES := git ca-certificates
+APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static
 
 # Global npm packages, each pinned as name@version (scoped names work: @scope/name@1.2.3).
 NPM_PACKAGES :=

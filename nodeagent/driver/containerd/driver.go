@@ -1,0 +1,524 @@
+// Package containerd is the node agent's containerd driver: each agent runs
+// as one containerd container in the "agenthost" namespace, confined by CPU
+// quota, memory and pids limits, no-new-privileges, the default seccomp
+// profile and a short capability list, in a network namespace of its own that
+// a Network wires up. Its workspace is a directory on the node mounted at
+// /workspace; its stdout and stderr go to a size-capped file written by a
+// logger the shim runs (logger.go).
+//
+// It talks to Debian's containerd 1.6 daemon through the 1.7 client, using
+// only APIs both have. cmd/agenthost picks it; the reconcile loop sees only
+// driver.Driver.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/agenthost/agenthost/nodeagent/driver"
+)
+
+// Labels on every container this driver creates.
+const (
+	labelManaged = "agenthost.managed"
+	labelAgent   = "agenthost.agent"
+	labelNetNS   = "agenthost.netns"
+	labelAddress = "agenthost.address"
+)
+
+// Paths inside the container.
+const (
+	WorkspacePath = "/workspace"
+	ConfigPath    = "/etc/agenthost"
+)
+
+// capabilities an agent keeps: enough to install packages and manage files as
+// root inside its own container, without raw sockets, device nodes, mounts or
+// kernel access.
+var capabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_SETGID", "CAP_SETUID", "CAP_NET_BIND_SERVICE",
+}
+
+// Network gives a container its network: a namespace with an address, and
+// HostPort on this node forwarded to RuntimePort inside. Teardown undoes it.
+type Network interface {
+	Setup(ctx context.Context, agentID string, hostPort, runtimePort int) (netnsPath, address string, err error)
+	Teardown(ctx context.Context, agentID, netnsPath string, hostPort, runtimePort int) error
+}
+
+// Config configures the driver.
+type Config struct {
+	// Address is containerd's socket.
+	Address string
+	// Namespace isolates agenthost's containers and images from others'.
+	Namespace string
+	// Snapshotter prepares container filesystems.
+	Snapshotter string
+	// DataDir holds each agent's workspace, config files and logs.
+	DataDir string
+	// LoggerBinary is run by the shim to write logs; it must call
+	// RunLoggerIfInvoked first thing. Defaults to this executable.
+	LoggerBinary string
+	// LogMaxBytes caps an agent's log file (it rotates once).
+	LogMaxBytes int64
+	// PidsLimit is the default process limit per container.
+	PidsLimit int64
+	// Network wires container networking; nil leaves each container in an
+	// empty network namespace of its own (no connectivity at all).
+	Network Network
+	Logger  *slog.Logger
+}
+
+// DefaultConfig returns the settings for Debian's containerd.
+func DefaultConfig() Config {
+	return Config{
+		Address:     "/run/containerd/containerd.sock",
+		Namespace:   "agenthost",
+		Snapshotter: "overlayfs",
+		DataDir:     "/var/lib/agenthost/node",
+		LogMaxBytes: 10 << 20,
+		PidsLimit:   1024,
+		Logger:      slog.Default(),
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Address == "" || c.Namespace == "" || c.Snapshotter == "" || c.DataDir == "" {
+		errs = append(errs, errors.New("containerd address, namespace, snapshotter and data dir are required"))
+	}
+	if c.LogMaxBytes < 4096 || c.PidsLimit < 1 {
+		errs = append(errs, errors.New("log cap must be at least 4 KiB and the pids limit positive"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("logger is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Driver runs agents as containerd containers.
+type Driver struct {
+	cfg    Config
+	client *containerd.Client
+	logger *slog.Logger
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New connects to containerd.
+func New(cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("containerd driver config: %w", err)
+	}
+	if cfg.LoggerBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find logger binary: %w", err)
+		}
+		cfg.LoggerBinary = exe
+	}
+	client, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Address, err)
+	}
+	return &Driver{cfg: cfg, client: client, logger: cfg.Logger.With("component", "containerd")}, nil
+}
+
+// Close disconnects from containerd; containers keep running.
+func (d *Driver) Close() error { return d.client.Close() }
+
+func (d *Driver) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, d.cfg.Namespace)
+}
+
+// ImportImage imports an OCI or Docker image archive (offline) and unpacks it.
+// It returns the image names the archive carried.
+func (d *Driver) ImportImage(ctx context.Context, archive io.Reader) ([]string, error) {
+	ctx = d.ctx(ctx)
+	imgs, err := d.client.Import(ctx, archive, containerd.WithAllPlatforms(false))
+	if err != nil {
+		return nil, fmt.Errorf("import image: %w", err)
+	}
+	var names []string
+	for _, img := range imgs {
+		if err := containerd.NewImage(d.client, img).Unpack(ctx, d.cfg.Snapshotter); err != nil {
+			return nil, fmt.Errorf("unpack %s: %w", img.Name, err)
+		}
+		names = append(names, img.Name)
+	}
+	return names, nil
+}
+
+// PullImage pulls an image by reference (needs a reachable registry).
+func (d *Driver) PullImage(ctx context.Context, ref string) error {
+	_, err := d.client.Pull(d.ctx(ctx), ref, containerd.WithPullUnpack, containerd.WithPullSnapshotter(d.cfg.Snapshotter))
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return nil
+}
+
+// AgentDir is where an agent's workspace, config files and logs live.
+func (d *Driver) AgentDir(agentID string) string { return filepath.Join(d.cfg.DataDir, "agents", agentID) }
+
+// LogPath is the agent's current log file (the previous one is LogPath+".1").
+func (d *Driver) LogPath(agentID string) string { return filepath.Join(d.AgentDir(agentID), "container.log") }
+
+// WorkspaceDir is the host directory mounted at /workspace.
+func (d *Driver) WorkspaceDir(agentID string) string {
+	return filepath.Join(d.AgentDir(agentID), "workspace")
+}
+
+// ConfigDir is the host directory mounted read-only at /etc/agenthost; the
+// node agent writes the agent's config files there before Create.
+func (d *Driver) ConfigDir(agentID string) string { return filepath.Join(d.AgentDir(agentID), "config") }
+
+// Create makes the agent's container and starts it. An existing container
+// for the agent is started if needed, never duplicated.
+func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Container, error) {
+	if spec.AgentID == "" || spec.Image == "" {
+		return driver.Container{}, errors.New("agent spec needs an agent id and an image")
+	}
+	ctx = d.ctx(ctx)
+	if _, err := d.client.LoadContainer(ctx, spec.AgentID); err == nil {
+		return d.Start(ctx, spec.AgentID)
+	}
+	image, err := d.client.GetImage(ctx, spec.Image)
+	if errdefs.IsNotFound(err) {
+		return driver.Container{}, fmt.Errorf("%w: %s", driver.ErrImageMissing, spec.Image)
+	} else if err != nil {
+		return driver.Container{}, fmt.Errorf("look up image %s: %w", spec.Image, err)
+	}
+	for _, dir := range []string{d.WorkspaceDir(spec.AgentID), d.ConfigDir(spec.AgentID)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return driver.Container{}, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+
+	labels := map[string]string{labelManaged: "true", labelAgent: spec.AgentID}
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	netnsPath, address := "", ""
+	if d.cfg.Network != nil {
+		netnsPath, address, err = d.cfg.Network.Setup(ctx, spec.AgentID, spec.HostPort, spec.RuntimePort)
+		if err != nil {
+			return driver.Container{}, fmt.Errorf("set up network: %w", err)
+		}
+		labels[labelNetNS] = netnsPath
+		labels[labelAddress] = address
+		labels["agenthost.host-port"] = strconv.Itoa(spec.HostPort)
+		labels["agenthost.runtime-port"] = strconv.Itoa(spec.RuntimePort)
+	}
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(image),
+		oci.WithHostname("agent"),
+		oci.WithEnv(spec.Env),
+		oci.WithNoNewPrivileges,
+		seccomp.WithDefaultProfile(),
+		oci.WithCapabilities(capabilities),
+		oci.WithPidsLimit(cmpOr(spec.PidsLimit, d.cfg.PidsLimit)),
+		oci.WithMounts([]specs.Mount{
+			{Destination: WorkspacePath, Type: "bind", Source: d.WorkspaceDir(spec.AgentID), Options: []string{"rbind", "rw"}},
+			{Destination: ConfigPath, Type: "bind", Source: d.ConfigDir(spec.AgentID), Options: []string{"rbind", "ro"}},
+		}),
+		oci.WithProcessCwd(WorkspacePath),
+	}
+	if spec.MemoryMB > 0 {
+		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(spec.MemoryMB)<<20))
+	}
+	if spec.CPUMillis > 0 {
+		const period = 100000 // µs
+		specOpts = append(specOpts, oci.WithCPUCFS(spec.CPUMillis*period/1000, period))
+	}
+	if netnsPath != "" {
+		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netnsPath}))
+	}
+	container, err := d.client.NewContainer(ctx, spec.AgentID,
+		containerd.WithImage(image),
+		containerd.WithSnapshotter(d.cfg.Snapshotter),
+		containerd.WithNewSnapshot(spec.AgentID, image),
+		containerd.WithContainerLabels(labels),
+		containerd.WithNewSpec(specOpts...),
+	)
+	if err != nil {
+		if d.cfg.Network != nil {
+			d.cfg.Network.Teardown(ctx, spec.AgentID, netnsPath, spec.HostPort, spec.RuntimePort)
+		}
+		return driver.Container{}, fmt.Errorf("create container: %w", err)
+	}
+	if err := d.startTask(ctx, container); err != nil {
+		return driver.Container{}, err
+	}
+	return d.describe(ctx, container)
+}
+
+func cmpOr(v, fallback int64) int64 {
+	if v > 0 {
+		return v
+	}
+	return fallback
+}
+
+// startTask starts a fresh task for container, deleting an exited one first.
+func (d *Driver) startTask(ctx context.Context, container containerd.Container) error {
+	if task, err := container.Task(ctx, nil); err == nil {
+		st, err := task.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("task status: %w", err)
+		}
+		if st.Status == containerd.Running {
+			return nil
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete exited task: %w", err)
+		}
+	}
+	task, err := container.NewTask(ctx, cio.BinaryIO(d.cfg.LoggerBinary, map[string]string{
+		"--" + loggerPathFlag: d.LogPath(container.ID()),
+		"--" + loggerMaxFlag:  strconv.FormatInt(d.cfg.LogMaxBytes, 10),
+	}))
+	if err != nil {
+		return fmt.Errorf("create task: %w", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		task.Delete(ctx, containerd.WithProcessKill)
+		return fmt.Errorf("start task: %w", err)
+	}
+	return nil
+}
+
+// Start starts a stopped agent again; its workspace is untouched.
+func (d *Driver) Start(ctx context.Context, agentID string) (driver.Container, error) {
+	ctx = d.ctx(ctx)
+	container, err := d.client.LoadContainer(ctx, agentID)
+	if errdefs.IsNotFound(err) {
+		return driver.Container{}, fmt.Errorf("%w: %s", driver.ErrNotFound, agentID)
+	} else if err != nil {
+		return driver.Container{}, err
+	}
+	if err := d.startTask(ctx, container); err != nil {
+		return driver.Container{}, err
+	}
+	return d.describe(ctx, container)
+}
+
+// Stop sends SIGTERM, waits up to grace, then SIGKILLs. The exited task is
+// kept so that its exit status (and an OOM kill) can still be read.
+func (d *Driver) Stop(ctx context.Context, agentID string, grace time.Duration) error {
+	ctx = d.ctx(ctx)
+	container, err := d.client.LoadContainer(ctx, agentID)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	task, err := container.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	st, err := task.Status(ctx)
+	if err != nil || st.Status != containerd.Running {
+		return err
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("wait for task: %w", err)
+	}
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("send SIGTERM: %w", err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(grace):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("send SIGKILL: %w", err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("agent %s did not exit after SIGKILL", agentID)
+	}
+}
+
+// Delete removes the container, its snapshot, its network and its directory
+// (workspace, config, logs).
+func (d *Driver) Delete(ctx context.Context, agentID string) error {
+	ctx = d.ctx(ctx)
+	container, err := d.client.LoadContainer(ctx, agentID)
+	switch {
+	case errdefs.IsNotFound(err):
+	case err != nil:
+		return err
+	default:
+		labels, err := container.Labels(ctx)
+		if err != nil {
+			return err
+		}
+		if task, err := container.Task(ctx, nil); err == nil {
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("delete task: %w", err)
+			}
+		}
+		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete container: %w", err)
+		}
+		if d.cfg.Network != nil && labels[labelNetNS] != "" {
+			hostPort, _ := strconv.Atoi(labels["agenthost.host-port"])
+			runtimePort, _ := strconv.Atoi(labels["agenthost.runtime-port"])
+			if err := d.cfg.Network.Teardown(ctx, agentID, labels[labelNetNS], hostPort, runtimePort); err != nil {
+				return fmt.Errorf("tear down network: %w", err)
+			}
+		}
+	}
+	if err := os.RemoveAll(d.AgentDir(agentID)); err != nil {
+		return fmt.Errorf("remove agent directory: %w", err)
+	}
+	return nil
+}
+
+// List reports every container this driver manages.
+func (d *Driver) List(ctx context.Context) ([]driver.Container, error) {
+	ctx = d.ctx(ctx)
+	containers, err := d.client.Containers(ctx, fmt.Sprintf("labels.%q==true", labelManaged))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]driver.Container, 0, len(containers))
+	for _, c := range containers {
+		desc, err := d.describe(ctx, c)
+		if errdefs.IsNotFound(err) {
+			continue // deleted meanwhile
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, desc)
+	}
+	return out, nil
+}
+
+// describe reports a container's state, and for an exited task its exit code
+// and whether the kernel's OOM killer ended it.
+func (d *Driver) describe(ctx context.Context, c containerd.Container) (driver.Container, error) {
+	labels, err := c.Labels(ctx)
+	if err != nil {
+		return driver.Container{}, err
+	}
+	out := driver.Container{AgentID: c.ID(), State: driver.StateCreated, Labels: labels, Address: labels[labelAddress]}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return out, nil
+	} else if err != nil {
+		return driver.Container{}, err
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return driver.Container{}, err
+	}
+	switch st.Status {
+	case containerd.Running, containerd.Paused, containerd.Pausing:
+		out.State = driver.StateRunning
+	case containerd.Stopped:
+		out.State = driver.StateStopped
+		out.ExitCode, out.ExitedAt = st.ExitStatus, st.ExitTime
+		out.OOMKilled = d.oomKilled(ctx, task)
+	}
+	return out, nil
+}
+
+// oomKilled reads the task's cgroup OOM-kill counter; the cgroup lives until
+// the task is deleted, so this works on an exited task.
+func (d *Driver) oomKilled(ctx context.Context, task containerd.Task) bool {
+	m, err := task.Metrics(ctx)
+	if err != nil {
+		return false
+	}
+	data, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return false
+	}
+	switch s := data.(type) {
+	case *v1.Metrics:
+		return s.MemoryOomControl != nil && s.MemoryOomControl.OomKill > 0
+	case *v2.Metrics:
+		return s.MemoryEvents != nil && s.MemoryEvents.OomKill > 0
+	}
+	return false
+}
+
+// Stats reports a running container's CPU, memory and pids.
+func (d *Driver) Stats(ctx context.Context, agentID string) (driver.Stats, error) {
+	ctx = d.ctx(ctx)
+	container, err := d.client.LoadContainer(ctx, agentID)
+	if errdefs.IsNotFound(err) {
+		return driver.Stats{}, fmt.Errorf("%w: %s", driver.ErrNotFound, agentID)
+	} else if err != nil {
+		return driver.Stats{}, err
+	}
+	task, err := container.Task(ctx, nil)
+	if err != nil {
+		return driver.Stats{}, fmt.Errorf("%w: %s has no task", driver.ErrNotFound, agentID)
+	}
+	m, err := task.Metrics(ctx)
+	if err != nil {
+		return driver.Stats{}, fmt.Errorf("task metrics: %w", err)
+	}
+	data, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return driver.Stats{}, fmt.Errorf("decode metrics: %w", err)
+	}
+	var st driver.Stats
+	switch s := data.(type) {
+	case *v1.Metrics:
+		if s.CPU != nil && s.CPU.Usage != nil {
+			st.CPUNanos = s.CPU.Usage.Total
+		}
+		if s.Memory != nil && s.Memory.Usage != nil {
+			st.MemoryBytes, st.MemoryLimit = s.Memory.Usage.Usage, s.Memory.Usage.Limit
+		}
+		if s.Pids != nil {
+			st.Pids, st.PidsLimit = s.Pids.Current, s.Pids.Limit
+		}
+	case *v2.Metrics:
+		if s.CPU != nil {
+			st.CPUNanos = s.CPU.UsageUsec * 1000
+		}
+		if s.Memory != nil {
+			st.MemoryBytes, st.MemoryLimit = s.Memory.Usage, s.Memory.UsageLimit
+		}
+		if s.Pids != nil {
+			st.Pids, st.PidsLimit = s.Pids.Current, s.Pids.Limit
+		}
+	default:
+		return driver.Stats{}, fmt.Errorf("unknown metrics type %T", data)
+	}
+	return st, nil
+}
