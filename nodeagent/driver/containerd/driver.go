@@ -180,10 +180,14 @@ func (d *Driver) PullImage(ctx context.Context, ref string) error {
 }
 
 // AgentDir is where an agent's workspace, config files and logs live.
-func (d *Driver) AgentDir(agentID string) string { return filepath.Join(d.cfg.DataDir, "agents", agentID) }
+func (d *Driver) AgentDir(agentID string) string {
+	return filepath.Join(d.cfg.DataDir, "agents", agentID)
+}
 
 // LogPath is the agent's current log file (the previous one is LogPath+".1").
-func (d *Driver) LogPath(agentID string) string { return filepath.Join(d.AgentDir(agentID), "container.log") }
+func (d *Driver) LogPath(agentID string) string {
+	return filepath.Join(d.AgentDir(agentID), "container.log")
+}
 
 // WorkspaceDir is the host directory mounted at /workspace.
 func (d *Driver) WorkspaceDir(agentID string) string {
@@ -192,7 +196,9 @@ func (d *Driver) WorkspaceDir(agentID string) string {
 
 // ConfigDir is the host directory mounted read-only at /etc/agenthost; the
 // node agent writes the agent's config files there before Create.
-func (d *Driver) ConfigDir(agentID string) string { return filepath.Join(d.AgentDir(agentID), "config") }
+func (d *Driver) ConfigDir(agentID string) string {
+	return filepath.Join(d.AgentDir(agentID), "config")
+}
 
 // Create makes the agent's container and starts it. An existing container
 // for the agent is started if needed, never duplicated.
