@@ -1,0 +1,183 @@
+// Package network gives each agent container a network namespace of its own,
+// wired with CNI (go-cni with Debian's ptp, host-local and portmap plugins):
+// an address from the node's agent subnet, outbound NAT, and the agent's host
+// port forwarded to the runtime's port inside.
+//
+// ptp rather than a bridge: every packet between two containers crosses the
+// host's routing and so its FORWARD chain, where the isolation rules drop it.
+// Per container, the rules (firewall.go) refuse anything addressed to the host
+// itself (the node agent, a control plane on this host), to other agents, to
+// link-local metadata addresses and to configured control-plane prefixes; they
+// are installed with the container's network and removed with it.
+//
+// Used by the containerd driver through its Network interface.
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/containerd/pkg/netns"
+	gocni "github.com/containerd/go-cni"
+)
+
+// Config configures agent networking on one node.
+type Config struct {
+	// Subnet is where agents' addresses come from; each node needs its own.
+	Subnet netip.Prefix
+	// PluginDirs hold the CNI plugin binaries.
+	PluginDirs []string
+	// StateDir keeps IP allocations and is the base of the network
+	// namespaces' bind mounts.
+	StateDir string
+	// NetNSDir is where network namespaces are bind-mounted.
+	NetNSDir string
+	// Blocked are destinations agents may never reach besides the host
+	// itself, other agents and link-local addresses: the control plane's
+	// addresses, other nodes, internal services.
+	Blocked []netip.Prefix
+	Logger  *slog.Logger
+}
+
+// DefaultConfig returns Debian's plugin directory and a /16 for agents.
+func DefaultConfig() Config {
+	return Config{
+		Subnet:     netip.MustParsePrefix("10.213.0.0/16"),
+		PluginDirs: []string{"/usr/lib/cni", "/opt/cni/bin"},
+		StateDir:   "/var/lib/agenthost/node/cni",
+		NetNSDir:   "/var/run/netns",
+		Logger:     slog.Default(),
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	if !c.Subnet.IsValid() || !c.Subnet.Addr().Is4() || c.Subnet.Bits() > 28 {
+		return fmt.Errorf("agent subnet %s must be an IPv4 prefix of /28 or larger", c.Subnet)
+	}
+	if len(c.PluginDirs) == 0 || c.StateDir == "" || c.NetNSDir == "" || c.Logger == nil {
+		return errors.New("plugin dirs, state dir, netns dir and logger are required")
+	}
+	return nil
+}
+
+// Network is the CNI network of one node's agents.
+type Network struct {
+	cfg      Config
+	cni      gocni.CNI
+	firewall *firewall
+	logger   *slog.Logger
+	mu       sync.Mutex // serialises setup and teardown (CNI and iptables)
+}
+
+// New loads the CNI configuration and installs the isolation chains.
+func New(cfg Config) (*Network, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, err
+	}
+	conflist, err := json.Marshal(map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "agenthost",
+		"plugins": []any{
+			map[string]any{
+				"type":   "ptp",
+				"ipMasq": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": cfg.Subnet.String()}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": filepath.Join(cfg.StateDir, "ipam"),
+				},
+			},
+			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithMinNetworkCount(1),
+		gocni.WithInterfacePrefix("eth"), gocni.WithConfListBytes(conflist))
+	if err != nil {
+		return nil, fmt.Errorf("load CNI config: %w", err)
+	}
+	fw, err := newFirewall(cfg.Subnet, cfg.Blocked)
+	if err != nil {
+		return nil, err
+	}
+	return &Network{cfg: cfg, cni: cni, firewall: fw, logger: cfg.Logger.With("component", "network")}, nil
+}
+
+func portMap(hostPort, runtimePort int) []gocni.PortMapping {
+	return []gocni.PortMapping{{HostPort: int32(hostPort), ContainerPort: int32(runtimePort), Protocol: "tcp"}}
+}
+
+// Setup creates the agent's network namespace, attaches it, forwards
+// hostPort to runtimePort, and isolates it. It returns the namespace's path
+// and the runtime's address as seen from this node (containerIP:runtimePort).
+func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePort int) (string, string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := os.MkdirAll(n.cfg.NetNSDir, 0o755); err != nil {
+		return "", "", err
+	}
+	ns, err := netns.NewNetNS(n.cfg.NetNSDir)
+	if err != nil {
+		return "", "", fmt.Errorf("create network namespace: %w", err)
+	}
+	path := ns.GetPath()
+	result, err := n.cni.Setup(ctx, agentID, path, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort)))
+	if err != nil {
+		ns.Remove()
+		return "", "", fmt.Errorf("CNI setup: %w", err)
+	}
+	ip, err := containerIP(result)
+	if err == nil {
+		err = n.firewall.isolate(agentID, ip)
+	}
+	if err != nil {
+		n.cni.Remove(ctx, agentID, path, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort)))
+		ns.Remove()
+		return "", "", err
+	}
+	return path, netip.AddrPortFrom(ip, uint16(runtimePort)).String(), nil
+}
+
+// Teardown undoes Setup; it succeeds on what is already gone.
+func (n *Network) Teardown(ctx context.Context, agentID, netnsPath string, hostPort, runtimePort int) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	if err := n.firewall.release(agentID); err != nil {
+		errs = append(errs, err)
+	}
+	if err := n.cni.Remove(ctx, agentID, netnsPath, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort))); err != nil {
+		errs = append(errs, fmt.Errorf("CNI remove: %w", err))
+	}
+	if netnsPath != "" {
+		if err := netns.LoadNetNS(netnsPath).Remove(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func containerIP(result *gocni.Result) (netip.Addr, error) {
+	for _, cfg := range result.Interfaces {
+		for _, ipc := range cfg.IPConfigs {
+			if ip, ok := netip.AddrFromSlice(ipc.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("CNI gave the container no IPv4 address")
+}
