@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
+	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/placement"
 )
@@ -45,6 +46,9 @@ type ServerConfig struct {
 	JoinRetryInterval time.Duration
 	// Placement configures the leader's scheduler service.
 	Placement placement.Config
+	// NodeHeartbeatTTL is how long a node may go without a heartbeat before
+	// the leader marks it down.
+	NodeHeartbeatTTL time.Duration
 }
 
 // DefaultServerConfig returns a server configuration with store defaults.
@@ -55,6 +59,7 @@ func DefaultServerConfig() *ServerConfig {
 		BootstrapExpect:   1,
 		JoinRetryInterval: 250 * time.Millisecond,
 		Placement:         placement.DefaultConfig(),
+		NodeHeartbeatTTL:  2 * time.Second,
 	}
 }
 
@@ -75,6 +80,9 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
 		errs = append(errs, errors.New("a server that does not bootstrap needs join addresses"))
+	}
+	if c.NodeHeartbeatTTL < 100*time.Millisecond {
+		errs = append(errs, errors.New("node heartbeat TTL must be at least 100ms"))
 	}
 	if c.JoinRetryInterval <= 0 {
 		errs = append(errs, errors.New("join retry interval must be positive"))
@@ -132,7 +140,10 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		cl.Close()
 		return nil, err
 	}
+	health := NewNodeHealth(st, cfg.NodeHeartbeatTTL, cfg.Store.Logger)
+	st.RegisterLeadershipHook(health)
 	mux := http.NewServeMux()
+	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health), connect.WithReadMaxBytes(maxMessageBytes)))
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect), connect.WithReadMaxBytes(maxMessageBytes)))

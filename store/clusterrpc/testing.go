@@ -33,6 +33,9 @@ func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
 	cfg.Store = sc
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.JoinRetryInterval = 20 * time.Millisecond
+	// Tests register nodes straight through the store, with no node agent
+	// to heartbeat; tests of liveness set a short TTL themselves.
+	cfg.NodeHeartbeatTTL = time.Hour
 	return cfg
 }
 

@@ -235,6 +235,7 @@ func startCluster(n int) ([]*clusterrpc.Server, func(), error) {
 		cfg.Store.HeartbeatTimeout = 200 * time.Millisecond
 		cfg.Store.ElectionTimeout = 200 * time.Millisecond
 		cfg.Store.LeaderLeaseTimeout = 200 * time.Millisecond
+		cfg.NodeHeartbeatTTL = time.Hour // simulated nodes send no heartbeats
 		cfg.Listener = listeners[i]
 		cfg.BootstrapExpect = n
 		cfg.Join = addrs

@@ -459,7 +459,12 @@ type Assignment struct {
 	// Model the agent uses, as "provider/model".
 	Model string `protobuf:"bytes,9,opt,name=model,proto3" json:"model,omitempty"`
 	// Raft index of the agent's last change; the node re-applies the agent when it grows.
-	ModifyIndex   uint64 `protobuf:"varint,10,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	ModifyIndex uint64 `protobuf:"varint,10,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// The status the control plane has on record, so that the node reports
+	// only changes.
+	Status string `protobuf:"bytes,11,opt,name=status,proto3" json:"status,omitempty"`
+	// The error message on record.
+	ErrorMsg      string `protobuf:"bytes,12,opt,name=error_msg,json=errorMsg,proto3" json:"error_msg,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -564,6 +569,139 @@ func (x *Assignment) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Assignment) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Assignment) GetErrorMsg() string {
+	if x != nil {
+		return x.ErrorMsg
+	}
+	return ""
+}
+
+// ReportAgentStatusRequest is one observed agent status.
+type ReportAgentStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reporting node.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The agent reported on.
+	AgentId string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// PROVISIONING, RUNNING, STOPPED or ERROR.
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// What went wrong, for ERROR: a message a person can act on.
+	ErrorMsg      string `protobuf:"bytes,4,opt,name=error_msg,json=errorMsg,proto3" json:"error_msg,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAgentStatusRequest) Reset() {
+	*x = ReportAgentStatusRequest{}
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAgentStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAgentStatusRequest) ProtoMessage() {}
+
+func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReportAgentStatusRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportAgentStatusRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ReportAgentStatusRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ReportAgentStatusRequest) GetErrorMsg() string {
+	if x != nil {
+		return x.ErrorMsg
+	}
+	return ""
+}
+
+// ReportAgentStatusResponse acknowledges a report.
+type ReportAgentStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index the report was committed at (0 when nothing changed).
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAgentStatusResponse) Reset() {
+	*x = ReportAgentStatusResponse{}
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAgentStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAgentStatusResponse) ProtoMessage() {}
+
+func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReportAgentStatusResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_agenthost_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_agenthost_node_v1_node_proto_rawDesc = "" +
@@ -598,7 +736,7 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"afterIndex\"q\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\x91\x02\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\xc6\x02\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x15\n" +
@@ -612,11 +750,21 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\tmemory_mb\x18\b \x01(\x03R\bmemoryMb\x12\x14\n" +
 	"\x05model\x18\t \x01(\tR\x05model\x12!\n" +
 	"\fmodify_index\x18\n" +
-	" \x01(\x04R\vmodifyIndex2\xa9\x02\n" +
+	" \x01(\x04R\vmodifyIndex\x12\x16\n" +
+	"\x06status\x18\v \x01(\tR\x06status\x12\x1b\n" +
+	"\terror_msg\x18\f \x01(\tR\berrorMsg\"\x83\x01\n" +
+	"\x18ReportAgentStatusRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1b\n" +
+	"\terror_msg\x18\x04 \x01(\tR\berrorMsg\"1\n" +
+	"\x19ReportAgentStatusResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\x99\x03\n" +
 	"\vNodeService\x12S\n" +
 	"\bRegister\x12\".agenthost.node.v1.RegisterRequest\x1a#.agenthost.node.v1.RegisterResponse\x12V\n" +
 	"\tHeartbeat\x12#.agenthost.node.v1.HeartbeatRequest\x1a$.agenthost.node.v1.HeartbeatResponse\x12m\n" +
-	"\x10WatchAssignments\x12*.agenthost.node.v1.WatchAssignmentsRequest\x1a+.agenthost.node.v1.WatchAssignmentsResponse0\x01B?Z=github.com/agenthost/agenthost/proto/agenthost/node/v1;nodev1b\x06proto3"
+	"\x10WatchAssignments\x12*.agenthost.node.v1.WatchAssignmentsRequest\x1a+.agenthost.node.v1.WatchAssignmentsResponse0\x01\x12n\n" +
+	"\x11ReportAgentStatus\x12+.agenthost.node.v1.ReportAgentStatusRequest\x1a,.agenthost.node.v1.ReportAgentStatusResponseB?Z=github.com/agenthost/agenthost/proto/agenthost/node/v1;nodev1b\x06proto3"
 
 var (
 	file_agenthost_node_v1_node_proto_rawDescOnce sync.Once
@@ -630,36 +778,40 @@ func file_agenthost_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_agenthost_node_v1_node_proto_rawDescData
 }
 
-var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_agenthost_node_v1_node_proto_goTypes = []any{
-	(*RegisterRequest)(nil),          // 0: agenthost.node.v1.RegisterRequest
-	(*Capacity)(nil),                 // 1: agenthost.node.v1.Capacity
-	(*RegisterResponse)(nil),         // 2: agenthost.node.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),         // 3: agenthost.node.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),        // 4: agenthost.node.v1.HeartbeatResponse
-	(*WatchAssignmentsRequest)(nil),  // 5: agenthost.node.v1.WatchAssignmentsRequest
-	(*WatchAssignmentsResponse)(nil), // 6: agenthost.node.v1.WatchAssignmentsResponse
-	(*Assignment)(nil),               // 7: agenthost.node.v1.Assignment
-	nil,                              // 8: agenthost.node.v1.RegisterRequest.LabelsEntry
-	(*durationpb.Duration)(nil),      // 9: google.protobuf.Duration
+	(*RegisterRequest)(nil),           // 0: agenthost.node.v1.RegisterRequest
+	(*Capacity)(nil),                  // 1: agenthost.node.v1.Capacity
+	(*RegisterResponse)(nil),          // 2: agenthost.node.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),          // 3: agenthost.node.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 4: agenthost.node.v1.HeartbeatResponse
+	(*WatchAssignmentsRequest)(nil),   // 5: agenthost.node.v1.WatchAssignmentsRequest
+	(*WatchAssignmentsResponse)(nil),  // 6: agenthost.node.v1.WatchAssignmentsResponse
+	(*Assignment)(nil),                // 7: agenthost.node.v1.Assignment
+	(*ReportAgentStatusRequest)(nil),  // 8: agenthost.node.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil), // 9: agenthost.node.v1.ReportAgentStatusResponse
+	nil,                               // 10: agenthost.node.v1.RegisterRequest.LabelsEntry
+	(*durationpb.Duration)(nil),       // 11: google.protobuf.Duration
 }
 var file_agenthost_node_v1_node_proto_depIdxs = []int32{
-	1, // 0: agenthost.node.v1.RegisterRequest.capacity:type_name -> agenthost.node.v1.Capacity
-	8, // 1: agenthost.node.v1.RegisterRequest.labels:type_name -> agenthost.node.v1.RegisterRequest.LabelsEntry
-	9, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
-	9, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
-	7, // 4: agenthost.node.v1.WatchAssignmentsResponse.assignments:type_name -> agenthost.node.v1.Assignment
-	0, // 5: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
-	3, // 6: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
-	5, // 7: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
-	2, // 8: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
-	4, // 9: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
-	6, // 10: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1,  // 0: agenthost.node.v1.RegisterRequest.capacity:type_name -> agenthost.node.v1.Capacity
+	10, // 1: agenthost.node.v1.RegisterRequest.labels:type_name -> agenthost.node.v1.RegisterRequest.LabelsEntry
+	11, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	11, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	7,  // 4: agenthost.node.v1.WatchAssignmentsResponse.assignments:type_name -> agenthost.node.v1.Assignment
+	0,  // 5: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
+	3,  // 6: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
+	5,  // 7: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
+	8,  // 8: agenthost.node.v1.NodeService.ReportAgentStatus:input_type -> agenthost.node.v1.ReportAgentStatusRequest
+	2,  // 9: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
+	4,  // 10: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
+	6,  // 11: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
+	9,  // 12: agenthost.node.v1.NodeService.ReportAgentStatus:output_type -> agenthost.node.v1.ReportAgentStatusResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_agenthost_node_v1_node_proto_init() }
@@ -673,7 +825,7 @@ func file_agenthost_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agenthost_node_v1_node_proto_rawDesc), len(file_agenthost_node_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,9 @@ const (
 	// NodeServiceWatchAssignmentsProcedure is the fully-qualified name of the NodeService's
 	// WatchAssignments RPC.
 	NodeServiceWatchAssignmentsProcedure = "/agenthost.node.v1.NodeService/WatchAssignments"
+	// NodeServiceReportAgentStatusProcedure is the fully-qualified name of the NodeService's
+	// ReportAgentStatus RPC.
+	NodeServiceReportAgentStatusProcedure = "/agenthost.node.v1.NodeService/ReportAgentStatus"
 )
 
 // NodeServiceClient is a client for the agenthost.node.v1.NodeService service.
@@ -53,6 +56,10 @@ type NodeServiceClient interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	// WatchAssignments streams the full list of agents desired on the node, once at the start and again after every change.
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest]) (*connect.ServerStreamForClient[v1.WatchAssignmentsResponse], error)
+	// ReportAgentStatus records the status a node observed for one of its agents
+	// (PROVISIONING, RUNNING, STOPPED, ERROR with a message). Reports from a node
+	// that no longer hosts the agent are refused.
+	ReportAgentStatus(context.Context, *connect.Request[v1.ReportAgentStatusRequest]) (*connect.Response[v1.ReportAgentStatusResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the agenthost.node.v1.NodeService service. By
@@ -84,14 +91,21 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("WatchAssignments")),
 			connect.WithClientOptions(opts...),
 		),
+		reportAgentStatus: connect.NewClient[v1.ReportAgentStatusRequest, v1.ReportAgentStatusResponse](
+			httpClient,
+			baseURL+NodeServiceReportAgentStatusProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("ReportAgentStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	register         *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
-	heartbeat        *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
-	watchAssignments *connect.Client[v1.WatchAssignmentsRequest, v1.WatchAssignmentsResponse]
+	register          *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	heartbeat         *connect.Client[v1.HeartbeatRequest, v1.HeartbeatResponse]
+	watchAssignments  *connect.Client[v1.WatchAssignmentsRequest, v1.WatchAssignmentsResponse]
+	reportAgentStatus *connect.Client[v1.ReportAgentStatusRequest, v1.ReportAgentStatusResponse]
 }
 
 // Register calls agenthost.node.v1.NodeService.Register.
@@ -109,6 +123,11 @@ func (c *nodeServiceClient) WatchAssignments(ctx context.Context, req *connect.R
 	return c.watchAssignments.CallServerStream(ctx, req)
 }
 
+// ReportAgentStatus calls agenthost.node.v1.NodeService.ReportAgentStatus.
+func (c *nodeServiceClient) ReportAgentStatus(ctx context.Context, req *connect.Request[v1.ReportAgentStatusRequest]) (*connect.Response[v1.ReportAgentStatusResponse], error) {
+	return c.reportAgentStatus.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the agenthost.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	// Register adds the node to the cluster, or updates its name, address, capacity, labels and runtimes; repeating it is harmless.
@@ -117,6 +136,10 @@ type NodeServiceHandler interface {
 	Heartbeat(context.Context, *connect.Request[v1.HeartbeatRequest]) (*connect.Response[v1.HeartbeatResponse], error)
 	// WatchAssignments streams the full list of agents desired on the node, once at the start and again after every change.
 	WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest], *connect.ServerStream[v1.WatchAssignmentsResponse]) error
+	// ReportAgentStatus records the status a node observed for one of its agents
+	// (PROVISIONING, RUNNING, STOPPED, ERROR with a message). Reports from a node
+	// that no longer hosts the agent are refused.
+	ReportAgentStatus(context.Context, *connect.Request[v1.ReportAgentStatusRequest]) (*connect.Response[v1.ReportAgentStatusResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -144,6 +167,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("WatchAssignments")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceReportAgentStatusHandler := connect.NewUnaryHandler(
+		NodeServiceReportAgentStatusProcedure,
+		svc.ReportAgentStatus,
+		connect.WithSchema(nodeServiceMethods.ByName("ReportAgentStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/agenthost.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceRegisterProcedure:
@@ -152,6 +181,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceHeartbeatHandler.ServeHTTP(w, r)
 		case NodeServiceWatchAssignmentsProcedure:
 			nodeServiceWatchAssignmentsHandler.ServeHTTP(w, r)
+		case NodeServiceReportAgentStatusProcedure:
+			nodeServiceReportAgentStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -171,4 +202,8 @@ func (UnimplementedNodeServiceHandler) Heartbeat(context.Context, *connect.Reque
 
 func (UnimplementedNodeServiceHandler) WatchAssignments(context.Context, *connect.Request[v1.WatchAssignmentsRequest], *connect.ServerStream[v1.WatchAssignmentsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.node.v1.NodeService.WatchAssignments is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) ReportAgentStatus(context.Context, *connect.Request[v1.ReportAgentStatusRequest]) (*connect.Response[v1.ReportAgentStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.node.v1.NodeService.ReportAgentStatus is not implemented"))
 }

@@ -1,0 +1,236 @@
+package clusterrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
+	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
+	"github.com/agenthost/agenthost/store"
+)
+
+// leaderAddressKey is Connect error metadata naming the leader's cluster
+// address, so that a node agent whose heartbeat reached a follower moves to it.
+const leaderAddressKey = "agenthost-leader-address"
+
+// NodeService serves node agents: registration, heartbeats, their desired
+// agents and their status reports. Registration, reports and watches work on
+// any control node; heartbeats go to the leader, which alone tracks liveness.
+type NodeService struct {
+	store  *store.Store
+	health *NodeHealth
+}
+
+var _ nodev1connect.NodeServiceHandler = (*NodeService)(nil)
+
+// NewNodeService returns the NodeService handler.
+func NewNodeService(s *store.Store, health *NodeHealth) *NodeService {
+	return &NodeService{store: s, health: health}
+}
+
+// Register adds the node to the pool, or refreshes what is known of it.
+func (n *NodeService) Register(ctx context.Context, req *connect.Request[nodev1.RegisterRequest]) (*connect.Response[nodev1.RegisterResponse], error) {
+	m := req.Msg
+	node := store.Node{
+		ID: m.GetNodeId(), Name: m.GetName(), Address: m.GetAddress(),
+		Capacity: store.NodeCapacity{
+			CPUMillis: m.GetCapacity().GetCpuMillis(), MemoryMB: m.GetCapacity().GetMemoryMb(),
+			MaxAgents: int(m.GetCapacity().GetMaxAgents()),
+		},
+		Labels: m.GetLabels(), Runtimes: m.GetRuntimes(), LastSeen: time.Now().UTC(),
+	}
+	index, err := n.store.Apply(ctx, &store.NodeRegister{Node: node})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	n.health.Seen(node.ID)
+	return connect.NewResponse(&nodev1.RegisterResponse{Index: index, HeartbeatTtl: durationpb.New(n.health.TTL())}), nil
+}
+
+// Heartbeat tells the leader the node is alive.
+func (n *NodeService) Heartbeat(ctx context.Context, req *connect.Request[nodev1.HeartbeatRequest]) (*connect.Response[nodev1.HeartbeatResponse], error) {
+	if err := n.health.Heartbeat(ctx, req.Msg.GetNodeId()); err != nil {
+		cerr := toConnectError(err)
+		if _, addr := n.store.Leader(); addr != "" {
+			cerr.Meta().Set(leaderAddressKey, addr)
+		}
+		return nil, cerr
+	}
+	return connect.NewResponse(&nodev1.HeartbeatResponse{HeartbeatTtl: durationpb.New(n.health.TTL())}), nil
+}
+
+// ReportAgentStatus records what the node observed.
+func (n *NodeService) ReportAgentStatus(ctx context.Context, req *connect.Request[nodev1.ReportAgentStatusRequest]) (*connect.Response[nodev1.ReportAgentStatusResponse], error) {
+	m := req.Msg
+	if m.GetNodeId() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("report needs the node's id"))
+	}
+	index, err := n.store.Apply(ctx, &store.AgentSetStatus{
+		ID: m.GetAgentId(), FromNode: m.GetNodeId(), Status: store.AgentStatus(m.GetStatus()), ErrorMsg: m.GetErrorMsg(),
+	})
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	return connect.NewResponse(&nodev1.ReportAgentStatusResponse{Index: index}), nil
+}
+
+// WatchAssignments streams the node's desired agents: at once, then whenever
+// they change. after_index lets a reconnecting node skip an unchanged list.
+func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request[nodev1.WatchAssignmentsRequest], stream *connect.ServerStream[nodev1.WatchAssignmentsResponse]) error {
+	nodeID := req.Msg.GetNodeId()
+	if nodeID == "" {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("watch needs the node's id"))
+	}
+	last := ""
+	sentIndex := req.Msg.GetAfterIndex()
+	for {
+		st := n.store.State()
+		agents, err := st.AgentsByNode(nodeID)
+		if err != nil {
+			return toConnectError(err)
+		}
+		resp := &nodev1.WatchAssignmentsResponse{Index: st.Index()}
+		var sig strings.Builder
+		var newest uint64
+		for _, a := range agents {
+			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
+				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
+				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
+				Model: a.Model, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+			})
+			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
+			newest = max(newest, a.ModifyIndex)
+		}
+		// A resuming watcher that already has this list (nothing of its
+		// changed after its index, and it is the first message) is not
+		// sent it again.
+		if sig.String() != last && !(last == "" && sentIndex > 0 && newest <= sentIndex && len(agents) > 0) {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		last = sig.String()
+		if err := n.store.WaitForIndex(ctx, n.store.State().Index()+1); err != nil {
+			return nil // the node went away
+		}
+	}
+}
+
+// NodeHealth is the leader's view of node liveness: a node whose heartbeats
+// stop for TTL is marked down (its agents are then re-placed by placement), and
+// marked ready again when it heartbeats. It is a store leadership hook.
+type NodeHealth struct {
+	store  *store.Store
+	ttl    time.Duration
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	active   bool
+	lastSeen map[string]time.Time
+}
+
+// NewNodeHealth returns the tracker; register it as a leadership hook.
+func NewNodeHealth(s *store.Store, ttl time.Duration, logger *slog.Logger) *NodeHealth {
+	return &NodeHealth{store: s, ttl: ttl, logger: logger.With("component", "node-health"), lastSeen: map[string]time.Time{}}
+}
+
+// TTL is how long a node may go without a heartbeat.
+func (h *NodeHealth) TTL() time.Duration { return h.ttl }
+
+// Seen records a sign of life without the leader check (registration).
+func (h *NodeHealth) Seen(nodeID string) {
+	h.mu.Lock()
+	h.lastSeen[nodeID] = time.Now()
+	h.mu.Unlock()
+}
+
+// Heartbeat records a heartbeat; on a node marked down it marks it ready.
+func (h *NodeHealth) Heartbeat(ctx context.Context, nodeID string) error {
+	h.mu.Lock()
+	if !h.active {
+		h.mu.Unlock()
+		return &store.NotLeaderError{}
+	}
+	h.lastSeen[nodeID] = time.Now()
+	h.mu.Unlock()
+	node, err := h.store.State().Node(nodeID)
+	if err != nil {
+		return err
+	}
+	if node == nil {
+		return fmt.Errorf("%w: node %s is not registered", store.ErrNotFound, nodeID)
+	}
+	if node.Status == store.NodeDown {
+		h.logger.Info("node is back", "node", nodeID)
+		_, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: nodeID, Status: store.NodeReady, LastSeen: time.Now().UTC()})
+		return err
+	}
+	return nil
+}
+
+// EstablishLeadership starts the expiry checks, giving every node a full
+// TTL from now: the old leader's view of heartbeats is gone.
+func (h *NodeHealth) EstablishLeadership(ctx context.Context) error {
+	h.mu.Lock()
+	h.active = true
+	now := time.Now()
+	for id := range h.lastSeen {
+		h.lastSeen[id] = now
+	}
+	h.mu.Unlock()
+	go h.run(ctx)
+	return nil
+}
+
+// RevokeLeadership stops marking nodes down.
+func (h *NodeHealth) RevokeLeadership() {
+	h.mu.Lock()
+	h.active = false
+	h.mu.Unlock()
+}
+
+func (h *NodeHealth) run(ctx context.Context) {
+	start := time.Now()
+	ticker := time.NewTicker(h.ttl / 4)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		nodes, err := h.store.State().Nodes()
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		var expired []string
+		h.mu.Lock()
+		for _, n := range nodes {
+			seen, ok := h.lastSeen[n.ID]
+			if !ok {
+				seen = start // never heard from under this leader
+			}
+			if n.Status != store.NodeDown && now.Sub(seen) > h.ttl {
+				expired = append(expired, n.ID)
+			}
+		}
+		h.mu.Unlock()
+		slices.Sort(expired)
+		for _, id := range expired {
+			h.logger.Warn("node missed its heartbeats; marking it down", "node", id, "ttl", h.ttl)
+			if _, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: id, Status: store.NodeDown}); err != nil {
+				h.logger.Warn("could not mark node down", "node", id, "error", err)
+			}
+		}
+	}
+}
