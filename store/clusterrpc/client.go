@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 
 	clusterv1 "github.com/agenthost/agenthost/proto/agenthost/cluster/v1"
+	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/store"
 )
@@ -30,16 +30,9 @@ var _ store.Forwarder = (*Client)(nil)
 // NewClient returns a client speaking HTTP/2 without TLS to peers' cluster
 // listeners.
 func NewClient() *Client {
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
 	return &Client{
-		httpClient: &http.Client{Transport: &http.Transport{
-			Protocols:           protocols,
-			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 4,
-			IdleConnTimeout:     90 * time.Second,
-		}},
-		clients: make(map[string]clusterv1connect.ClusterServiceClient),
+		httpClient: h2c.NewClient(),
+		clients:    make(map[string]clusterv1connect.ClusterServiceClient),
 	}
 }
 

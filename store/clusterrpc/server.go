@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
@@ -147,9 +148,6 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect), connect.WithReadMaxBytes(maxMessageBytes)))
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
 	s := &Server{
 		cfg:      cfg,
 		logger:   cfg.Store.Logger.With("component", "cluster", "server", cfg.Store.ServerID),
@@ -158,7 +156,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		listener: cl,
 		http: &http.Server{
 			Handler:           mux,
-			Protocols:         protocols,
+			Protocols:         h2c.ServerProtocols(),
 			ReadHeaderTimeout: 10 * time.Second,
 		},
 	}

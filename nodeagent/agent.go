@@ -1,0 +1,377 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/nodeagent/driver"
+	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
+	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
+)
+
+// Agent is a running node agent. Its containers never depend on it: when it
+// stops, or loses the control plane, they keep running, and a new node agent
+// adopts them (the driver lists them by label) without restarting them.
+type Agent struct {
+	cfg    Config
+	driver driver.Driver
+	logger *slog.Logger
+	http   *http.Client
+	health *http.Client
+
+	mu       sync.Mutex
+	desired  []Assignment
+	index    uint64          // of the last assignments received
+	checking map[string]bool // agents whose health is being awaited
+	server   int             // index in ControlAddrs of the server in use
+	leader   string          // where heartbeats go, when known
+
+	wake chan struct{}
+}
+
+// New returns a node agent over d.
+func New(cfg Config, d driver.Driver) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("node agent config: %w", err)
+	}
+	return &Agent{
+		cfg:      cfg,
+		driver:   d,
+		logger:   cfg.Logger.With("component", "nodeagent", "node", cfg.Name),
+		http:     h2c.NewClient(),
+		health:   &http.Client{Timeout: 2 * time.Second},
+		checking: map[string]bool{},
+		wake:     make(chan struct{}, 1),
+	}, nil
+}
+
+func (a *Agent) client(addr string) nodev1connect.NodeServiceClient {
+	return nodev1connect.NewNodeServiceClient(a.http, "http://"+addr)
+}
+
+// control returns a client for the control node in use.
+func (a *Agent) control() (nodev1connect.NodeServiceClient, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addr := a.cfg.ControlAddrs[a.server%len(a.cfg.ControlAddrs)]
+	return a.client(addr), addr
+}
+
+// failover moves to the next control node after an error.
+func (a *Agent) failover() {
+	a.mu.Lock()
+	a.server++
+	a.mu.Unlock()
+}
+
+// Run registers the node and keeps it in step with the control plane until
+// ctx ends. It returns only when ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.register(ctx)
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){a.heartbeatLoop, a.watchLoop, a.reconcileLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// register retries, with backoff across control nodes, until it succeeds.
+func (a *Agent) register(ctx context.Context) {
+	runtimes := make([]string, 0, len(a.cfg.Runtimes))
+	for name := range a.cfg.Runtimes {
+		runtimes = append(runtimes, name)
+	}
+	req := &nodev1.RegisterRequest{
+		NodeId: a.cfg.Name, Name: a.cfg.Name, Address: a.cfg.AdvertiseAddr,
+		Capacity: &nodev1.Capacity{CpuMillis: a.cfg.CPUMillis, MemoryMb: a.cfg.MemoryMB, MaxAgents: int32(a.cfg.MaxAgents)},
+		Labels:   a.cfg.Labels, Runtimes: runtimes,
+	}
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		c, addr := a.control()
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := c.Register(callCtx, connect.NewRequest(req))
+		cancel()
+		if err == nil {
+			a.logger.Info("registered", "control", addr)
+			return
+		}
+		a.logger.Warn("register failed; retrying", "control", addr, "error", err)
+		a.failover()
+		backoff.wait(ctx)
+	}
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		a.mu.Lock()
+		addr := a.leader
+		a.mu.Unlock()
+		if addr == "" {
+			_, addr = a.control()
+		}
+		callCtx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval*2)
+		_, err := a.client(addr).Heartbeat(callCtx, connect.NewRequest(&nodev1.HeartbeatRequest{NodeId: a.cfg.Name}))
+		cancel()
+		if err == nil {
+			a.mu.Lock()
+			a.leader = addr
+			a.mu.Unlock()
+			continue
+		}
+		// Follow the leader's address when a follower names it; otherwise
+		// try the next control node.
+		leader := ""
+		var cerr *connect.Error
+		if errors.As(err, &cerr) {
+			leader = cerr.Meta().Get("agenthost-leader-address")
+			if cerr.Code() == connect.CodeNotFound {
+				a.register(ctx) // the control plane forgot us (removed node)
+			}
+		}
+		a.mu.Lock()
+		a.leader = leader
+		a.mu.Unlock()
+		if leader == "" {
+			a.failover()
+		}
+	}
+}
+
+// watchLoop keeps a WatchAssignments stream open, resuming after the last
+// index seen, and wakes the reconcile loop on every update.
+func (a *Agent) watchLoop(ctx context.Context) {
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		c, addr := a.control()
+		a.mu.Lock()
+		after := a.index
+		a.mu.Unlock()
+		stream, err := c.WatchAssignments(ctx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: a.cfg.Name, AfterIndex: after}))
+		if err == nil {
+			for stream.Receive() {
+				backoff.reset()
+				a.setDesired(stream.Msg())
+			}
+			err = stream.Err()
+			stream.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.logger.Warn("assignment watch ended; reconnecting", "control", addr, "error", err)
+		a.failover()
+		backoff.wait(ctx)
+	}
+}
+
+func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
+	desired := make([]Assignment, 0, len(m.GetAssignments()))
+	for _, as := range m.GetAssignments() {
+		desired = append(desired, Assignment{
+			AgentID: as.GetAgentId(), OrgID: as.GetOrgId(), Desired: as.GetDesired(), Port: int(as.GetPort()),
+			Runtime: as.GetRuntime(), CPUMillis: as.GetCpuMillis(), MemoryMB: as.GetMemoryMb(),
+			Status: as.GetStatus(), ErrorMsg: as.GetErrorMsg(),
+		})
+	}
+	a.mu.Lock()
+	a.desired, a.index = desired, m.GetIndex()
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.ReconcileInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+		case <-ticker.C:
+		}
+		if err := a.Reconcile(ctx); err != nil {
+			a.logger.Warn("reconcile failed; will retry", "error", err)
+		}
+	}
+}
+
+// Reconcile converges the driver's containers on the assignments last
+// received. Before the first assignments arrive it does nothing: an empty
+// list from a node that has not heard from the control plane must not delete
+// running agents.
+func (a *Agent) Reconcile(ctx context.Context) error {
+	a.mu.Lock()
+	desired, index := a.desired, a.index
+	a.mu.Unlock()
+	if index == 0 && desired == nil {
+		return nil
+	}
+	actual, err := a.driver.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	byID := map[string]Assignment{}
+	for _, as := range desired {
+		byID[as.AgentID] = as
+	}
+	var errs []error
+	for _, act := range diff(desired, actual) {
+		if err := a.execute(ctx, act, byID[act.AgentID]); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) execute(ctx context.Context, act Action, as Assignment) error {
+	log := a.logger.With("agent", act.AgentID)
+	switch act.Kind {
+	case ActCreate:
+		rt, ok := a.cfg.Runtimes[as.Runtime]
+		if !ok {
+			return a.report(ctx, as, statusError, fmt.Sprintf("this node has no runtime %q", as.Runtime))
+		}
+		log.Info("creating agent container")
+		_, err := a.driver.Create(ctx, driver.AgentSpec{
+			AgentID: as.AgentID, Image: rt.Image, CPUMillis: as.CPUMillis, MemoryMB: as.MemoryMB,
+			HostPort: as.Port, RuntimePort: rt.Port,
+			Labels: map[string]string{"agenthost.org": as.OrgID, "agenthost.runtime": as.Runtime},
+		})
+		if errors.Is(err, driver.ErrImageMissing) {
+			return a.report(ctx, as, statusError, fmt.Sprintf("the runtime image %s is not on node %s", rt.Image, a.cfg.Name))
+		}
+		if err != nil {
+			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
+		}
+		a.checkHealth(ctx, as)
+	case ActStart:
+		log.Info("starting agent container")
+		if _, err := a.driver.Start(ctx, as.AgentID); err != nil {
+			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
+		}
+		a.checkHealth(ctx, as)
+	case ActCheck:
+		a.checkHealth(ctx, as)
+	case ActStop:
+		log.Info("stopping agent container")
+		if err := a.driver.Stop(ctx, as.AgentID, a.cfg.StopGrace); err != nil {
+			return err
+		}
+		return a.report(ctx, as, statusStopped, "")
+	case ActDelete:
+		log.Info("deleting container of an agent not assigned here")
+		if err := a.driver.Stop(ctx, act.AgentID, a.cfg.StopGrace); err != nil {
+			return err
+		}
+		return a.driver.Delete(ctx, act.AgentID)
+	case ActReport:
+		return a.report(ctx, as, act.Status, act.ErrorMsg)
+	}
+	return nil
+}
+
+// checkHealth waits, in the background, for the runtime's health endpoint,
+// then reports RUNNING; past HealthTimeout it reports ERROR.
+func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
+	a.mu.Lock()
+	if a.checking[as.AgentID] {
+		a.mu.Unlock()
+		return
+	}
+	a.checking[as.AgentID] = true
+	a.mu.Unlock()
+	go func() {
+		defer func() {
+			a.mu.Lock()
+			delete(a.checking, as.AgentID)
+			a.mu.Unlock()
+		}()
+		rt := a.cfg.Runtimes[as.Runtime]
+		deadline := time.Now().Add(a.cfg.HealthTimeout)
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			if a.healthy(ctx, as.AgentID, rt.HealthPath) {
+				a.report(ctx, as, statusRunning, "")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if ctx.Err() == nil {
+			a.report(ctx, as, statusError, fmt.Sprintf("the agent did not answer on its health endpoint within %s", a.cfg.HealthTimeout))
+		}
+	}()
+}
+
+func (a *Agent) healthy(ctx context.Context, agentID, path string) bool {
+	list, err := a.driver.List(ctx)
+	if err != nil {
+		return false
+	}
+	for _, c := range list {
+		if c.AgentID != agentID || c.State != driver.StateRunning || c.Address == "" {
+			continue
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Address+path, nil)
+		resp, err := a.health.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	return false
+}
+
+// report records a status with the control plane, unless it has it already.
+func (a *Agent) report(ctx context.Context, as Assignment, status, msg string) error {
+	if as.Status == status && as.ErrorMsg == msg {
+		return nil
+	}
+	c, _ := a.control()
+	callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := c.ReportAgentStatus(callCtx, connect.NewRequest(&nodev1.ReportAgentStatusRequest{
+		NodeId: a.cfg.Name, AgentId: as.AgentID, Status: status, ErrorMsg: msg,
+	}))
+	if err != nil {
+		a.failover()
+		return fmt.Errorf("report %s: %w", status, err)
+	}
+	return nil
+}
+
+// backoff waits 100 ms doubling to 5 s between attempts.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+func (b *backoff) reset()  { b.d = 100 * time.Millisecond }
+func (b *backoff) wait(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(b.d):
+	}
+	b.d = min(2*b.d, 5*time.Second)
+}

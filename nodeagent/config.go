@@ -1,0 +1,123 @@
+package nodeagent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Runtime says how to run one agent runtime on this node.
+type Runtime struct {
+	// Image is the image reference containers start from.
+	Image string
+	// Port is where the runtime listens inside the container.
+	Port int
+	// HealthPath answers 200 once the runtime is ready.
+	HealthPath string
+}
+
+// Config configures a node agent.
+type Config struct {
+	// ControlAddrs are control nodes' cluster addresses; any one will do.
+	ControlAddrs []string
+	// Name identifies the node; it is also its id.
+	Name string
+	// AdvertiseAddr is the address proxies reach this node's agent ports at.
+	AdvertiseAddr string
+	// CPUMillis, MemoryMB and MaxAgents are what the node offers agents.
+	// They default to the host's cores and memory (less a reserve).
+	CPUMillis int64
+	MemoryMB  int64
+	MaxAgents int
+	// Labels are matched against agents' constraints.
+	Labels map[string]string
+	// Runtimes maps runtime names to how they run here.
+	Runtimes map[string]Runtime
+
+	// HeartbeatInterval is how often the leader hears from this node.
+	HeartbeatInterval time.Duration
+	// ReconcileInterval bounds the time between full reconciles, even
+	// without news from the control plane.
+	ReconcileInterval time.Duration
+	// StopGrace is how long an agent has to exit after SIGTERM.
+	StopGrace time.Duration
+	// HealthTimeout bounds how long a starting agent may take to answer on
+	// its health endpoint before it is reported ERROR.
+	HealthTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns settings derived from this host.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	memMB := hostMemoryMB()
+	return Config{
+		Name:      host,
+		CPUMillis: int64(runtime.NumCPU()) * 1000,
+		// Keep a quarter (at most 2 GiB) for the system, containerd and us.
+		MemoryMB:  max(memMB-min(memMB/4, 2048), 0),
+		MaxAgents: 100,
+		Runtimes: map[string]Runtime{
+			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health"},
+		},
+		HeartbeatInterval: 500 * time.Millisecond,
+		ReconcileInterval: 10 * time.Second,
+		StopGrace:         3 * time.Second,
+		HealthTimeout:     60 * time.Second,
+		Logger:            slog.Default(),
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.ControlAddrs) == 0 {
+		errs = append(errs, errors.New("at least one control address is required"))
+	}
+	if c.Name == "" || c.AdvertiseAddr == "" {
+		errs = append(errs, errors.New("node name and advertise address are required"))
+	}
+	if c.CPUMillis < 0 || c.MemoryMB < 0 || c.MaxAgents < 0 {
+		errs = append(errs, errors.New("capacity must not be negative"))
+	}
+	if len(c.Runtimes) == 0 {
+		errs = append(errs, errors.New("at least one runtime is required"))
+	}
+	for name, r := range c.Runtimes {
+		if r.Image == "" || r.Port <= 0 || !strings.HasPrefix(r.HealthPath, "/") {
+			errs = append(errs, fmt.Errorf("runtime %s needs an image, a port and a health path", name))
+		}
+	}
+	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 {
+		errs = append(errs, errors.New("intervals, grace and timeouts must be positive"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("logger is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// hostMemoryMB reads MemTotal from /proc/meminfo (0 when unreadable).
+func hostMemoryMB() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
