@@ -197,6 +197,7 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 	a.mu.Lock()
 	a.desired, a.index = desired, m.GetIndex()
 	a.mu.Unlock()
+	a.logger.Debug("assignments received", "index", m.GetIndex(), "agents", len(desired), "desired", fmt.Sprint(desired))
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -239,7 +240,9 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		byID[as.AgentID] = as
 	}
 	var errs []error
-	for _, act := range diff(desired, actual) {
+	actions := diff(desired, actual)
+	a.logger.Debug("reconcile", "index", index, "actions", fmt.Sprint(actions), "actual", fmt.Sprint(actual))
+	for _, act := range actions {
 		if err := a.execute(ctx, act, byID[act.AgentID]); err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
 		}
@@ -314,13 +317,18 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
 		deadline := time.Now().Add(a.cfg.HealthTimeout)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			if a.healthy(ctx, as.AgentID, rt.HealthPath) {
-				a.report(ctx, as, statusRunning, "")
+				if err := a.report(ctx, as, statusRunning, ""); err != nil {
+					a.logger.Warn("could not report a healthy agent", "agent", as.AgentID, "error", err)
+				}
 				return
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		if ctx.Err() == nil {
-			a.report(ctx, as, statusError, fmt.Sprintf("the agent did not answer on its health endpoint within %s", a.cfg.HealthTimeout))
+			msg := fmt.Sprintf("the agent did not answer on its health endpoint within %s", a.cfg.HealthTimeout)
+			if err := a.report(ctx, as, statusError, msg); err != nil {
+				a.logger.Warn("could not report an unhealthy agent", "agent", as.AgentID, "error", err)
+			}
 		}
 	}()
 }

@@ -287,6 +287,12 @@ func (s *Store) Leader() (id, addr string) {
 // from a follower.
 func (s *Store) State() *State { return s.fsm.State() }
 
+// AppliedIndex is the Raft index of the last command this server applied
+// (refused and no-op commands included). A State taken after reading it
+// reflects at least everything up to it, so watchers read AppliedIndex, then
+// State, then WaitForIndex(AppliedIndex+1), and never miss a change.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
+
 // WaitForIndex blocks until this server has applied the command at index, or
 // ctx ends.
 func (s *Store) WaitForIndex(ctx context.Context, index uint64) error {

@@ -93,6 +93,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 	last := ""
 	sentIndex := req.Msg.GetAfterIndex()
 	for {
+		applied := n.store.AppliedIndex() // before the state: see Store.AppliedIndex
 		st := n.store.State()
 		agents, err := st.AgentsByNode(nodeID)
 		if err != nil {
@@ -119,7 +120,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 			}
 		}
 		last = sig.String()
-		if err := n.store.WaitForIndex(ctx, n.store.State().Index()+1); err != nil {
+		if err := n.store.WaitForIndex(ctx, applied+1); err != nil {
 			return nil // the node went away
 		}
 	}

@@ -121,6 +121,10 @@ func (d *Daemon) Stop() {
 	os.RemoveAll(d.dir)
 }
 
+// DefaultScript is what the image runs without SCRIPT: a stand-in runtime
+// that records each boot in /workspace/boots and serves /global/health on 4096.
+const DefaultScript = `echo boot >> /workspace/boots; exec httpd -f -p 4096 -h /www`
+
 // BusyboxPath is Debian's static busybox (package busybox-static).
 const BusyboxPath = "/bin/busybox"
 
@@ -129,7 +133,8 @@ var busyboxApplets = []string{"sh", "httpd", "sleep", "cat", "ls", "echo", "head
 
 // BuildImage writes an OCI image archive named ImageName: busybox, a web
 // root /www with global/health (so that `httpd -f -p PORT -h /www` answers
-// GET /global/health like a runtime), and the command `sh -c "$SCRIPT"`.
+// GET /global/health like a runtime), and the command `sh -c "$SCRIPT"`, or
+// DefaultScript when SCRIPT is unset.
 func BuildImage(ctx context.Context, path string) error {
 	bb, err := os.ReadFile(BusyboxPath)
 	if err != nil {
@@ -164,8 +169,8 @@ func BuildImage(ctx context.Context, path string) error {
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
 		"config": map[string]any{
-			"Cmd": []string{"/bin/sh", "-c", "eval \"$SCRIPT\""},
-			"Env": []string{"PATH=/bin"},
+			"Cmd": []string{"/bin/sh", "-c", "eval \"${SCRIPT:-$DefaultScript}\""},
+			"Env": []string{"PATH=/bin", "DefaultScript=" + DefaultScript},
 		},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})

@@ -1,0 +1,257 @@
+package nodeagent_test
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agenthost/agenthost/nodeagent"
+	"github.com/agenthost/agenthost/nodeagent/driver"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
+	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+var daemon *containerdtest.Daemon
+
+func TestMain(m *testing.M) {
+	containerd.RunLoggerIfInvoked()
+	code := m.Run()
+	if daemon != nil {
+		daemon.Stop()
+	}
+	os.Exit(code)
+}
+
+// testNode is a node agent with a real containerd driver and network.
+type testNode struct {
+	t      *testing.T
+	cfg    nodeagent.Config
+	driver *containerd.Driver
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)) *testNode {
+	t.Helper()
+	containerdtest.Require(t)
+	if daemon == nil {
+		d, err := containerdtest.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		daemon = d
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	ncfg := network.DefaultConfig()
+	ncfg.Subnet = netip.MustParsePrefix("10.213.9.0/24")
+	ncfg.StateDir = t.TempDir()
+	ncfg.Logger = quiet
+	net, err := network.New(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dcfg := containerd.DefaultConfig()
+	dcfg.Address = daemon.Address
+	dcfg.DataDir = t.TempDir()
+	dcfg.Network = net
+	dcfg.Logger = quiet
+	drv, err := containerd.New(dcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	if err := containerdtest.BuildImage(context.Background(), archive); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(archive)
+	defer f.Close()
+	if _, err := drv.ImportImage(context.Background(), f); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodeagent.DefaultConfig()
+	cfg.ControlAddrs = []string{control}
+	cfg.Name = "node-e2e"
+	cfg.AdvertiseAddr = "127.0.0.1"
+	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = 4000, 4096, 10
+	cfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: containerdtest.ImageName, Port: 4096, HealthPath: "/global/health"}}
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.ReconcileInterval = time.Second
+	cfg.StopGrace = time.Second
+	cfg.HealthTimeout = 20 * time.Second
+	cfg.Logger = quiet
+	if os.Getenv("AGENTHOST_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	n := &testNode{t: t, cfg: cfg, driver: drv}
+	t.Cleanup(func() {
+		n.stop()
+		list, _ := drv.List(context.Background())
+		for _, c := range list {
+			drv.Delete(context.Background(), c.AgentID)
+		}
+		drv.Close()
+	})
+	n.start()
+	return n
+}
+
+// start runs a node agent process-equivalent; stop ends it as a crash
+// would, leaving its containers running.
+func (n *testNode) start() {
+	n.t.Helper()
+	agent, err := nodeagent.New(n.cfg, n.driver)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, make(chan struct{})
+	go func() {
+		defer close(n.done)
+		agent.Run(ctx)
+	}()
+}
+
+func (n *testNode) stop() {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.done
+		n.cancel = nil
+	}
+}
+
+func waitAgent(t *testing.T, s *store.Store, id string, what string, ok func(*store.Agent) bool) *store.Agent {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a, _ := s.State().Agent(id)
+		if a != nil && ok(a) {
+			return a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %s: timed out waiting for %s; last %+v", id, what, a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func containers(t *testing.T, n *testNode) []driver.Container {
+	t.Helper()
+	list, err := n.driver.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+func apply(t *testing.T, s *store.Store, cmd store.Command) {
+	t.Helper()
+	if _, err := s.Apply(context.Background(), cmd); err != nil {
+		t.Fatalf("%s: %v", cmd.CommandType(), err)
+	}
+}
+
+func TestNodeAgentRunsAgentsAsTheControlPlaneSays(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 1)
+	s := tc.Servers[0].Store
+	node := newTestNode(t, tc.Servers[0].Addr())
+	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
+
+	waitNode(t, s) // the node registers itself: no manual step
+
+	agent := store.Agent{ID: "e2e-agent", OrgID: "org", Name: "e2e", Runtime: "opencode",
+		Resources: store.Resources{CPUMillis: 500, MemoryMB: 256},
+		Desired:   store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
+	apply(t, s, &store.AgentCreate{Agent: agent})
+	a := waitAgent(t, s, agent.ID, "RUNNING", func(a *store.Agent) bool { return a.Status == store.StatusRunning })
+	if a.NodeID != "node-e2e" {
+		t.Fatalf("placed on %q", a.NodeID)
+	}
+	boots := filepath.Join(node.driver.WorkspaceDir(agent.ID), "boots")
+	if b, _ := os.ReadFile(boots); strings.Count(string(b), "boot") != 1 {
+		t.Fatalf("boots after create: %q", b)
+	}
+
+	// A node agent killed and started again adopts the running container:
+	// no second copy, no restart.
+	node.stop()
+	node.start()
+	time.Sleep(3 * node.cfg.ReconcileInterval)
+	if list := containers(t, node); len(list) != 1 || list[0].State != driver.StateRunning {
+		t.Fatalf("after a node agent restart: %+v", list)
+	}
+	if b, _ := os.ReadFile(boots); strings.Count(string(b), "boot") != 1 {
+		t.Fatalf("the container was restarted by the new node agent: %q", b)
+	}
+
+	// Stop: graceful, workspace kept.
+	apply(t, s, &store.AgentSetDesired{ID: agent.ID, Desired: store.DesiredStopped})
+	waitAgent(t, s, agent.ID, "STOPPED", func(a *store.Agent) bool { return a.Status == store.StatusStopped })
+	if list := containers(t, node); len(list) != 1 || list[0].State == driver.StateRunning {
+		t.Fatalf("after stop: %+v", list)
+	}
+
+	// Start: same node, same port, same workspace, booted a second time.
+	apply(t, s, &store.AgentSetDesired{ID: agent.ID, Desired: store.DesiredRunning})
+	b := waitAgent(t, s, agent.ID, "RUNNING again", func(a *store.Agent) bool { return a.Status == store.StatusRunning })
+	if b.Port != a.Port || b.NodeID != a.NodeID {
+		t.Fatalf("restarted agent moved: %s:%d, was %s:%d", b.NodeID, b.Port, a.NodeID, a.Port)
+	}
+	if got, _ := os.ReadFile(boots); strings.Count(string(got), "boot") != 2 {
+		t.Fatalf("boots after stop and start: %q", got)
+	}
+
+	// Delete: container, workspace and all are gone.
+	apply(t, s, &store.AgentDelete{ID: agent.ID})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := os.Stat(node.driver.AgentDir(agent.ID))
+		if len(containers(t, node)) == 0 && os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete: containers %+v, agent directory: %v", containers(t, node), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestMissingImageIsReportedAsError(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 1)
+	s := tc.Servers[0].Store
+	node := newTestNode(t, tc.Servers[0].Addr(), func(cfg *nodeagent.Config) {
+		cfg.Runtimes["opencode"] = nodeagent.Runtime{Image: "agenthost.local/absent:1", Port: 4096, HealthPath: "/global/health"}
+	})
+	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
+	waitNode(t, s)
+	apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: "e2e-noimage", OrgID: "org", Name: "x", Runtime: "opencode",
+		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+	a := waitAgent(t, s, "e2e-noimage", "ERROR", func(a *store.Agent) bool { return a.Status == store.StatusError })
+	if !strings.Contains(a.ErrorMsg, "agenthost.local/absent:1") || !strings.Contains(a.ErrorMsg, "not on node") {
+		t.Fatalf("errorMsg %q does not say the image is missing", a.ErrorMsg)
+	}
+	if list := containers(t, node); len(list) != 0 {
+		t.Fatalf("containers left behind: %+v", list)
+	}
+}
+
+func waitNode(t *testing.T, s *store.Store) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for n, _ := s.State().Node("node-e2e"); n == nil; n, _ = s.State().Node("node-e2e") {
+		if time.Now().After(deadline) {
+			t.Fatal("node never registered")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
