@@ -10,8 +10,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	clusterv1 "github.com/agenthost/agenthost/proto/agenthost/cluster/v1"
 	"github.com/agenthost/agenthost/internal/h2c"
+	clusterv1 "github.com/agenthost/agenthost/proto/agenthost/cluster/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/store"
 )
