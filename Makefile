@@ -27,7 +27,7 @@ BUF := $(BIN)/buf
 # Generated files in proto/; everything else there is hand-written.
 GENERATED_FIND := find proto -type f \( -name '*.pb.go' -o -name '*.connect.go' \)
 
-.PHONY: setup apt-packages npm-packages tools proto check-proto lint build test bench dev clean
+.PHONY: setup apt-packages npm-packages tools proto check-proto lint build test bench dev clean containerd-up
 
 # setup: install missing Debian and npm packages, then the tools. A no-op when all are present.
 setup: apt-packages npm-packages tools
@@ -141,8 +141,19 @@ bench:
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
 
-# dev: build and run server, node and proxy in one process (agenthost dev).
-dev: setup build
+# containerd-up: start containerd when its socket is missing (no systemd here,
+# or the service is stopped). The tests start private containerd daemons instead.
+containerd-up: apt-packages
+	@if [[ ! -S /run/containerd/containerd.sock ]]; then \
+		echo "containerd-up: starting containerd (log: /var/log/agenthost-containerd.log)"; \
+		mkdir -p /run/containerd; \
+		nohup containerd >>/var/log/agenthost-containerd.log 2>&1 & \
+		for i in $$(seq 100); do [[ -S /run/containerd/containerd.sock ]] && break; sleep 0.1; done; \
+		[[ -S /run/containerd/containerd.sock ]] || { echo "containerd-up: containerd did not start" >&2; exit 1; }; \
+	fi
+
+# dev: build and run the control node and a node agent in one process (agenthost dev).
+dev: setup build containerd-up
 	./bin/agenthost dev
 
 # clean: remove the binary in bin/ and the tools in .bin/.

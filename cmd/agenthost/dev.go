@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -17,22 +19,42 @@ func newDevCommand() *cobra.Command {
 		httpAddr:        "127.0.0.1:7480",
 		bootstrapExpect: 1,
 	}
+	var noNode bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run agenthost on this machine: a single-node cluster in one process",
-		Long: `Run the embedded single-machine cluster: a control node with a one-server
-Raft, in one process. Its state lives in --data-dir and survives restarts.
-The node agent and the edge proxy join this process as they are built.`,
+		Long: `Run the embedded single-machine cluster in one process: a control node with
+a one-server Raft and a node agent running agents in containerd (make dev starts
+containerd when it is not running). State lives in --data-dir and survives
+restarts. The edge proxy joins this process when it is built.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runServer(cmd.Context(), opts, func(httpAddr string, srv *clusterrpc.Server) {
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			err := runServer(ctx, opts, func(httpAddr string, srv *clusterrpc.Server) {
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "agenthost dev is running (Ctrl-C to stop)\n")
 				fmt.Fprintf(out, "  data dir:      %s\n", opts.dataDir)
 				fmt.Fprintf(out, "  cluster addr:  %s\n", srv.Addr())
 				fmt.Fprintf(out, "  status:        http://%s/v1/status\n", httpAddr)
 				fmt.Fprintf(out, "  metrics:       http://%s/metrics\n", httpAddr)
+				if noNode {
+					return
+				}
+				node := defaultNodeOptions()
+				node.control = []string{srv.Addr()}
+				node.name = "dev-node"
+				node.advertise = "127.0.0.1"
+				node.dataDir = filepath.Join(opts.dataDir, "node")
+				go func() {
+					if err := runNode(ctx, node); err != nil && ctx.Err() == nil {
+						slog.Error("the dev node agent stopped; agents cannot run (is containerd running? try `make dev`)", "error", err)
+					}
+				}()
+				fmt.Fprintf(out, "  node agent:    dev-node, containerd at %s\n", node.containerd)
 			})
+			cancel()
+			return err
 		},
 	}
 	home, err := os.UserHomeDir()
@@ -43,5 +65,6 @@ The node agent and the edge proxy join this process as they are built.`,
 	f.StringVar(&opts.dataDir, "data-dir", filepath.Join(home, ".agenthost", "dev"), "directory for the dev cluster's state")
 	f.StringVar(&opts.bind, "bind", opts.bind, "cluster address to listen on")
 	f.StringVar(&opts.httpAddr, "http-addr", opts.httpAddr, "HTTP address for /metrics and /v1/status")
+	f.BoolVar(&noNode, "no-node", false, "run the control node only, without a node agent")
 	return cmd
 }

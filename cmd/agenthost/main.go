@@ -58,6 +58,6 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newServerCommand(), newDevCommand(), newVersionCommand())
+	root.AddCommand(newServerCommand(), newNodeCommand(), newDevCommand(), newVersionCommand())
 	return root
 }

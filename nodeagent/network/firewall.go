@@ -38,7 +38,11 @@ func newFirewall(subnet netip.Prefix, blocked []netip.Prefix) (*firewall, error)
 		}
 		if !exists {
 			if err := ipt.NewChain("filter", c.chain); err != nil {
-				return nil, fmt.Errorf("create chain %s: %w", c.chain, err)
+				// Another node agent process (tests run several) may have
+				// created it meanwhile.
+				if again, _ := ipt.ChainExists("filter", c.chain); !again {
+					return nil, fmt.Errorf("create chain %s: %w", c.chain, err)
+				}
 			}
 		}
 		jump := []string{"-m", "comment", "--comment", "agenthost isolation", "-j", c.chain}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agenthost/agenthost/nodeagent"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
+	"github.com/agenthost/agenthost/nodeagent/network"
+)
+
+// nodeOptions are the flags of `agenthost node`.
+type nodeOptions struct {
+	control       []string
+	name          string
+	advertise     string
+	cpuMillis     int64
+	memoryMB      int64
+	maxAgents     int
+	labels        []string
+	dataDir       string
+	containerd    string
+	namespace     string
+	cniPluginDirs []string
+	subnet        string
+	blocked       []string
+	runtimeImage  string
+	importImages  []string
+}
+
+func defaultNodeOptions() nodeOptions {
+	def := nodeagent.DefaultConfig()
+	drv := containerd.DefaultConfig()
+	net := network.DefaultConfig()
+	return nodeOptions{
+		name:          def.Name,
+		cpuMillis:     def.CPUMillis,
+		memoryMB:      def.MemoryMB,
+		maxAgents:     def.MaxAgents,
+		dataDir:       "/var/lib/agenthost/node",
+		containerd:    drv.Address,
+		namespace:     drv.Namespace,
+		cniPluginDirs: net.PluginDirs,
+		subnet:        net.Subnet.String(),
+		runtimeImage:  def.Runtimes["opencode"].Image,
+	}
+}
+
+func newNodeCommand() *cobra.Command {
+	opts := defaultNodeOptions()
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a node agent: run this host's agents in containerd",
+		Long: `Run the node agent of this host. It registers with the control plane (no
+manual step), heartbeats to the leader, and runs the agents the control plane
+assigns to it in containerd, each in its own network namespace. Containers keep
+running while the node agent or the control plane is down, and a restarted node
+agent adopts them.`,
+		Example: `  agenthost node --control 10.0.0.1:7400,10.0.0.2:7400 --advertise 10.0.1.5 \
+    --import-image /var/lib/agenthost/opencode.oci.tar`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runNode(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&opts.control, "control", nil, "control nodes' cluster addresses, comma-separated (required)")
+	f.StringVar(&opts.name, "name", opts.name, "node name, unique in the cluster")
+	f.StringVar(&opts.advertise, "advertise", "", "address proxies reach this host's agent ports at (required)")
+	f.Int64Var(&opts.cpuMillis, "cpu-millis", opts.cpuMillis, "CPU offered to agents, in millicores (default: all cores)")
+	f.Int64Var(&opts.memoryMB, "memory-mb", opts.memoryMB, "memory offered to agents, in MB (default: host memory less a reserve)")
+	f.IntVar(&opts.maxAgents, "max-agents", opts.maxAgents, "most agents running at once on this node")
+	f.StringSliceVar(&opts.labels, "label", nil, "node labels that agents' constraints match, key=value")
+	f.StringVar(&opts.dataDir, "data-dir", opts.dataDir, "agents' workspaces, config files and logs, and network state")
+	f.StringVar(&opts.containerd, "containerd-address", opts.containerd, "containerd socket")
+	f.StringVar(&opts.namespace, "containerd-namespace", opts.namespace, "containerd namespace for agenthost's containers and images")
+	f.StringSliceVar(&opts.cniPluginDirs, "cni-plugin-dir", opts.cniPluginDirs, "directories holding CNI plugins")
+	f.StringVar(&opts.subnet, "subnet", opts.subnet, "IPv4 subnet for this node's agents (distinct per node)")
+	f.StringSliceVar(&opts.blocked, "block", nil, "destinations agents may never reach, as prefixes (add the control plane's)")
+	f.StringVar(&opts.runtimeImage, "runtime-image", opts.runtimeImage, "image reference of the opencode runtime")
+	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
+	return cmd
+}
+
+// runNode runs a node agent until ctx ends.
+func runNode(ctx context.Context, opts nodeOptions) error {
+	logger := slog.Default()
+	if len(opts.control) == 0 || opts.advertise == "" {
+		return fmt.Errorf("--control and --advertise are required")
+	}
+	subnet, err := netip.ParsePrefix(opts.subnet)
+	if err != nil {
+		return fmt.Errorf("--subnet: %w", err)
+	}
+	ncfg := network.DefaultConfig()
+	ncfg.Subnet = subnet
+	ncfg.PluginDirs = opts.cniPluginDirs
+	ncfg.StateDir = filepath.Join(opts.dataDir, "cni")
+	ncfg.Logger = logger
+	for _, b := range opts.blocked {
+		p, err := netip.ParsePrefix(b)
+		if err != nil {
+			return fmt.Errorf("--block %s: %w", b, err)
+		}
+		ncfg.Blocked = append(ncfg.Blocked, p)
+	}
+	net, err := network.New(ncfg)
+	if err != nil {
+		return err
+	}
+	dcfg := containerd.DefaultConfig()
+	dcfg.Address = opts.containerd
+	dcfg.Namespace = opts.namespace
+	dcfg.DataDir = opts.dataDir
+	dcfg.Network = net
+	dcfg.Logger = logger
+	drv, err := containerd.New(dcfg)
+	if err != nil {
+		return err
+	}
+	defer drv.Close()
+	for _, path := range opts.importImages {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("--import-image: %w", err)
+		}
+		logger.Info("importing image archive", "path", path)
+		names, err := drv.ImportImage(ctx, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		logger.Info("image imported", "names", strings.Join(names, ", "))
+	}
+
+	cfg := nodeagent.DefaultConfig()
+	cfg.ControlAddrs = opts.control
+	cfg.Name = opts.name
+	cfg.AdvertiseAddr = opts.advertise
+	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = opts.cpuMillis, opts.memoryMB, opts.maxAgents
+	cfg.Labels = map[string]string{}
+	for _, l := range opts.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--label %q: want key=value", l)
+		}
+		cfg.Labels[k] = v
+	}
+	rt := cfg.Runtimes["opencode"]
+	rt.Image = opts.runtimeImage
+	cfg.Runtimes["opencode"] = rt
+	cfg.Logger = logger
+	agent, err := nodeagent.New(cfg, drv)
+	if err != nil {
+		return err
+	}
+	logger.Info("node agent started", "node", cfg.Name, "control", strings.Join(cfg.ControlAddrs, ","), "subnet", subnet)
+	return agent.Run(ctx)
+}
