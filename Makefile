@@ -136,10 +136,13 @@ test: setup lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # bench: store and placement throughput beside raw raft.Apply on a 3-server loopback
-# cluster, then scheduler decisions per second on one core (5,000 nodes, 50,000 agents).
-bench:
+# cluster; scheduler decisions per second on one core (5,000 nodes, 50,000 agents);
+# create-to-healthy through the node agent beside `ctr run` on a private containerd
+# (root), with the node agent's memory.
+bench: setup
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
+	$(GO) run ./test/bench/nodeagent
 
 # containerd-up: start containerd when its socket is missing (no systemd here,
 # or the service is stopped). The tests start private containerd daemons instead.

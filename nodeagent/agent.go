@@ -322,7 +322,7 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
 				}
 				return
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(a.cfg.HealthInterval)
 		}
 		if ctx.Err() == nil {
 			msg := fmt.Sprintf("the agent did not answer on its health endpoint within %s", a.cfg.HealthTimeout)

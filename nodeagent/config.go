@@ -50,6 +50,8 @@ type Config struct {
 	// HealthTimeout bounds how long a starting agent may take to answer on
 	// its health endpoint before it is reported ERROR.
 	HealthTimeout time.Duration
+	// HealthInterval is how often a starting agent's health endpoint is tried.
+	HealthInterval time.Duration
 
 	Logger *slog.Logger
 }
@@ -71,6 +73,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: 10 * time.Second,
 		StopGrace:         3 * time.Second,
 		HealthTimeout:     60 * time.Second,
+		HealthInterval:    50 * time.Millisecond,
 		Logger:            slog.Default(),
 	}
 }
@@ -95,7 +98,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("runtime %s needs an image, a port and a health path", name))
 		}
 	}
-	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 {
+	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 || c.HealthInterval <= 0 {
 		errs = append(errs, errors.New("intervals, grace and timeouts must be positive"))
 	}
 	if c.Logger == nil {

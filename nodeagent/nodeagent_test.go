@@ -22,7 +22,6 @@ import (
 var daemon *containerdtest.Daemon
 
 func TestMain(m *testing.M) {
-	containerd.RunLoggerIfInvoked()
 	code := m.Run()
 	if daemon != nil {
 		daemon.Stop()

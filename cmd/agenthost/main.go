@@ -13,13 +13,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-
-	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 )
 
 func main() {
-	// A containerd shim may start this binary as a container's log writer.
-	containerd.RunLoggerIfInvoked()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {

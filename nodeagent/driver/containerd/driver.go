@@ -3,8 +3,7 @@
 // quota, memory and pids limits, no-new-privileges, the default seccomp
 // profile and a short capability list, in a network namespace of its own that
 // a Network wires up. Its workspace is a directory on the node mounted at
-// /workspace; its stdout and stderr go to a size-capped file written by a
-// logger the shim runs (logger.go).
+// /workspace; its stdout and stderr go to a size-capped file (logcap.go).
 //
 // It talks to Debian's containerd 1.6 daemon through the 1.7 client, using
 // only APIs both have. cmd/agenthost picks it; the reconcile loop sees only
@@ -76,11 +75,10 @@ type Config struct {
 	Snapshotter string
 	// DataDir holds each agent's workspace, config files and logs.
 	DataDir string
-	// LoggerBinary is run by the shim to write logs; it must call
-	// RunLoggerIfInvoked first thing. Defaults to this executable.
-	LoggerBinary string
 	// LogMaxBytes caps an agent's log file (it rotates once).
 	LogMaxBytes int64
+	// LogCheckInterval is how often log files are checked against the cap.
+	LogCheckInterval time.Duration
 	// PidsLimit is the default process limit per container.
 	PidsLimit int64
 	// Network wires container networking; nil leaves each container in an
@@ -92,13 +90,14 @@ type Config struct {
 // DefaultConfig returns the settings for Debian's containerd.
 func DefaultConfig() Config {
 	return Config{
-		Address:     "/run/containerd/containerd.sock",
-		Namespace:   "agenthost",
-		Snapshotter: "overlayfs",
-		DataDir:     "/var/lib/agenthost/node",
-		LogMaxBytes: 10 << 20,
-		PidsLimit:   1024,
-		Logger:      slog.Default(),
+		Address:          "/run/containerd/containerd.sock",
+		Namespace:        "agenthost",
+		Snapshotter:      "overlayfs",
+		DataDir:          "/var/lib/agenthost/node",
+		LogMaxBytes:      10 << 20,
+		LogCheckInterval: 5 * time.Second,
+		PidsLimit:        1024,
+		Logger:           slog.Default(),
 	}
 }
 
@@ -108,8 +107,8 @@ func (c Config) Validate() error {
 	if c.Address == "" || c.Namespace == "" || c.Snapshotter == "" || c.DataDir == "" {
 		errs = append(errs, errors.New("containerd address, namespace, snapshotter and data dir are required"))
 	}
-	if c.LogMaxBytes < 4096 || c.PidsLimit < 1 {
-		errs = append(errs, errors.New("log cap must be at least 4 KiB and the pids limit positive"))
+	if c.LogMaxBytes < 4096 || c.LogCheckInterval <= 0 || c.PidsLimit < 1 {
+		errs = append(errs, errors.New("log cap must be at least 4 KiB, its check interval and the pids limit positive"))
 	}
 	if c.Logger == nil {
 		errs = append(errs, errors.New("logger is required"))
@@ -122,6 +121,7 @@ type Driver struct {
 	cfg    Config
 	client *containerd.Client
 	logger *slog.Logger
+	stop   context.CancelFunc
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -131,22 +131,22 @@ func New(cfg Config) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("containerd driver config: %w", err)
 	}
-	if cfg.LoggerBinary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("find logger binary: %w", err)
-		}
-		cfg.LoggerBinary = exe
-	}
 	client, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace), containerd.WithTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Address, err)
 	}
-	return &Driver{cfg: cfg, client: client, logger: cfg.Logger.With("component", "containerd")}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	d := &Driver{cfg: cfg, client: client, logger: cfg.Logger.With("component", "containerd"), stop: stop}
+	go d.capLogsLoop(ctx)
+	return d, nil
 }
 
-// Close disconnects from containerd; containers keep running.
-func (d *Driver) Close() error { return d.client.Close() }
+// Close stops capping logs and disconnects from containerd; containers keep
+// running.
+func (d *Driver) Close() error {
+	d.stop()
+	return d.client.Close()
+}
 
 func (d *Driver) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, d.cfg.Namespace)
@@ -301,10 +301,7 @@ func (d *Driver) startTask(ctx context.Context, container containerd.Container) 
 			return fmt.Errorf("delete exited task: %w", err)
 		}
 	}
-	task, err := container.NewTask(ctx, cio.BinaryIO(d.cfg.LoggerBinary, map[string]string{
-		"--" + loggerPathFlag: d.LogPath(container.ID()),
-		"--" + loggerMaxFlag:  strconv.FormatInt(d.cfg.LogMaxBytes, 10),
-	}))
+	task, err := container.NewTask(ctx, cio.LogFile(d.LogPath(container.ID())))
 	if err != nil {
 		return fmt.Errorf("create task: %w", err)
 	}
