@@ -2,11 +2,14 @@ package nodeagent_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,5 +255,66 @@ func waitNode(t *testing.T, s *store.Store) {
 			t.Fatal("node never registered")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNodeAgentKilledMidCreateConverges runs the node agent as a real
+// `agenthost node` process, kills it with SIGKILL while agents are being
+// created, starts it again, and checks that every agent ends up RUNNING in
+// exactly one container.
+func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 1)
+	s := tc.Servers[0].Store
+	// The in-process node only brings up containerd, the image and the
+	// network chains; it is stopped at once and the real process takes over.
+	helper := newTestNode(t, tc.Servers[0].Addr())
+	helper.stop()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	if err := containerdtest.BuildImage(context.Background(), archive); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "agenthost")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/agenthost").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dataDir := t.TempDir()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "node", "--control", tc.Servers[0].Addr(), "--advertise", "127.0.0.1",
+			"--name", "node-e2e", "--containerd-address", daemon.Address, "--data-dir", dataDir,
+			"--subnet", "10.213.10.0/24", "--runtime-image", containerdtest.ImageName, "--import-image", archive,
+			"--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	proc := start()
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
+	waitNode(t, s)
+
+	const n = 6
+	for i := range n {
+		apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: fmt.Sprintf("kill-%d", i), OrgID: "org", Name: "k", Runtime: "opencode",
+			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+		if i == n/2 {
+			proc.Process.Signal(syscall.SIGKILL) // mid-create
+			proc.Wait()
+			proc = start()
+		}
+	}
+	for i := range n {
+		waitAgent(t, s, fmt.Sprintf("kill-%d", i), "RUNNING", func(a *store.Agent) bool { return a.Status == store.StatusRunning })
+	}
+	list := containers(t, helper)
+	if len(list) != n {
+		t.Fatalf("%d containers for %d agents: %+v", len(list), n, list)
+	}
+	for _, c := range list {
+		boots, _ := os.ReadFile(filepath.Join(dataDir, "agents", c.AgentID, "workspace", "boots"))
+		if strings.Count(string(boots), "boot") != 1 {
+			t.Errorf("agent %s booted %d times", c.AgentID, strings.Count(string(boots), "boot"))
+		}
 	}
 }

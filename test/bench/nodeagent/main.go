@@ -90,6 +90,14 @@ func run(runs int) error {
 		return err
 	}
 	defer drv.Close()
+	// Whatever happens, delete every container through the driver before
+	// containerd stops, so that no network namespace or rule outlives the run.
+	defer func() {
+		list, _ := drv.List(context.Background())
+		for _, c := range list {
+			drv.Delete(context.Background(), c.AgentID)
+		}
+	}()
 	f, err := os.Open(archive)
 	if err != nil {
 		return err

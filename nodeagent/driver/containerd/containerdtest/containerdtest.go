@@ -104,7 +104,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 // Stop ends containerd and the shims it left, and removes its directories.
+// Tasks still running are killed first: a shim killed with its task alive
+// would leave the container's processes orphaned in their namespaces.
 func (d *Daemon) Stop() {
+	ctr := func(args ...string) *exec.Cmd {
+		return exec.Command("ctr", append([]string{"--address", d.Address, "-n", "agenthost"}, args...)...)
+	}
+	if out, err := ctr("task", "ls", "-q").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			ctr("task", "kill", "-a", "-s", "SIGKILL", id).Run()
+			ctr("task", "delete", "-f", id).Run()
+		}
+	}
 	if d.cmd != nil && d.cmd.Process != nil {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
