@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
@@ -34,7 +36,8 @@ type Agent struct {
 	server   int             // index in ControlAddrs of the server in use
 	leader   string          // where heartbeats go, when known
 
-	wake chan struct{}
+	wake   chan struct{}
+	gossip *gossip.Member
 }
 
 // New returns a node agent over d.
@@ -76,6 +79,11 @@ func (a *Agent) failover() {
 // ctx ends. It returns only when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	a.register(ctx)
+	defer func() {
+		if a.gossip != nil {
+			a.gossip.Leave(time.Second)
+		}
+	}()
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){a.heartbeatLoop, a.watchLoop, a.reconcileLoop} {
 		wg.Add(1)
@@ -103,15 +111,42 @@ func (a *Agent) register(ctx context.Context) {
 	for ctx.Err() == nil {
 		c, addr := a.control()
 		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := c.Register(callCtx, connect.NewRequest(req))
+		resp, err := c.Register(callCtx, connect.NewRequest(req))
 		cancel()
 		if err == nil {
 			a.logger.Info("registered", "control", addr)
+			a.joinGossip(resp.Msg.GetGossipAddresses())
 			return
 		}
 		a.logger.Warn("register failed; retrying", "control", addr, "error", err)
 		a.failover()
 		backoff.wait(ctx)
+	}
+}
+
+// joinGossip starts this node's memberlist member (once) and joins the
+// control nodes' members, so that a crash of this host is noticed within
+// about a second. Failure is logged, not fatal: heartbeats still work.
+func (a *Agent) joinGossip(addrs []string) {
+	if a.gossip == nil {
+		cfg := gossip.DefaultConfig()
+		cfg.Name = gossip.NodePrefix + a.cfg.Name
+		cfg.BindAddr = a.cfg.GossipBind
+		if host, port, err := net.SplitHostPort(a.cfg.GossipBind); err == nil && port != "0" {
+			if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+				cfg.AdvertiseAddr = net.JoinHostPort(a.cfg.AdvertiseAddr, port)
+			}
+		}
+		cfg.Logger = a.cfg.Logger
+		m, err := gossip.Start(cfg)
+		if err != nil {
+			a.logger.Warn("gossip disabled: could not start", "error", err)
+			return
+		}
+		a.gossip = m
+	}
+	if err := a.gossip.Join(addrs); err != nil {
+		a.logger.Warn("gossip join failed; heartbeats still report liveness", "error", err)
 	}
 }
 

@@ -37,6 +37,9 @@ type Config struct {
 	MaxAgents int
 	// Labels are matched against agents' constraints.
 	Labels map[string]string
+	// GossipBind is host:port of this node's memberlist member (port 0
+	// picks one); it is advertised at AdvertiseAddr's host.
+	GossipBind string
 	// Runtimes maps runtime names to how they run here.
 	Runtimes map[string]Runtime
 
@@ -64,8 +67,9 @@ func DefaultConfig() Config {
 		Name:      host,
 		CPUMillis: int64(runtime.NumCPU()) * 1000,
 		// Keep a quarter (at most 2 GiB) for the system, containerd and us.
-		MemoryMB:  max(memMB-min(memMB/4, 2048), 0),
-		MaxAgents: 100,
+		MemoryMB:   max(memMB-min(memMB/4, 2048), 0),
+		MaxAgents:  100,
+		GossipBind: "0.0.0.0:7403",
 		Runtimes: map[string]Runtime{
 			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health"},
 		},
@@ -84,8 +88,8 @@ func (c Config) Validate() error {
 	if len(c.ControlAddrs) == 0 {
 		errs = append(errs, errors.New("at least one control address is required"))
 	}
-	if c.Name == "" || c.AdvertiseAddr == "" {
-		errs = append(errs, errors.New("node name and advertise address are required"))
+	if c.Name == "" || c.AdvertiseAddr == "" || c.GossipBind == "" {
+		errs = append(errs, errors.New("node name, advertise address and gossip bind address are required"))
 	}
 	if c.CPUMillis < 0 || c.MemoryMB < 0 || c.MaxAgents < 0 {
 		errs = append(errs, errors.New("capacity must not be negative"))

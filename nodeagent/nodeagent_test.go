@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	stdnet "net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -41,7 +42,9 @@ type testNode struct {
 	done   chan struct{}
 }
 
-func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)) *testNode {
+// newTestDriver returns a containerd driver with networking on the
+// package's private containerd, with the test image imported.
+func newTestDriver(t *testing.T) *containerd.Driver {
 	t.Helper()
 	containerdtest.Require(t)
 	if daemon == nil {
@@ -78,12 +81,27 @@ func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)
 	if _, err := drv.ImportImage(context.Background(), f); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		list, _ := drv.List(context.Background())
+		for _, c := range list {
+			drv.Delete(context.Background(), c.AgentID)
+		}
+		drv.Close()
+	})
+	return drv
+}
+
+func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)) *testNode {
+	t.Helper()
+	drv := newTestDriver(t)
+	quiet := slog.New(slog.DiscardHandler)
 	cfg := nodeagent.DefaultConfig()
 	cfg.ControlAddrs = []string{control}
 	cfg.Name = "node-e2e"
 	cfg.AdvertiseAddr = "127.0.0.1"
 	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = 4000, 4096, 10
 	cfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: containerdtest.ImageName, Port: 4096, HealthPath: "/global/health"}}
+	cfg.GossipBind = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ReconcileInterval = time.Second
 	cfg.StopGrace = time.Second
@@ -96,14 +114,7 @@ func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)
 		f(&cfg)
 	}
 	n := &testNode{t: t, cfg: cfg, driver: drv}
-	t.Cleanup(func() {
-		n.stop()
-		list, _ := drv.List(context.Background())
-		for _, c := range list {
-			drv.Delete(context.Background(), c.AgentID)
-		}
-		drv.Close()
-	})
+	t.Cleanup(n.stop) // runs before the driver's cleanup
 	n.start()
 	return n
 }
@@ -265,10 +276,9 @@ func waitNode(t *testing.T, s *store.Store) {
 func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 	tc := clusterrpc.NewTestCluster(t, 1)
 	s := tc.Servers[0].Store
-	// The in-process node only brings up containerd, the image and the
-	// network chains; it is stopped at once and the real process takes over.
-	helper := newTestNode(t, tc.Servers[0].Addr())
-	helper.stop()
+	// A driver on the same containerd lets the test see the containers;
+	// the node agent itself is the real process.
+	helper := &testNode{t: t, driver: newTestDriver(t)}
 	archive := filepath.Join(t.TempDir(), "image.tar")
 	if err := containerdtest.BuildImage(context.Background(), archive); err != nil {
 		t.Fatal(err)
@@ -278,11 +288,14 @@ func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	dataDir := t.TempDir()
+	// A fixed gossip port, as in production: a restarted node agent then
+	// rejoins as the same member rather than conflicting with its old self.
+	gossipAddr := fmt.Sprintf("127.0.0.1:%d", freeUDPAndTCPPort(t))
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "node", "--control", tc.Servers[0].Addr(), "--advertise", "127.0.0.1",
 			"--name", "node-e2e", "--containerd-address", daemon.Address, "--data-dir", dataDir,
 			"--subnet", "10.213.10.0/24", "--runtime-image", containerdtest.ImageName, "--import-image", archive,
-			"--log-level", "warn")
+			"--gossip-bind", gossipAddr, "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -317,4 +330,50 @@ func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 			t.Errorf("agent %s booted %d times", c.AgentID, strings.Count(string(boots), "boot"))
 		}
 	}
+
+	// A crash of the node agent is noticed by gossip (heartbeat expiry is
+	// an hour in test clusters), and the node is ready again once it is back.
+	killed := time.Now()
+	proc.Process.Signal(syscall.SIGKILL)
+	proc.Wait()
+	waitNodeStatus(t, s, store.NodeDown)
+	t.Logf("node marked down %s after kill -9 (gossip)", time.Since(killed).Round(10*time.Millisecond))
+	proc = start()
+	waitNodeStatus(t, s, store.NodeReady)
+}
+
+func waitNodeStatus(t *testing.T, s *store.Store, want store.NodeStatus) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if n, _ := s.State().Node("node-e2e"); n != nil && n.Status == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			n, _ := s.State().Node("node-e2e")
+			t.Fatalf("node never became %s: %+v", want, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freeUDPAndTCPPort returns a port free for both TCP and UDP (memberlist
+// listens on both).
+func freeUDPAndTCPPort(t *testing.T) int {
+	t.Helper()
+	for range 20 {
+		ln, err := stdnet.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*stdnet.TCPAddr).Port
+		pc, err := stdnet.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
 }

@@ -46,6 +46,7 @@ restarts. The edge proxy joins this process when it is built.`,
 				node.name = "dev-node"
 				node.advertise = "127.0.0.1"
 				node.dataDir = filepath.Join(opts.dataDir, "node")
+				node.gossipBind = "127.0.0.1:7403"
 				go func() {
 					if err := runNode(ctx, node); err != nil && ctx.Err() == nil {
 						slog.Error("the dev node agent stopped; agents cannot run (is containerd running? try `make dev`)", "error", err)

@@ -33,6 +33,7 @@ type nodeOptions struct {
 	blocked       []string
 	runtimeImage  string
 	importImages  []string
+	gossipBind    string
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -50,6 +51,7 @@ func defaultNodeOptions() nodeOptions {
 		cniPluginDirs: net.PluginDirs,
 		subnet:        net.Subnet.String(),
 		runtimeImage:  def.Runtimes["opencode"].Image,
+		gossipBind:    def.GossipBind,
 	}
 }
 
@@ -86,6 +88,7 @@ agent adopts them.`,
 	f.StringSliceVar(&opts.blocked, "block", nil, "destinations agents may never reach, as prefixes (add the control plane's)")
 	f.StringVar(&opts.runtimeImage, "runtime-image", opts.runtimeImage, "image reference of the opencode runtime")
 	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
+	f.StringVar(&opts.gossipBind, "gossip-bind", opts.gossipBind, "gossip (memberlist) address, TCP and UDP")
 	return cmd
 }
 
@@ -145,6 +148,7 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	cfg.Name = opts.name
 	cfg.AdvertiseAddr = opts.advertise
 	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = opts.cpuMillis, opts.memoryMB, opts.maxAgents
+	cfg.GossipBind = opts.gossipBind
 	cfg.Labels = map[string]string{}
 	for _, l := range opts.labels {
 		k, v, ok := strings.Cut(l, "=")

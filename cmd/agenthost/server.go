@@ -30,6 +30,7 @@ type serverOptions struct {
 	httpAddr        string
 	bootstrapExpect int
 	join            []string
+	gossipBind      string
 }
 
 func newServerCommand() *cobra.Command {
@@ -59,6 +60,7 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 	f.StringVar(&opts.httpAddr, "http-addr", "127.0.0.1:7480", "HTTP address for /metrics and /v1/status")
 	f.IntVar(&opts.bootstrapExpect, "bootstrap-expect", 1, "servers that form a new cluster: 1, 3 or 5; 0 only joins an existing cluster")
 	f.StringSliceVar(&opts.join, "join", nil, "cluster addresses of other servers, comma-separated")
+	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "gossip (memberlist) address, TCP and UDP, shared with node agents")
 	return cmd
 }
 
@@ -85,6 +87,9 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	cfg.BindAddr = opts.bind
 	cfg.BootstrapExpect = opts.bootstrapExpect
 	cfg.Join = opts.join
+	if opts.gossipBind != "" {
+		cfg.GossipBind = opts.gossipBind
+	}
 
 	srv, err := clusterrpc.StartServer(cfg)
 	if err != nil {

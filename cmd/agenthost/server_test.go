@@ -122,6 +122,7 @@ func TestServersFormClusterFromFlagsAndRejoinAfterKill(t *testing.T) {
 				"--bind", clusterAddrs[i],
 				"--http-addr", httpAddr,
 				"--bootstrap-expect", "3",
+				"--gossip-bind", "127.0.0.1:0",
 				"--join", strings.Join(join, ","),
 			},
 		}

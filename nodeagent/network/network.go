@@ -124,9 +124,17 @@ func portMap(hostPort, runtimePort int) []gocni.PortMapping {
 // Setup creates the agent's network namespace, attaches it, forwards
 // hostPort to runtimePort, and isolates it. It returns the namespace's path
 // and the runtime's address as seen from this node (containerIP:runtimePort).
+//
+// The namespace is recorded before anything else is wired, so that a node
+// agent killed halfway leaves a record: the next Setup for the agent (or its
+// Teardown) removes the leftover first, and no orphaned namespace keeps the
+// agent's address or its rules.
 func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePort int) (string, string, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.teardownRecorded(ctx, agentID); err != nil {
+		return "", "", fmt.Errorf("remove leftover network: %w", err)
+	}
 	if err := os.MkdirAll(n.cfg.NetNSDir, 0o755); err != nil {
 		return "", "", err
 	}
@@ -135,9 +143,13 @@ func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePo
 		return "", "", fmt.Errorf("create network namespace: %w", err)
 	}
 	path := ns.GetPath()
+	if err := n.record(agentID, setupRecord{NetNS: path, HostPort: hostPort, RuntimePort: runtimePort}); err != nil {
+		ns.Remove()
+		return "", "", err
+	}
 	result, err := n.cni.Setup(ctx, agentID, path, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort)))
 	if err != nil {
-		ns.Remove()
+		n.teardown(ctx, agentID, path, hostPort, runtimePort)
 		return "", "", fmt.Errorf("CNI setup: %w", err)
 	}
 	ip, err := containerIP(result)
@@ -145,8 +157,7 @@ func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePo
 		err = n.firewall.isolate(agentID, ip)
 	}
 	if err != nil {
-		n.cni.Remove(ctx, agentID, path, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort)))
-		ns.Remove()
+		n.teardown(ctx, agentID, path, hostPort, runtimePort)
 		return "", "", err
 	}
 	return path, netip.AddrPortFrom(ip, uint16(runtimePort)).String(), nil
@@ -156,6 +167,10 @@ func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePo
 func (n *Network) Teardown(ctx context.Context, agentID, netnsPath string, hostPort, runtimePort int) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.teardown(ctx, agentID, netnsPath, hostPort, runtimePort)
+}
+
+func (n *Network) teardown(ctx context.Context, agentID, netnsPath string, hostPort, runtimePort int) error {
 	var errs []error
 	if err := n.firewall.release(agentID); err != nil {
 		errs = append(errs, err)
@@ -168,7 +183,52 @@ func (n *Network) Teardown(ctx context.Context, agentID, netnsPath string, hostP
 			errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.Remove(n.recordPath(agentID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// setupRecord is what Teardown needs, written before the network exists.
+type setupRecord struct {
+	NetNS       string `json:"netns"`
+	HostPort    int    `json:"hostPort"`
+	RuntimePort int    `json:"runtimePort"`
+}
+
+func (n *Network) recordPath(agentID string) string {
+	return filepath.Join(n.cfg.StateDir, "agents", agentID+".json")
+}
+
+func (n *Network) record(agentID string, r setupRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(n.recordPath(agentID)), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(n.recordPath(agentID), b, 0o600)
+}
+
+// teardownRecorded removes a network that a previous Setup left behind.
+func (n *Network) teardownRecorded(ctx context.Context, agentID string) error {
+	b, err := os.ReadFile(n.recordPath(agentID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var r setupRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		os.Remove(n.recordPath(agentID))
+		return nil
+	}
+	n.logger.Warn("removing a network left by an interrupted setup", "agent", agentID, "netns", r.NetNS)
+	return n.teardown(ctx, agentID, r.NetNS, r.HostPort, r.RuntimePort)
 }
 
 func containerIP(result *gocni.Result) (netip.Addr, error) {

@@ -91,6 +91,7 @@ func (c *Client) Join(ctx context.Context, addr string, srv store.Server) (uint6
 type PeerStatus struct {
 	store.Status
 	BootstrapExpect int
+	GossipAddress   string
 }
 
 // Status asks the server at addr for its view of the cluster.
@@ -109,7 +110,7 @@ func (c *Client) Status(ctx context.Context, addr string) (PeerStatus, error) {
 	for _, srv := range m.GetServers() {
 		st.Servers = append(st.Servers, store.Server{ID: srv.GetId(), Address: srv.GetAddress(), Voter: srv.GetVoter()})
 	}
-	return PeerStatus{Status: st, BootstrapExpect: int(m.GetBootstrapExpect())}, nil
+	return PeerStatus{Status: st, BootstrapExpect: int(m.GetBootstrapExpect()), GossipAddress: m.GetGossipAddress()}, nil
 }
 
 // fromConnectError rebuilds the store sentinel carried in the error's

@@ -19,14 +19,15 @@ const errorCodeKey = "agenthost-error-code"
 type Handler struct {
 	store           *store.Store
 	bootstrapExpect int
+	gossipAddr      string
 }
 
 var _ clusterv1connect.ClusterServiceHandler = (*Handler)(nil)
 
 // NewHandler returns the ClusterService handler for s; bootstrapExpect is
 // reported in Status so that peers bootstrap only with servers that agree.
-func NewHandler(s *store.Store, bootstrapExpect int) *Handler {
-	return &Handler{store: s, bootstrapExpect: bootstrapExpect}
+func NewHandler(s *store.Store, bootstrapExpect int, gossipAddr string) *Handler {
+	return &Handler{store: s, bootstrapExpect: bootstrapExpect, gossipAddr: gossipAddr}
 }
 
 // Apply commits a forwarded command. Outcomes, refusals included, travel in
@@ -78,6 +79,7 @@ func (h *Handler) Status(context.Context, *connect.Request[clusterv1.StatusReque
 		AppliedIndex:    st.AppliedIndex,
 		HasState:        st.HasState,
 		BootstrapExpect: int32(h.bootstrapExpect),
+		GossipAddress:   h.gossipAddr,
 	}
 	for _, srv := range st.Servers {
 		resp.Servers = append(resp.Servers, &clusterv1.Server{Id: srv.ID, Address: srv.Address, Voter: srv.Voter})

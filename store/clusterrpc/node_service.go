@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/agenthost/agenthost/internal/gossip"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
@@ -28,13 +29,14 @@ const leaderAddressKey = "agenthost-leader-address"
 type NodeService struct {
 	store  *store.Store
 	health *NodeHealth
+	gossip *gossip.Member
 }
 
 var _ nodev1connect.NodeServiceHandler = (*NodeService)(nil)
 
 // NewNodeService returns the NodeService handler.
-func NewNodeService(s *store.Store, health *NodeHealth) *NodeService {
-	return &NodeService{store: s, health: health}
+func NewNodeService(s *store.Store, health *NodeHealth, member *gossip.Member) *NodeService {
+	return &NodeService{store: s, health: health, gossip: member}
 }
 
 // Register adds the node to the pool, or refreshes what is known of it.
@@ -53,7 +55,10 @@ func (n *NodeService) Register(ctx context.Context, req *connect.Request[nodev1.
 		return nil, toConnectError(err)
 	}
 	n.health.Seen(node.ID)
-	return connect.NewResponse(&nodev1.RegisterResponse{Index: index, HeartbeatTtl: durationpb.New(n.health.TTL())}), nil
+	return connect.NewResponse(&nodev1.RegisterResponse{
+		Index: index, HeartbeatTtl: durationpb.New(n.health.TTL()),
+		GossipAddresses: n.gossip.Addresses(gossip.ServerPrefix),
+	}), nil
 }
 
 // Heartbeat tells the leader the node is alive.
@@ -152,6 +157,30 @@ func (h *NodeHealth) Seen(nodeID string) {
 	h.mu.Lock()
 	h.lastSeen[nodeID] = time.Now()
 	h.mu.Unlock()
+}
+
+// GossipDead marks a node down at once when gossip declares it dead (leader
+// only; followers ignore it). Heartbeats stay the backstop for a node whose
+// gossip is blocked while its heartbeats are not, and the way back to ready.
+func (h *NodeHealth) GossipDead(nodeID string) {
+	h.mu.Lock()
+	active := h.active
+	h.mu.Unlock()
+	if !active {
+		return
+	}
+	go func() {
+		node, err := h.store.State().Node(nodeID)
+		if err != nil || node == nil || node.Status == store.NodeDown {
+			return
+		}
+		h.logger.Warn("gossip declared the node dead; marking it down", "node", nodeID)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: nodeID, Status: store.NodeDown}); err != nil {
+			h.logger.Warn("could not mark node down", "node", nodeID, "error", err)
+		}
+	}()
 }
 
 // Heartbeat records a heartbeat; on a node marked down it marks it ready.

@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
@@ -50,6 +51,10 @@ type ServerConfig struct {
 	// NodeHeartbeatTTL is how long a node may go without a heartbeat before
 	// the leader marks it down.
 	NodeHeartbeatTTL time.Duration
+	// GossipBind is host:port of this server's memberlist member (port 0
+	// picks one); GossipAdvertise, when set, is what others reach it at.
+	GossipBind      string
+	GossipAdvertise string
 }
 
 // DefaultServerConfig returns a server configuration with store defaults.
@@ -61,6 +66,7 @@ func DefaultServerConfig() *ServerConfig {
 		JoinRetryInterval: 250 * time.Millisecond,
 		Placement:         placement.DefaultConfig(),
 		NodeHeartbeatTTL:  2 * time.Second,
+		GossipBind:        "127.0.0.1:7402",
 	}
 }
 
@@ -82,6 +88,9 @@ func (c *ServerConfig) Validate() error {
 	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
 		errs = append(errs, errors.New("a server that does not bootstrap needs join addresses"))
 	}
+	if c.GossipBind == "" {
+		errs = append(errs, errors.New("gossip bind address is required"))
+	}
 	if c.NodeHeartbeatTTL < 100*time.Millisecond {
 		errs = append(errs, errors.New("node heartbeat TTL must be at least 100ms"))
 	}
@@ -98,6 +107,7 @@ type Server struct {
 	logger   *slog.Logger
 	Store    *store.Store
 	Client   *Client
+	Gossip   *gossip.Member
 	listener *store.ClusterListener
 	http     *http.Server
 
@@ -143,16 +153,32 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	}
 	health := NewNodeHealth(st, cfg.NodeHeartbeatTTL, cfg.Store.Logger)
 	st.RegisterLeadershipHook(health)
+	gcfg := gossip.DefaultConfig()
+	gcfg.Name = gossip.ServerPrefix + cfg.Store.ServerID
+	gcfg.BindAddr, gcfg.AdvertiseAddr = cfg.GossipBind, cfg.GossipAdvertise
+	gcfg.Logger = cfg.Store.Logger
+	gcfg.OnDead = func(name string) {
+		if id, ok := strings.CutPrefix(name, gossip.NodePrefix); ok {
+			health.GossipDead(id)
+		}
+	}
+	member, err := gossip.Start(gcfg)
+	if err != nil {
+		st.Shutdown()
+		cl.Close()
+		return nil, err
+	}
 	mux := http.NewServeMux()
-	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health), connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member), connect.WithReadMaxBytes(maxMessageBytes)))
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.
-	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect), connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect, member.Addr()), connect.WithReadMaxBytes(maxMessageBytes)))
 	s := &Server{
 		cfg:      cfg,
 		logger:   cfg.Store.Logger.With("component", "cluster", "server", cfg.Store.ServerID),
 		Store:    st,
 		Client:   client,
+		Gossip:   member,
 		listener: cl,
 		http: &http.Server{
 			Handler:           mux,
@@ -175,6 +201,11 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		if err := s.formCluster(ctx); err != nil && ctx.Err() == nil {
 			s.logger.Error("forming cluster failed", "error", err)
 		}
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.gossipJoinLoop(ctx)
 	}()
 	return s, nil
 }
@@ -275,6 +306,46 @@ func (s *Server) tryFormOnce(ctx context.Context, self store.Server) (bool, erro
 	return true, s.Store.Bootstrap(peers)
 }
 
+// gossipJoinLoop keeps this server's gossip member joined to the other
+// servers': their gossip addresses come from ClusterService.Status of the
+// join addresses and of the Raft configuration.
+func (s *Server) gossipJoinLoop(ctx context.Context) {
+	ticker := time.NewTicker(2 * time.Second)
+	defer ticker.Stop()
+	for {
+		known := map[string]bool{}
+		for _, addr := range s.Gossip.Addresses(gossip.ServerPrefix) {
+			known[addr] = true
+		}
+		peers := slices.Clone(s.cfg.Join)
+		for _, srv := range s.Store.Status().Servers {
+			peers = append(peers, srv.Address)
+		}
+		var join []string
+		for _, addr := range peers {
+			if addr == s.Addr() {
+				continue
+			}
+			callCtx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := s.Client.Status(callCtx, addr)
+			cancel()
+			if err == nil && st.GossipAddress != "" && !known[st.GossipAddress] {
+				join = append(join, st.GossipAddress)
+			}
+		}
+		if len(join) > 0 {
+			if err := s.Gossip.Join(join); err != nil {
+				s.logger.Debug("gossip join failed; will retry", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
 // WaitForLeader blocks until this server knows a leader whose state it has
 // caught up with for reads, or ctx ends.
 func (s *Server) WaitForLeader(ctx context.Context) error {
@@ -296,6 +367,7 @@ func (s *Server) Shutdown() error {
 	s.cancel()
 	// Stop serving first, so no forwarded write starts while Raft stops.
 	s.http.Close()
+	s.Gossip.Leave(time.Second)
 	err := s.Store.Shutdown()
 	s.listener.Close()
 	s.wg.Wait()

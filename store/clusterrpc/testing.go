@@ -36,6 +36,7 @@ func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
 	// Tests register nodes straight through the store, with no node agent
 	// to heartbeat; tests of liveness set a short TTL themselves.
 	cfg.NodeHeartbeatTTL = time.Hour
+	cfg.GossipBind = "127.0.0.1:0"
 	return cfg
 }
 

@@ -123,6 +123,7 @@ func run(runs int) error {
 	cfg.Name, cfg.AdvertiseAddr = "bench-node", "127.0.0.1"
 	cfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: containerdtest.ImageName, Port: 4096, HealthPath: "/global/health"}}
 	cfg.HealthInterval = pollInterval
+	cfg.GossipBind = "127.0.0.1:0"
 	cfg.Logger = quiet
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
@@ -307,7 +308,7 @@ func idleNodeAgentRSS(s *store.Store, controlAddr, containerdAddr, dir string) e
 	}
 	cmd := exec.Command(bin, "node", "--control", controlAddr, "--advertise", "127.0.0.1", "--name", "idle-node",
 		"--containerd-address", containerdAddr, "--data-dir", filepath.Join(dir, "idle-node"), "--subnet", "10.213.251.0/24",
-		"--log-level", "warn")
+		"--gossip-bind", "127.0.0.1:0", "--log-level", "warn")
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -363,6 +364,7 @@ func startControlPlane(dir string) (*clusterrpc.Server, func(), error) {
 	cfg.Store.Logger = slog.New(slog.DiscardHandler)
 	cfg.Store.HeartbeatTimeout, cfg.Store.ElectionTimeout, cfg.Store.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
 	cfg.Listener = ln
+	cfg.GossipBind = "127.0.0.1:0"
 	srv, err := clusterrpc.StartServer(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -236,6 +236,7 @@ func startCluster(n int) ([]*clusterrpc.Server, func(), error) {
 		cfg.Store.ElectionTimeout = 200 * time.Millisecond
 		cfg.Store.LeaderLeaseTimeout = 200 * time.Millisecond
 		cfg.NodeHeartbeatTTL = time.Hour // simulated nodes send no heartbeats
+		cfg.GossipBind = "127.0.0.1:0"
 		cfg.Listener = listeners[i]
 		cfg.BootstrapExpect = n
 		cfg.Join = addrs

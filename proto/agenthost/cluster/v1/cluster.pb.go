@@ -402,8 +402,10 @@ type StatusResponse struct {
 	// The --bootstrap-expect this server was started with (0: join only). Servers
 	// bootstrap together only with peers that expect the same cluster size.
 	BootstrapExpect int32 `protobuf:"varint,12,opt,name=bootstrap_expect,json=bootstrapExpect,proto3" json:"bootstrap_expect,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Where this server's gossip member listens (host:port).
+	GossipAddress string `protobuf:"bytes,13,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -520,6 +522,13 @@ func (x *StatusResponse) GetBootstrapExpect() int32 {
 	return 0
 }
 
+func (x *StatusResponse) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
 // Server is one member of the Raft configuration.
 type Server struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -606,7 +615,7 @@ const file_agenthost_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\"$\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x0f\n" +
-	"\rStatusRequest\"\x9c\x03\n" +
+	"\rStatusRequest\"\xc3\x03\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -621,7 +630,8 @@ const file_agenthost_cluster_v1_cluster_proto_rawDesc = "" +
 	"\thas_state\x18\n" +
 	" \x01(\bR\bhasState\x126\n" +
 	"\aservers\x18\v \x03(\v2\x1c.agenthost.cluster.v1.ServerR\aservers\x12)\n" +
-	"\x10bootstrap_expect\x18\f \x01(\x05R\x0fbootstrapExpect\"H\n" +
+	"\x10bootstrap_expect\x18\f \x01(\x05R\x0fbootstrapExpect\x12%\n" +
+	"\x0egossip_address\x18\r \x01(\tR\rgossipAddress\"H\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +

@@ -186,9 +186,11 @@ type RegisterResponse struct {
 	// Raft index the registration was committed at.
 	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// Longest time the node may go without a heartbeat before it is considered down.
-	HeartbeatTtl  *durationpb.Duration `protobuf:"bytes,2,opt,name=heartbeat_ttl,json=heartbeatTtl,proto3" json:"heartbeat_ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HeartbeatTtl *durationpb.Duration `protobuf:"bytes,2,opt,name=heartbeat_ttl,json=heartbeatTtl,proto3" json:"heartbeat_ttl,omitempty"`
+	// Gossip addresses of control nodes, for the node's memberlist member to join.
+	GossipAddresses []string `protobuf:"bytes,3,rep,name=gossip_addresses,json=gossipAddresses,proto3" json:"gossip_addresses,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RegisterResponse) Reset() {
@@ -231,6 +233,13 @@ func (x *RegisterResponse) GetIndex() uint64 {
 func (x *RegisterResponse) GetHeartbeatTtl() *durationpb.Duration {
 	if x != nil {
 		return x.HeartbeatTtl
+	}
+	return nil
+}
+
+func (x *RegisterResponse) GetGossipAddresses() []string {
+	if x != nil {
+		return x.GossipAddresses
 	}
 	return nil
 }
@@ -722,10 +731,11 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12\x1b\n" +
 	"\tmemory_mb\x18\x02 \x01(\x03R\bmemoryMb\x12\x1d\n" +
 	"\n" +
-	"max_agents\x18\x03 \x01(\x05R\tmaxAgents\"h\n" +
+	"max_agents\x18\x03 \x01(\x05R\tmaxAgents\"\x93\x01\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12>\n" +
-	"\rheartbeat_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatTtl\"+\n" +
+	"\rheartbeat_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatTtl\x12)\n" +
+	"\x10gossip_addresses\x18\x03 \x03(\tR\x0fgossipAddresses\"+\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"S\n" +
 	"\x11HeartbeatResponse\x12>\n" +
