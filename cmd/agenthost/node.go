@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agenthost/agenthost/nodeagent"
+	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
+	"github.com/agenthost/agenthost/nodeagent/driver/process"
 	"github.com/agenthost/agenthost/nodeagent/network"
 )
 
@@ -34,6 +36,8 @@ type nodeOptions struct {
 	runtimeImage  string
 	importImages  []string
 	gossipBind    string
+	driver        string
+	processCmd    string
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -52,6 +56,8 @@ func defaultNodeOptions() nodeOptions {
 		subnet:        net.Subnet.String(),
 		runtimeImage:  def.Runtimes["opencode"].Image,
 		gossipBind:    def.GossipBind,
+		driver:        "containerd",
+		processCmd:    "opencode serve --port {port} --hostname 127.0.0.1",
 	}
 }
 
@@ -89,6 +95,8 @@ agent adopts them.`,
 	f.StringVar(&opts.runtimeImage, "runtime-image", opts.runtimeImage, "image reference of the opencode runtime")
 	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
 	f.StringVar(&opts.gossipBind, "gossip-bind", opts.gossipBind, "gossip (memberlist) address, TCP and UDP")
+	f.StringVar(&opts.driver, "driver", opts.driver, "containerd, or process: runtimes as plain child processes with NO isolation, for a developer machine only")
+	f.StringVar(&opts.processCmd, "process-command", opts.processCmd, "with --driver process: the runtime's command; {port} is the agent's port")
 	return cmd
 }
 
@@ -98,49 +106,27 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	if len(opts.control) == 0 || opts.advertise == "" {
 		return fmt.Errorf("--control and --advertise are required")
 	}
-	subnet, err := netip.ParsePrefix(opts.subnet)
-	if err != nil {
-		return fmt.Errorf("--subnet: %w", err)
-	}
-	ncfg := network.DefaultConfig()
-	ncfg.Subnet = subnet
-	ncfg.PluginDirs = opts.cniPluginDirs
-	ncfg.StateDir = filepath.Join(opts.dataDir, "cni")
-	ncfg.Logger = logger
-	for _, b := range opts.blocked {
-		p, err := netip.ParsePrefix(b)
-		if err != nil {
-			return fmt.Errorf("--block %s: %w", b, err)
-		}
-		ncfg.Blocked = append(ncfg.Blocked, p)
-	}
-	net, err := network.New(ncfg)
-	if err != nil {
-		return err
-	}
-	dcfg := containerd.DefaultConfig()
-	dcfg.Address = opts.containerd
-	dcfg.Namespace = opts.namespace
-	dcfg.DataDir = opts.dataDir
-	dcfg.Network = net
-	dcfg.Logger = logger
-	drv, err := containerd.New(dcfg)
-	if err != nil {
-		return err
-	}
-	defer drv.Close()
-	for _, path := range opts.importImages {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("--import-image: %w", err)
-		}
-		logger.Info("importing image archive", "path", path)
-		names, err := drv.ImportImage(ctx, f)
-		f.Close()
+	var drv driver.Driver
+	switch opts.driver {
+	case "containerd":
+		d, err := containerdDriver(ctx, opts, logger)
 		if err != nil {
 			return err
 		}
-		logger.Info("image imported", "names", strings.Join(names, ", "))
+		defer d.Close()
+		drv = d
+	case "process":
+		d, err := process.New(process.Config{
+			Command: strings.Fields(opts.processCmd), DataDir: opts.dataDir,
+			LogMaxBytes: containerd.DefaultConfig().LogMaxBytes, Logger: logger,
+		})
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		drv = d
+	default:
+		return fmt.Errorf("--driver %q: want containerd or process", opts.driver)
 	}
 
 	cfg := nodeagent.DefaultConfig()
@@ -165,6 +151,57 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("node agent started", "node", cfg.Name, "control", strings.Join(cfg.ControlAddrs, ","), "subnet", subnet)
+	logger.Info("node agent started", "node", cfg.Name, "control", strings.Join(cfg.ControlAddrs, ","), "driver", opts.driver)
 	return agent.Run(ctx)
+}
+
+// containerdDriver connects to containerd with CNI networking and imports
+// the requested image archives.
+func containerdDriver(ctx context.Context, opts nodeOptions, logger *slog.Logger) (*containerd.Driver, error) {
+	subnet, err := netip.ParsePrefix(opts.subnet)
+	if err != nil {
+		return nil, fmt.Errorf("--subnet: %w", err)
+	}
+	ncfg := network.DefaultConfig()
+	ncfg.Subnet = subnet
+	ncfg.PluginDirs = opts.cniPluginDirs
+	ncfg.StateDir = filepath.Join(opts.dataDir, "cni")
+	ncfg.Logger = logger
+	for _, b := range opts.blocked {
+		p, err := netip.ParsePrefix(b)
+		if err != nil {
+			return nil, fmt.Errorf("--block %s: %w", b, err)
+		}
+		ncfg.Blocked = append(ncfg.Blocked, p)
+	}
+	net, err := network.New(ncfg)
+	if err != nil {
+		return nil, err
+	}
+	dcfg := containerd.DefaultConfig()
+	dcfg.Address = opts.containerd
+	dcfg.Namespace = opts.namespace
+	dcfg.DataDir = opts.dataDir
+	dcfg.Network = net
+	dcfg.Logger = logger
+	drv, err := containerd.New(dcfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range opts.importImages {
+		f, err := os.Open(path)
+		if err != nil {
+			drv.Close()
+			return nil, fmt.Errorf("--import-image: %w", err)
+		}
+		logger.Info("importing image archive", "path", path)
+		names, err := drv.ImportImage(ctx, f)
+		f.Close()
+		if err != nil {
+			drv.Close()
+			return nil, err
+		}
+		logger.Info("image imported", "names", strings.Join(names, ", "))
+	}
+	return drv, nil
 }

@@ -3,11 +3,11 @@ package containerd
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/agenthost/agenthost/nodeagent/driver"
 )
 
 // The shim writes each container's stdout and stderr straight to its log file
@@ -43,42 +43,9 @@ func (d *Driver) CapLogs() error {
 	}
 	var errs []error
 	for _, p := range paths {
-		if err := capLog(p, d.cfg.LogMaxBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := driver.CapLogFile(p, d.cfg.LogMaxBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func capLog(path string, maxBytes int64) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || st.Size() <= maxBytes {
-		return err
-	}
-	if _, err := f.Seek(st.Size()-maxBytes, io.SeekStart); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".container.log.*")
-	if err != nil {
-		return err
-	}
-	if _, err := io.CopyN(tmp, f, maxBytes); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return fmt.Errorf("copy log tail: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path+".1"); err != nil {
-		return err
-	}
-	// The shim appends (O_APPEND), so its next write lands at the new end.
-	return f.Truncate(0)
 }
