@@ -35,6 +35,7 @@ type nodeOptions struct {
 	blocked       []string
 	runtimeImage  string
 	importImages  []string
+	pullImages    []string
 	gossipBind    string
 	driver        string
 	processCmd    string
@@ -94,6 +95,7 @@ agent adopts them.`,
 	f.StringSliceVar(&opts.blocked, "block", nil, "destinations agents may never reach, as prefixes (add the control plane's)")
 	f.StringVar(&opts.runtimeImage, "runtime-image", opts.runtimeImage, "image reference of the opencode runtime")
 	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
+	f.StringSliceVar(&opts.pullImages, "pull-image", nil, "image references to pull at start (needs a reachable registry)")
 	f.StringVar(&opts.gossipBind, "gossip-bind", opts.gossipBind, "gossip (memberlist) address, TCP and UDP")
 	f.StringVar(&opts.driver, "driver", opts.driver, "containerd, or process: runtimes as plain child processes with NO isolation, for a developer machine only")
 	f.StringVar(&opts.processCmd, "process-command", opts.processCmd, "with --driver process: the runtime's command; {port} is the agent's port")
@@ -202,6 +204,13 @@ func containerdDriver(ctx context.Context, opts nodeOptions, logger *slog.Logger
 			return nil, err
 		}
 		logger.Info("image imported", "names", strings.Join(names, ", "))
+	}
+	for _, ref := range opts.pullImages {
+		logger.Info("pulling image", "ref", ref)
+		if err := drv.PullImage(ctx, ref); err != nil {
+			drv.Close()
+			return nil, err
+		}
 	}
 	return drv, nil
 }

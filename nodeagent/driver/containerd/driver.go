@@ -525,3 +525,29 @@ func (d *Driver) Stats(ctx context.Context, agentID string) (driver.Stats, error
 	}
 	return st, nil
 }
+
+// NodeTotals sums the resource use of every running agent on this node.
+func (d *Driver) NodeTotals(ctx context.Context) (driver.Stats, error) {
+	list, err := d.List(ctx)
+	if err != nil {
+		return driver.Stats{}, err
+	}
+	var total driver.Stats
+	for _, c := range list {
+		if c.State != driver.StateRunning {
+			continue
+		}
+		st, err := d.Stats(ctx, c.AgentID)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue // stopped meanwhile
+		} else if err != nil {
+			return driver.Stats{}, err
+		}
+		total.CPUNanos += st.CPUNanos
+		total.MemoryBytes += st.MemoryBytes
+		total.MemoryLimit += st.MemoryLimit
+		total.Pids += st.Pids
+		total.PidsLimit += st.PidsLimit
+	}
+	return total, nil
+}

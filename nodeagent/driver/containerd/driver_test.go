@@ -238,6 +238,19 @@ func TestStatsAndLimits(t *testing.T) {
 	if _, err := d.Stats(context.Background(), "nobody"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("stats of an unknown agent: %v", err)
 	}
+	s2 := spec("agent-stats-2", `exec sleep 1000`)
+	s2.MemoryMB = 32
+	if _, err := d.Create(context.Background(), s2); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d, s2.AgentID, driver.StateRunning)
+	total, err := d.NodeTotals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total.MemoryLimit != 96<<20 || total.Pids != 2 || total.MemoryBytes < st.MemoryBytes {
+		t.Fatalf("node totals %+v: want the two agents' limits (96 MiB) and processes (2)", total)
+	}
 }
 
 func TestMissingImageIsAClearError(t *testing.T) {

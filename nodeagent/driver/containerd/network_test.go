@@ -60,6 +60,10 @@ func startOutsideHost(t *testing.T) *outsideHost {
 		// real network.
 		{"ip", "netns", "exec", name, "ip", "addr", "add", "169.254.169.254/32", "dev", name + "c"},
 		{"ip", "route", "add", "169.254.169.254/32", "via", "203.0.113.2"},
+		// A stand-in for a control node on another host, which the node
+		// agent is told to block.
+		{"ip", "netns", "exec", name, "ip", "addr", "add", "198.51.100.7/32", "dev", name + "c"},
+		{"ip", "route", "add", "198.51.100.7/32", "via", "203.0.113.2"},
 	}
 	o := &outsideHost{name: name}
 	t.Cleanup(o.stop)
@@ -81,6 +85,7 @@ func (o *outsideHost) stop() {
 		o.cmd.Wait()
 	}
 	exec.Command("ip", "route", "del", "169.254.169.254/32", "via", "203.0.113.2").Run()
+	exec.Command("ip", "route", "del", "198.51.100.7/32", "via", "203.0.113.2").Run()
 	exec.Command("ip", "link", "del", o.name+"h").Run()
 	exec.Command("ip", "netns", "del", o.name).Run()
 }
@@ -123,7 +128,8 @@ func httpGet(url string) (string, error) {
 func TestNetworkedAgentIsReachableOnItsPortAndIsolated(t *testing.T) {
 	d := newDriver(t)
 	outside := startOutsideHost(t)
-	d.cfg.Network = newNetwork(t)
+	controlPlane := netip.MustParsePrefix("198.51.100.7/32")
+	d.cfg.Network = newNetwork(t, controlPlane)
 	ctx := context.Background()
 
 	// Agent A serves the runtime's health endpoint on its runtime port.
@@ -165,11 +171,12 @@ func TestNetworkedAgentIsReachableOnItsPortAndIsolated(t *testing.T) {
 	// Agent B probes what it must not reach, and the outside world it must.
 	gateway := "10.213.7.1" // the host end of every ptp link (host-local's gateway)
 	probes := []string{
-		fmt.Sprintf("%s:%d", gateway, hostPort),          // the node agent via the host
-		fmt.Sprintf("203.0.113.1:%d", hostPort),          // the node agent via another host address
-		strings.Replace(ca.Address, ":4096", ":4096", 1), // another agent's container
-		"169.254.169.254:8080",                           // a metadata service, answering in the outside namespace
-		"203.0.113.2:8080",                               // the outside world: must work
+		fmt.Sprintf("%s:%d", gateway, hostPort), // the node agent via the host
+		fmt.Sprintf("203.0.113.1:%d", hostPort), // the node agent via another host address
+		ca.Address,                              // another agent's container
+		"169.254.169.254:8080",                  // a metadata service, answering in the outside namespace
+		"198.51.100.7:8080",                     // a control node on another host (--block)
+		"203.0.113.2:8080",                      // the outside world: must work
 	}
 	// busybox's static wget crashes without NSS libraries; nc is enough: a
 	// target is open when it answers an HTTP request with anything at all.
@@ -183,7 +190,7 @@ func TestNetworkedAgentIsReachableOnItsPortAndIsolated(t *testing.T) {
 	if errs, _ := os.ReadFile(filepath.Join(d.WorkspaceDir(b.AgentID), "errors")); len(errs) > 0 {
 		t.Logf("probe errors:\n%s", errs)
 	}
-	for _, p := range probes[:4] {
+	for _, p := range probes[:5] {
 		if !strings.Contains(result, p+" closed") {
 			t.Errorf("agent reached %s; isolation failed:\n%s", p, result)
 		}
