@@ -86,8 +86,22 @@ func TestThousandConcurrentCreatesAdmitExactlyTheRunningCap(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			// Spread the callers over all servers: followers forward.
-			idx, err := createAgent(ctx, tc.Servers[i%3].Store, fmt.Sprintf("agent-%04d", i), "org-1")
+			// Spread the callers over all servers: followers forward. A
+			// write whose outcome is unknown (leadership changed while it
+			// was in flight: this test loads two cores hard) is retried as
+			// a careful client would: the agent id makes the retry safe,
+			// and "already exists" means the first attempt was committed.
+			var idx uint64
+			var err error
+			for attempt := 0; ; attempt++ {
+				idx, err = createAgent(ctx, tc.Servers[(i+attempt)%3].Store, fmt.Sprintf("agent-%04d", i), "org-1")
+				if attempt > 0 && errors.Is(err, store.ErrAlreadyExists) {
+					err = nil
+				}
+				if !errors.Is(err, store.ErrOutcomeUnknown) || attempt == 10 {
+					break
+				}
+			}
 			errs[i] = err
 			mu.Lock()
 			maxIndex = max(maxIndex, idx)
