@@ -278,15 +278,24 @@ func reportMemory(s *store.Store, drv *containerd.Driver, address string) error 
 			return err
 		}
 	}
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		running := 0
+		var statuses []string
 		for i := range n {
-			if a, _ := s.State().Agent(fmt.Sprintf("mem-%d", i)); a != nil && a.Status == store.StatusRunning {
+			a, _ := s.State().Agent(fmt.Sprintf("mem-%d", i))
+			if a != nil && a.Status == store.StatusRunning {
 				running++
+			}
+			if a != nil {
+				statuses = append(statuses, string(a.Status)+" "+a.ErrorMsg)
 			}
 		}
 		if running == n {
 			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("memory agents not RUNNING within 60s: %v", statuses)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
