@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	"github.com/agenthost/agenthost/internal/h2c"
+	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
+	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
 )
 
@@ -312,5 +317,23 @@ func TestServerStartedWithJoinOnlyIsAddedToRunningCluster(t *testing.T) {
 	// The new member takes writes like any other server.
 	if _, err := createOrg(t, srv.Store, "org-from-new"); err != nil {
 		t.Fatalf("write through the new server: %v", err)
+	}
+}
+
+func TestHeartbeatFromUnknownNodeIsNotFound(t *testing.T) {
+	tc := NewTestCluster(t, 1)
+	srv := tc.Servers[0]
+	client := nodev1connect.NewNodeServiceClient(h2c.NewClient(), "http://"+srv.Addr())
+	_, err := client.Heartbeat(context.Background(), connect.NewRequest(&nodev1.HeartbeatRequest{NodeId: "never-registered"}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("heartbeat of an unknown node: %v, want NotFound (so that the node re-registers)", err)
+	}
+	if _, err := client.Register(context.Background(), connect.NewRequest(&nodev1.RegisterRequest{
+		NodeId: "n1", Name: "n1", Address: "127.0.0.1", Capacity: &nodev1.Capacity{CpuMillis: 1000},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Heartbeat(context.Background(), connect.NewRequest(&nodev1.HeartbeatRequest{NodeId: "n1"})); err != nil {
+		t.Fatalf("heartbeat after registering: %v", err)
 	}
 }

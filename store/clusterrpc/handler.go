@@ -96,6 +96,12 @@ func toConnectError(err error) *connect.Error {
 		code = connect.CodeAborted
 	case errors.Is(err, store.ErrShutdown):
 		code = connect.CodeUnavailable
+	case errors.Is(err, store.ErrNotFound):
+		code = connect.CodeNotFound // e.g. a heartbeat from a node removed meanwhile: it re-registers
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, store.ErrMalformedCommand):
+		code = connect.CodeInvalidArgument
+	case errors.Is(err, store.ErrStaleNode), errors.Is(err, store.ErrConflict):
+		code = connect.CodeFailedPrecondition
 	}
 	cerr := connect.NewError(code, err)
 	cerr.Meta().Set(errorCodeKey, store.ErrorCode(err))
