@@ -20,8 +20,10 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -62,9 +64,15 @@ func DefaultConfig() Config {
 	}
 }
 
-// Member is one running memberlist member.
+// Member is one running memberlist member. It keeps its own list of alive
+// members, copied in memberlist's event callbacks (which run under
+// memberlist's lock): the *Node values Memberlist.Members returns are
+// updated in place by memberlist and cannot be read safely afterwards.
 type Member struct {
 	list *memberlist.Memberlist
+
+	mu    sync.Mutex
+	alive map[string]string // name → host:port
 }
 
 // Start joins no one yet: call Join with known members' addresses.
@@ -92,13 +100,15 @@ func Start(cfg Config) (*Member, error) {
 	mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
-	mc.Events = &events{cfg: cfg}
+	m := &Member{alive: map[string]string{}}
+	mc.Events = &events{cfg: cfg, member: m}
 	mc.Logger = log.New(&slogWriter{logger: cfg.Logger.With("component", "gossip")}, "", 0)
 	list, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	return &Member{list: list}, nil
+	m.list = list
+	return m, nil
 }
 
 // Addr is where other members reach this one.
@@ -116,24 +126,40 @@ func (m *Member) Join(addrs []string) error {
 	return err
 }
 
-// Members lists the names of the members alive now.
+// Members lists the names of the members alive now, sorted.
 func (m *Member) Members() []string {
-	var out []string
-	for _, n := range m.list.Members() {
-		out = append(out, n.Name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.alive))
+	for name := range m.alive {
+		out = append(out, name)
 	}
+	slices.Sort(out)
 	return out
 }
 
-// Addresses of alive members whose names start with prefix.
+// Addresses of alive members whose names start with prefix, sorted.
 func (m *Member) Addresses(prefix string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out []string
-	for _, n := range m.list.Members() {
-		if strings.HasPrefix(n.Name, prefix) {
-			out = append(out, net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))))
+	for name, addr := range m.alive {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, addr)
 		}
 	}
+	slices.Sort(out)
 	return out
+}
+
+func (m *Member) setAlive(n *memberlist.Node, alive bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if alive {
+		m.alive[n.Name] = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	} else {
+		delete(m.alive, n.Name)
+	}
 }
 
 // Leave announces a graceful departure, then stops.
@@ -145,21 +171,26 @@ func (m *Member) Leave(timeout time.Duration) error {
 // Shutdown stops without a word, as a crash would.
 func (m *Member) Shutdown() error { return m.list.Shutdown() }
 
-type events struct{ cfg Config }
+type events struct {
+	cfg    Config
+	member *Member
+}
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
+	e.member.setAlive(n, true)
 	if e.cfg.OnAlive != nil {
 		e.cfg.OnAlive(n.Name)
 	}
 }
 
 func (e *events) NotifyLeave(n *memberlist.Node) {
+	e.member.setAlive(n, false)
 	if e.cfg.OnDead != nil {
 		e.cfg.OnDead(n.Name)
 	}
 }
 
-func (e *events) NotifyUpdate(*memberlist.Node) {}
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.member.setAlive(n, true) }
 
 // slogWriter turns memberlist's log lines ("[LEVEL] memberlist: ...") into slog.
 type slogWriter struct{ logger *slog.Logger }

@@ -242,10 +242,19 @@ func (s *Service) decide(batch []*request) []*request {
 	start := time.Now()
 	var live []*request
 	var reqs []scheduler.Request
+	st := s.store.State()
 	for _, r := range batch {
 		if r.ctx.Err() != nil {
 			r.reply <- outcome{err: fmt.Errorf("%w: %v", store.ErrOutcomeUnknown, r.ctx.Err())}
 			continue
+		}
+		// A retried create whose first attempt was committed must hear
+		// "already exists", as the FSM would say, not a cap it now meets.
+		if c, ok := r.cmd.(*store.AgentCreate); ok {
+			if a, _ := st.Agent(c.Agent.ID); a != nil {
+				r.reply <- outcome{err: fmt.Errorf("%w: agent %q", store.ErrAlreadyExists, c.Agent.ID)}
+				continue
+			}
 		}
 		sr, err := toSchedulerRequest(r.cmd)
 		if err != nil {

@@ -158,6 +158,10 @@ func TestPlacementCapsAndErrors(t *testing.T) {
 	if _, err := createAgent(ctx, s, "a3", "small"); !errors.Is(err, store.ErrAgentLimit) {
 		t.Fatalf("third agent: got %v, want ErrAgentLimit", err)
 	}
+	// Retrying a create that was committed says so, even at the caps.
+	if _, err := createAgent(ctx, s, "a2", "small"); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("repeated create: got %v, want ErrAlreadyExists", err)
+	}
 	// Starting a1 again hits the running cap (a2 runs) ...
 	if _, err := s.Apply(ctx, &store.AgentSetDesired{ID: "a1", Desired: store.DesiredRunning}); !errors.Is(err, store.ErrRunningCap) {
 		t.Fatalf("start at cap: got %v, want ErrRunningCap", err)
