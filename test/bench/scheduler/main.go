@@ -26,7 +26,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -37,11 +36,6 @@ import (
 
 const (
 	target    = 50000 // decisions per second on one core
-	nodes     = 5000
-	agents    = 50000
-	orgs      = 300
-	portStart = 10000
-	portEnd   = 65000
 	batchSize = 64
 )
 
@@ -58,7 +52,7 @@ func main() {
 
 func run(duration time.Duration, rounds int) error {
 	began := time.Now()
-	c := buildModel()
+	c := scheduler.SimulatedCluster()
 	fmt.Printf("scheduler placement: %s, built in %s\n", c, time.Since(began).Round(time.Millisecond))
 	fmt.Printf("GOMAXPROCS=%d, %s, %d rounds of %s per row (median), target %s decisions/s\n\n",
 		runtime.GOMAXPROCS(0), runtime.Version(), rounds, duration, thousands(target))
@@ -66,7 +60,7 @@ func run(duration time.Duration, rounds int) error {
 	const row = "%-9s  %-14s  %12s  %11s  %8s  %s\n"
 	fmt.Printf(row, "algorithm", "requests", "decisions/s", "ns/decision", "x target", "result")
 	for _, alg := range []scheduler.Algorithm{scheduler.Binpack, scheduler.Spread} {
-		c.SetConfig(scheduler.Config{PortStart: portStart, PortEnd: portEnd, Algorithm: alg})
+		c.SetConfig(scheduler.Config{PortStart: scheduler.SimPortStart, PortEnd: scheduler.SimPortEnd, Algorithm: alg})
 		for _, size := range []int{1, batchSize} {
 			rate, err := measure(c, size, duration, rounds)
 			if err != nil {
@@ -97,7 +91,7 @@ func thousands(v float64) string {
 // measure returns the median over rounds of decisions per second, placing
 // size create requests per call.
 func measure(c *scheduler.Cluster, size int, duration time.Duration, rounds int) (float64, error) {
-	reqs := requests(size)
+	reqs := scheduler.SimulatedCreates(size)
 	chunk := max(1, 4096/size) // calls between clock reads
 	var seed uint64
 	round := func(d time.Duration) (float64, error) {
@@ -134,67 +128,3 @@ func measure(c *scheduler.Cluster, size int, duration time.Duration, rounds int)
 
 // buildModel builds the model described in the package comment; the
 // scheduler's BenchmarkPlace builds the same one.
-func buildModel() *scheduler.Cluster {
-	rng := rand.New(rand.NewPCG(1, 2))
-	c := scheduler.NewCluster(scheduler.Config{PortStart: portStart, PortEnd: portEnd})
-	regions := []string{"eu-west", "eu-central", "us-east", "us-west"}
-	ids := make([]string, nodes)
-	for i := range ids {
-		n := scheduler.Node{
-			ID:        fmt.Sprintf("node-%04d", i),
-			Capacity:  scheduler.Resources{CPUMillis: []int64{32000, 48000, 64000, 96000}[rng.IntN(4)], MemoryMB: []int64{65536, 131072, 262144}[rng.IntN(3)]},
-			MaxAgents: []int{16, 24, 32}[rng.IntN(3)],
-			Labels:    map[string]string{"region": regions[i%len(regions)]},
-			Runtimes:  []string{"runc", "gvisor"},
-			Eligible:  true,
-		}
-		if rng.IntN(5) == 0 {
-			n.Runtimes = []string{"runc"}
-		}
-		switch r := rng.IntN(100); {
-		case r < 3:
-			n.Eligible = false // draining
-		case r < 4:
-			n.Eligible, n.Down = false, true
-		}
-		ids[i] = n.ID
-		c.UpsertNode(n)
-	}
-	for i := range orgs {
-		o := scheduler.Org{ID: fmt.Sprintf("org-%03d", i)}
-		if i%2 == 1 {
-			o.MaxAgents, o.MaxRunning = 1000, 800
-		}
-		c.UpsertOrg(o)
-	}
-	perNode := make([]int, nodes)
-	for i := range agents {
-		k := rng.IntN(nodes)
-		for perNode[k] >= 14 { // ~10 per node, never past the smallest MaxAgents
-			k = rng.IntN(nodes)
-		}
-		perNode[k]++
-		c.UpsertAgent(scheduler.Agent{
-			ID:        fmt.Sprintf("agent-%05d", i),
-			OrgID:     fmt.Sprintf("org-%03d", rng.IntN(orgs)),
-			NodeID:    ids[k],
-			Port:      portStart + i,
-			Resources: scheduler.Resources{CPUMillis: []int64{250, 500, 1000, 2000}[rng.IntN(4)], MemoryMB: []int64{512, 1024, 2048, 4096}[rng.IntN(4)]},
-			Runtime:   "runc",
-			Holds:     rng.IntN(100) < 85,
-		})
-	}
-	return c
-}
-
-// requests is n create requests spread over the orgs.
-func requests(n int) []scheduler.Request {
-	reqs := make([]scheduler.Request, n)
-	for i := range reqs {
-		reqs[i] = scheduler.Request{
-			Kind: scheduler.KindCreate, AgentID: fmt.Sprintf("new-%d", i), OrgID: fmt.Sprintf("org-%03d", i*7%orgs),
-			Runtime: "runc", Resources: scheduler.Resources{CPUMillis: 1000, MemoryMB: 2048},
-		}
-	}
-	return reqs
-}
