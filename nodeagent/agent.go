@@ -274,18 +274,23 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	for _, as := range desired {
 		byID[as.AgentID] = as
 	}
+	containers := map[string]driver.Container{}
+	for _, c := range actual {
+		containers[c.AgentID] = c
+	}
 	var errs []error
 	actions := diff(desired, actual)
 	a.logger.Debug("reconcile", "index", index, "actions", fmt.Sprint(actions), "actual", fmt.Sprint(actual))
 	for _, act := range actions {
-		if err := a.execute(ctx, act, byID[act.AgentID]); err != nil {
+		if err := a.execute(ctx, act, byID[act.AgentID], containers[act.AgentID]); err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (a *Agent) execute(ctx context.Context, act Action, as Assignment) error {
+// execute runs one step; c is the agent's container as last listed.
+func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver.Container) error {
 	log := a.logger.With("agent", act.AgentID)
 	switch act.Kind {
 	case ActCreate:
@@ -294,7 +299,7 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment) error {
 			return a.report(ctx, as, statusError, fmt.Sprintf("this node has no runtime %q", as.Runtime))
 		}
 		log.Info("creating agent container")
-		_, err := a.driver.Create(ctx, driver.AgentSpec{
+		c, err := a.driver.Create(ctx, driver.AgentSpec{
 			AgentID: as.AgentID, Image: rt.Image, CPUMillis: as.CPUMillis, MemoryMB: as.MemoryMB,
 			HostPort: as.Port, RuntimePort: rt.Port,
 			Labels: map[string]string{"agenthost.org": as.OrgID, "agenthost.runtime": as.Runtime},
@@ -305,15 +310,16 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment) error {
 		if err != nil {
 			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
 		}
-		a.checkHealth(ctx, as)
+		a.checkHealth(ctx, as, c.Address)
 	case ActStart:
 		log.Info("starting agent container")
-		if _, err := a.driver.Start(ctx, as.AgentID); err != nil {
+		c, err := a.driver.Start(ctx, as.AgentID)
+		if err != nil {
 			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
 		}
-		a.checkHealth(ctx, as)
+		a.checkHealth(ctx, as, c.Address)
 	case ActCheck:
-		a.checkHealth(ctx, as)
+		a.checkHealth(ctx, as, c.Address)
 	case ActStop:
 		log.Info("stopping agent container")
 		if err := a.driver.Stop(ctx, as.AgentID, a.cfg.StopGrace); err != nil {
@@ -332,9 +338,10 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment) error {
 	return nil
 }
 
-// checkHealth waits, in the background, for the runtime's health endpoint,
-// then reports RUNNING; past HealthTimeout it reports ERROR.
-func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
+// checkHealth waits, in the background, for the runtime's health endpoint at
+// addr (where the node reaches the runtime), then reports RUNNING; past
+// HealthTimeout it reports ERROR.
+func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
 	a.mu.Lock()
 	if a.checking[as.AgentID] {
 		a.mu.Unlock()
@@ -351,7 +358,7 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
 		rt := a.cfg.Runtimes[as.Runtime]
 		deadline := time.Now().Add(a.cfg.HealthTimeout)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			if a.healthy(ctx, as.AgentID, rt.HealthPath) {
+			if a.healthy(ctx, addr, rt.HealthPath) {
 				if err := a.report(ctx, as, statusRunning, ""); err != nil {
 					a.logger.Warn("could not report a healthy agent", "agent", as.AgentID, "error", err)
 				}
@@ -368,24 +375,20 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment) {
 	}()
 }
 
-func (a *Agent) healthy(ctx context.Context, agentID, path string) bool {
-	list, err := a.driver.List(ctx)
+func (a *Agent) healthy(ctx context.Context, addr, path string) bool {
+	if addr == "" {
+		return false // a container without a network cannot be reached
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return false
 	}
-	for _, c := range list {
-		if c.AgentID != agentID || c.State != driver.StateRunning || c.Address == "" {
-			continue
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Address+path, nil)
-		resp, err := a.health.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+	resp, err := a.health.Do(req)
+	if err != nil {
+		return false
 	}
-	return false
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // report records a status with the control plane, unless it has it already.

@@ -346,21 +346,6 @@ func (s *Server) gossipJoinLoop(ctx context.Context) {
 	}
 }
 
-// WaitForLeader blocks until this server knows a leader whose state it has
-// caught up with for reads, or ctx ends.
-func (s *Server) WaitForLeader(ctx context.Context) error {
-	for {
-		if id, _ := s.Store.Leader(); id != "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no leader: %w", ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // Shutdown stops cluster forming, the store and the cluster listener. The
 // data directory is left for the next start.
 func (s *Server) Shutdown() error {
