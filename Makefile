@@ -144,15 +144,16 @@ bench: setup
 	$(GO) run ./test/bench/scheduler
 	$(GO) run ./test/bench/nodeagent
 
-# containerd-up: start containerd when its socket is missing (no systemd here,
+# containerd-up: start containerd when it does not answer (no systemd here,
 # or the service is stopped). The tests start private containerd daemons instead.
 containerd-up: apt-packages
-	@if [[ ! -S /run/containerd/containerd.sock ]]; then \
+	@if ! ctr --timeout 2s version >/dev/null 2>&1; then \
 		echo "containerd-up: starting containerd (log: /var/log/agenthost-containerd.log)"; \
 		mkdir -p /run/containerd; \
+		rm -f /run/containerd/containerd.sock /run/containerd/containerd.sock.ttrpc; \
 		nohup containerd >>/var/log/agenthost-containerd.log 2>&1 & \
-		for i in $$(seq 100); do [[ -S /run/containerd/containerd.sock ]] && break; sleep 0.1; done; \
-		[[ -S /run/containerd/containerd.sock ]] || { echo "containerd-up: containerd did not start" >&2; exit 1; }; \
+		for i in $$(seq 100); do ctr --timeout 1s version >/dev/null 2>&1 && break; sleep 0.1; done; \
+		ctr --timeout 2s version >/dev/null 2>&1 || { echo "containerd-up: containerd did not start" >&2; exit 1; }; \
 	fi
 
 # dev: build and run the control node and a node agent in one process (agenthost dev).

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/agenthost/agenthost/internal/exemem"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -152,6 +153,11 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
 		return err
+	}
+	// The node agent runs a small part of the one agenthost binary; let the
+	// rest of it leave its resident memory (see internal/exemem).
+	if err := exemem.Release(); err != nil {
+		logger.Warn("could not release unused pages of the binary", "err", err)
 	}
 	logger.Info("node agent started", "node", cfg.Name, "control", strings.Join(cfg.ControlAddrs, ","), "driver", opts.driver)
 	return agent.Run(ctx)

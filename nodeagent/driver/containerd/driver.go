@@ -386,10 +386,8 @@ func (d *Driver) Delete(ctx context.Context, agentID string) error {
 		if err != nil {
 			return err
 		}
-		if task, err := container.Task(ctx, nil); err == nil {
-			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("delete task: %w", err)
-			}
+		if err := deleteTask(ctx, container); err != nil {
+			return err
 		}
 		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete container: %w", err)
@@ -406,6 +404,29 @@ func (d *Driver) Delete(ctx context.Context, agentID string) error {
 		return fmt.Errorf("remove agent directory: %w", err)
 	}
 	return nil
+}
+
+// deleteTask kills and deletes the container's task, if it has one. The shim
+// exits as the task goes, and containerd 1.6 sometimes reports that as an
+// error ("ttrpc: closed") although the task is gone; what counts is whether a
+// task is left, so on an error the task is looked up again, and a delete that
+// really failed is tried once more.
+func deleteTask(ctx context.Context, container containerd.Container) error {
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		task, lookupErr := container.Task(ctx, nil)
+		if errdefs.IsNotFound(lookupErr) {
+			return nil
+		}
+		if lookupErr != nil {
+			err = lookupErr
+			continue
+		}
+		if _, err = task.Delete(ctx, containerd.WithProcessKill); err == nil || errdefs.IsNotFound(err) {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete task: %w", err)
 }
 
 // List reports every container this driver manages.
