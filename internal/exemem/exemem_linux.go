@@ -95,7 +95,10 @@ func readOnlySegments(smapsFile, path string) ([]segment, error) {
 		}
 		if key, ok := strings.CutSuffix(fields[0], ":"); ok {
 			// A per-mapping field such as "Anonymous:  4 kB".
-			if (key == "Anonymous" || key == "Private_Dirty" || key == "Swap") && len(fields) > 1 && fields[1] != "0" {
+			// Only Anonymous (and Swap, where anonymous pages go) tells
+			// copied pages apart: Private_Dirty also counts page-cache
+			// pages not yet written back, as in a binary just built.
+			if (key == "Anonymous" || key == "Swap") && len(fields) > 1 && fields[1] != "0" {
 				private = true
 			}
 			continue

@@ -17,12 +17,15 @@ func TestReadOnlySegmentsSkipsWritableAndRelocatedMappings(t *testing.T) {
 		"00400000-009ff000 r--p 00000000 fe:00 12 /usr/bin/agent host",
 		"Rss:                2300 kB",
 		"Anonymous:             0 kB",
+		// Dirty page cache of a binary just built: still droppable.
 		"009ff000-01530000 r-xp 005ff000 fe:00 12 /usr/bin/agent host",
+		"Private_Dirty:     11460 kB",
 		"Anonymous:             0 kB",
-		"Private_Dirty:         0 kB",
 		// RELRO: read-only now, but the dynamic linker wrote to it.
 		"022d2000-022d3000 r--p 01ed2000 fe:00 12 /usr/bin/agent host",
 		"Anonymous:             4 kB",
+		"022d2000-022d3000 r--p 01ed2000 fe:00 12 /usr/bin/agent host",
+		"Swap:                  4 kB",
 		"022d3000-0236a000 rw-p 01ed3000 fe:00 12 /usr/bin/agent host",
 		"Anonymous:             0 kB",
 		"7f0000000000-7f0000001000 r--p 00000000 fe:00 99 /usr/lib/libc.so.6",
