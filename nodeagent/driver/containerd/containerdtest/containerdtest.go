@@ -9,11 +9,7 @@ package containerdtest
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/agenthost/agenthost/internal/ociarchive"
 )
 
 // ImageName is the reference the test image is imported under.
@@ -151,70 +151,29 @@ func BuildImage(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	for _, dir := range []string{"bin", "tmp", "www", "www/global", "workspace", "etc", "proc", "sys", "dev", "root"} {
-		tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
-	}
-	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
-	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
-	tw.Write(bb)
-	for _, applet := range busyboxApplets {
-		tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox"})
-	}
-	health := []byte(`{"healthy":true,"version":"test"}`)
-	tw.WriteHeader(&tar.Header{Name: "www/global/health", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(health))})
-	tw.Write(health)
-	if err := tw.Close(); err != nil {
+	layer, err := ociarchive.WriteLayer(path+".layer", func(tw *tar.Writer) error {
+		for _, dir := range []string{"bin", "tmp", "www", "www/global", "workspace", "etc", "proc", "sys", "dev", "root"} {
+			tw.WriteHeader(&tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755})
+		}
+		tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
+		tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
+		tw.Write(bb)
+		for _, applet := range busyboxApplets {
+			tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox"})
+		}
+		health := []byte(`{"healthy":true,"version":"test"}`)
+		tw.WriteHeader(&tar.Header{Name: "www/global/health", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(health))})
+		_, err := tw.Write(health)
 		return err
-	}
-
-	blobs := map[string][]byte{}
-	blob := func(b []byte) string {
-		sum := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[d] = b
-		return d
-	}
-	layerDigest := blob(layer.Bytes())
-	config, _ := json.Marshal(map[string]any{
-		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{
-			"Cmd": []string{"/bin/sh", "-c", "eval \"${SCRIPT:-$DefaultScript}\""},
-			"Env": []string{"PATH=/bin", "DefaultScript=" + DefaultScript},
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
-	configDigest := blob(config)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": len(config)},
-		"layers":        []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layer.Len()}},
-	})
-	manifestDigest := blob(manifest)
-	index, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifestDigest, "size": len(manifest),
-			"annotations": map[string]string{"io.containerd.image.name": ImageName, "org.opencontainers.image.ref.name": "1"},
-		}},
-	})
-
-	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	out := tar.NewWriter(f)
-	write := func(name string, b []byte) {
-		out.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(b))})
-		out.Write(b)
-	}
-	write("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
-	write("index.json", index)
-	for d, b := range blobs {
-		write("blobs/sha256/"+strings.TrimPrefix(d, "sha256:"), b)
-	}
-	return out.Close()
+	defer os.Remove(layer.Path)
+	var config ocispec.Image
+	config.Architecture, config.OS = "amd64", "linux"
+	config.Config.Cmd = []string{"/bin/sh", "-c", "eval \"${SCRIPT:-$DefaultScript}\""}
+	config.Config.Env = []string{"PATH=/bin", "DefaultScript=" + DefaultScript}
+	_, err = ociarchive.WriteFile(path, ociarchive.Image{Name: ImageName, Config: config, Layers: []ociarchive.Layer{layer}})
+	return err
 }
