@@ -1,0 +1,305 @@
+package opencode
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// busyTracker knows, from memory, whether the agent is working.
+//
+// OpenCode reports each session's status (busy, retry, idle) on its event
+// stream and at /session/status, but a message accepted by prompt_async
+// shows up there only a moment later: polled right after the send, the
+// server says idle. So a send marks its session pending before the request
+// goes out, and the mark is cleared only by evidence that this message was
+// handled: a busy status followed by idle, or — when events were missed — a
+// completed assistant reply newer than the send.
+type busyTracker struct {
+	mu      sync.Mutex
+	busy    map[string]bool // sessions the server reports busy or retrying
+	pending map[string]*pendingSend
+	nextTok uint64
+	subs    map[chan<- Event]struct{}
+}
+
+type pendingSend struct {
+	token   uint64
+	since   time.Time
+	sawBusy bool
+}
+
+func newBusyTracker() *busyTracker {
+	return &busyTracker{busy: map[string]bool{}, pending: map[string]*pendingSend{}, subs: map[chan<- Event]struct{}{}}
+}
+
+// Busy reports whether any session works or waits for its reply to start.
+func (b *busyTracker) Busy() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.busy) > 0 || len(b.pending) > 0
+}
+
+func (b *busyTracker) sending(sessionID string) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.nextTok++
+	b.pending[sessionID] = &pendingSend{token: b.nextTok, since: time.Now()}
+	return b.nextTok
+}
+
+func (b *busyTracker) sendFailed(sessionID string, token uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending[sessionID]; p != nil && p.token == token {
+		delete(b.pending, sessionID)
+	}
+}
+
+func (b *busyTracker) pendingSessions() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]string, 0, len(b.pending))
+	for id := range b.pending {
+		out = append(out, id)
+	}
+	return out
+}
+
+// status applies one session's status from the event stream.
+func (b *busyTracker) status(sessionID, kind string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.pending[sessionID]
+	if kind == "idle" {
+		delete(b.busy, sessionID)
+		if p != nil && p.sawBusy {
+			delete(b.pending, sessionID)
+		}
+		return
+	}
+	b.busy[sessionID] = true
+	if p != nil {
+		p.sawBusy = true
+	}
+}
+
+// resync replaces the busy set with the server's answer from /session/status
+// (events may have been missed while disconnected).
+func (b *busyTracker) resync(busy map[string]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.busy = busy
+	for id, p := range b.pending {
+		if busy[id] {
+			p.sawBusy = true
+		}
+	}
+}
+
+// answered clears a pending send whose reply completed after it was sent.
+func (b *busyTracker) answered(sessionID string, completedAt time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending[sessionID]; p != nil && !b.busy[sessionID] && !completedAt.Before(p.since) {
+		delete(b.pending, sessionID)
+	}
+}
+
+// stalePending lists sessions whose send has waited longer than d with no
+// sign of work.
+func (b *busyTracker) stalePending(d time.Duration) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for id, p := range b.pending {
+		if !p.sawBusy && !b.busy[id] && time.Since(p.since) > d {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Event is one event from the runtime's stream, as the server sent it.
+type Event struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Subscribe delivers every event to ch until the returned func is called.
+// A subscriber that does not keep up misses events rather than stall the
+// stream.
+func (c *Client) Subscribe(ch chan<- Event) (unsubscribe func()) {
+	b := c.busy
+	b.mu.Lock()
+	b.subs[ch] = struct{}{}
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		delete(b.subs, ch)
+		b.mu.Unlock()
+	}
+}
+
+func (b *busyTracker) publish(ev Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.subs {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+
+// followEvents reads GET /event for as long as the client lives, reconnecting
+// with backoff, and checks pending sends against the server when events are
+// quiet.
+func (c *Client) followEvents(ctx context.Context) {
+	defer close(c.done)
+	go c.checkPending(ctx)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		connected, err := c.readEvents(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff = 100 * time.Millisecond
+		}
+		c.cfg.Logger.Debug("runtime event stream ended", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// readEvents follows one connection of the event stream.
+func (c *Client) readEvents(ctx context.Context) (connected bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/event", nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.cfg.Password != "" {
+		req.SetBasicAuth(Username, c.cfg.Password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, &statusError{resp.StatusCode}
+	}
+	// Events missed while disconnected are made good from the server's
+	// current status.
+	if err := c.resyncStatus(ctx); err != nil {
+		return false, err
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20) // a message.updated event can carry a large part
+	var data bytes.Buffer
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0: // end of one event
+			if data.Len() > 0 {
+				c.handleEvent(data.Bytes())
+				data.Reset()
+			}
+		case bytes.HasPrefix(line, []byte("data:")):
+			if data.Len() > 0 {
+				data.WriteByte('\n')
+			}
+			data.Write(bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" ")))
+		}
+	}
+	return true, sc.Err()
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return http.StatusText(e.code) }
+
+func (c *Client) handleEvent(raw []byte) {
+	var ev struct {
+		Type       string `json:"type"`
+		Properties struct {
+			SessionID string `json:"sessionID"`
+			Status    struct {
+				Type string `json:"type"`
+			} `json:"status"`
+		} `json:"properties"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return
+	}
+	switch ev.Type {
+	case "session.status":
+		if ev.Properties.SessionID != "" && ev.Properties.Status.Type != "" {
+			c.busy.status(ev.Properties.SessionID, ev.Properties.Status.Type)
+		}
+	case "session.idle":
+		if ev.Properties.SessionID != "" {
+			c.busy.status(ev.Properties.SessionID, "idle")
+		}
+	}
+	c.busy.publish(Event{Type: ev.Type, Data: slices.Clone(raw)})
+}
+
+func (c *Client) resyncStatus(ctx context.Context) error {
+	var status map[string]struct {
+		Type string `json:"type"`
+	}
+	if err := c.call(ctx, http.MethodGet, "/session/status", nil, &status); err != nil {
+		return err
+	}
+	busy := make(map[string]bool, len(status))
+	for id, s := range status {
+		if s.Type != "idle" {
+			busy[id] = true
+		}
+	}
+	c.busy.resync(busy)
+	return nil
+}
+
+// checkPending looks, once a second, at sends that have shown no sign of
+// work for two seconds: if the session's last reply completed after the send,
+// the events for it were missed and the send is done.
+func (c *Client) checkPending(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range c.busy.stalePending(2 * time.Second) {
+			if err := c.resyncStatus(ctx); err != nil {
+				break
+			}
+			var list []ocMessage
+			if err := c.call(ctx, http.MethodGet, "/session/"+id+"/message", nil, &list); err != nil {
+				continue
+			}
+			for i := len(list) - 1; i >= 0; i-- {
+				m := list[i].Info
+				if m.Role == "assistant" && m.Time.Completed > 0 {
+					c.busy.answered(id, time.UnixMilli(m.Time.Completed))
+					break
+				}
+			}
+		}
+	}
+}
