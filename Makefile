@@ -1,5 +1,7 @@
 # agenthost build entry points. Run `make setup` once on a fresh Debian 12 machine (as
 # root), then `make test`. Every target works non-interactively (CI=true, no stdin).
+# `make runtime-image` builds the default agent runtime (Debian + OpenCode) offline into
+# build/runtime/opencode-runtime.oci.tar, for `agenthost node --import-image` (as root).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -9,7 +11,10 @@ MAKEFLAGS += --no-builtin-rules
 GO ?= go
 
 # Debian packages that the targets below need and a fresh Debian 12 machine may lack.
-APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static
+APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static mmdebstrap
+# npm installs OpenCode (setup, runtime-image); any npm will do, so Debian's is added only
+# when none is on the PATH.
+APT_PACKAGES += $(if $(shell command -v npm),,nodejs npm)
 
 # Global npm packages, each pinned as name@version (scoped names work: @scope/name@1.2.3).
 NPM_PACKAGES :=
@@ -20,6 +25,10 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 
+# OpenCode, the default agent runtime: its version lives in deploy/runtime/opencode-version
+# alone (the image build, its test and the Dockerfile read it there); bump it there.
+OPENCODE_VERSION := $(strip $(file < deploy/runtime/opencode-version))
+
 BIN := $(CURDIR)/.bin
 STAMPS := $(BIN)/.stamps
 BUF := $(BIN)/buf
@@ -27,10 +36,11 @@ BUF := $(BIN)/buf
 # Generated files in proto/; everything else there is hand-written.
 GENERATED_FIND := find proto -type f \( -name '*.pb.go' -o -name '*.connect.go' \)
 
-.PHONY: setup apt-packages npm-packages tools proto check-proto lint build test bench dev clean containerd-up
+.PHONY: setup apt-packages npm-packages tools opencode runtime-image proto check-proto lint build test bench dev clean containerd-up
 
-# setup: install missing Debian and npm packages, then the tools. A no-op when all are present.
-setup: apt-packages npm-packages tools
+# setup: install missing Debian and npm packages, then the tools and OpenCode. A no-op when
+# all are present.
+setup: apt-packages npm-packages tools opencode
 
 # apt-packages: apt-get install the APT_PACKAGES that dpkg does not report as installed.
 apt-packages:
@@ -66,6 +76,27 @@ npm-packages:
 			npm install -g --no-fund --no-audit "$$spec"; \
 		fi; \
 	done
+
+# opencode: install the pinned OpenCode for tests into .bin/opencode-$(OPENCODE_VERSION) when
+# missing, and point .bin/opencode at its native binary (a standalone executable).
+OPENCODE_DIR := $(BIN)/opencode-$(OPENCODE_VERSION)
+OPENCODE_NATIVE := opencode-$(OPENCODE_VERSION)/node_modules/opencode-linux-x64/bin/opencode
+opencode: apt-packages
+	@if [[ ! -x "$(BIN)/$(OPENCODE_NATIVE)" ]]; then \
+		if ! command -v npm >/dev/null; then \
+			echo "setup: npm is needed for opencode-ai@$(OPENCODE_VERSION); add nodejs and npm to APT_PACKAGES" >&2; \
+			exit 1; \
+		fi; \
+		echo "setup: installing opencode-ai@$(OPENCODE_VERSION) into $(OPENCODE_DIR)"; \
+		npm install --prefix "$(OPENCODE_DIR)" --no-fund --no-audit "opencode-ai@$(OPENCODE_VERSION)"; \
+		if [[ ! -x "$(BIN)/$(OPENCODE_NATIVE)" ]]; then \
+			echo "setup: npm did not install $(BIN)/$(OPENCODE_NATIVE) (not linux-x64?)" >&2; \
+			exit 1; \
+		fi; \
+	fi; \
+	if [[ "$$(readlink "$(BIN)/opencode" 2>/dev/null)" != "$(OPENCODE_NATIVE)" ]]; then \
+		ln -sfn "$(OPENCODE_NATIVE)" "$(BIN)/opencode"; \
+	fi
 
 # tools: install buf, protoc-gen-go and protoc-gen-connect-go at their pinned versions into .bin/.
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
@@ -143,6 +174,13 @@ bench: setup
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
 	$(GO) run ./test/bench/nodeagent
+
+# runtime-image: build the default agent runtime image (Debian bookworm from mmdebstrap,
+# the packages in deploy/runtime/packages.txt, OpenCode $(OPENCODE_VERSION) from npm) into
+# build/runtime/opencode-runtime.oci.tar, named agenthost.local/opencode:latest. Does nothing
+# when the stamp beside it says no input changed. Root only (mmdebstrap --mode=root).
+runtime-image: setup
+	$(GO) run ./deploy/runtime/build
 
 # containerd-up: start containerd when it does not answer (no systemd here,
 # or the service is stopped). The tests start private containerd daemons instead.
