@@ -15,6 +15,7 @@ import (
 	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/nodeagent/driver"
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 )
@@ -38,6 +39,8 @@ type Agent struct {
 
 	wake   chan struct{}
 	gossip *gossip.Member
+
+	runtimes *runtimes
 }
 
 // New returns a node agent over d.
@@ -53,6 +56,7 @@ func New(cfg Config, d driver.Driver) (*Agent, error) {
 		health:   &http.Client{Timeout: 2 * time.Second},
 		checking: map[string]bool{},
 		wake:     make(chan struct{}, 1),
+		runtimes: newRuntimes(cfg.Logger),
 	}, nil
 }
 
@@ -93,6 +97,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	a.runtimes.closeAll()
 	return nil
 }
 
@@ -226,6 +231,7 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 		desired = append(desired, Assignment{
 			AgentID: as.GetAgentId(), OrgID: as.GetOrgId(), Desired: as.GetDesired(), Port: int(as.GetPort()),
 			Runtime: as.GetRuntime(), CPUMillis: as.GetCpuMillis(), MemoryMB: as.GetMemoryMb(),
+			Model: as.GetModel(), HiddenPrompt: as.GetHiddenPrompt(), RuntimePassword: as.GetRuntimePassword(),
 			Status: as.GetStatus(), ErrorMsg: as.GetErrorMsg(),
 		})
 	}
@@ -298,10 +304,14 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 		if !ok {
 			return a.report(ctx, as, statusError, fmt.Sprintf("this node has no runtime %q", as.Runtime))
 		}
+		env, err := a.configure(as, rt)
+		if err != nil {
+			return a.report(ctx, as, statusError, err.Error())
+		}
 		log.Info("creating agent container")
 		c, err := a.driver.Create(ctx, driver.AgentSpec{
 			AgentID: as.AgentID, Image: rt.Image, CPUMillis: as.CPUMillis, MemoryMB: as.MemoryMB,
-			HostPort: as.Port, RuntimePort: rt.Port,
+			HostPort: as.Port, RuntimePort: rt.Port, Env: env,
 			Labels: map[string]string{"agenthost.org": as.OrgID, "agenthost.runtime": as.Runtime},
 		})
 		if errors.Is(err, driver.ErrImageMissing) {
@@ -312,6 +322,13 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 		}
 		a.checkHealth(ctx, as, c.Address)
 	case ActStart:
+		// The model and hidden prompt may have changed while it was
+		// stopped; the files are read at start.
+		if rt, ok := a.cfg.Runtimes[as.Runtime]; ok {
+			if _, err := a.configure(as, rt); err != nil {
+				return a.report(ctx, as, statusError, err.Error())
+			}
+		}
 		log.Info("starting agent container")
 		c, err := a.driver.Start(ctx, as.AgentID)
 		if err != nil {
@@ -321,12 +338,14 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 	case ActCheck:
 		a.checkHealth(ctx, as, c.Address)
 	case ActStop:
+		a.runtimes.drop(as.AgentID)
 		log.Info("stopping agent container")
 		if err := a.driver.Stop(ctx, as.AgentID, a.cfg.StopGrace); err != nil {
 			return err
 		}
 		return a.report(ctx, as, statusStopped, "")
 	case ActDelete:
+		a.runtimes.drop(act.AgentID)
 		log.Info("deleting container of an agent not assigned here")
 		if err := a.driver.Stop(ctx, act.AgentID, a.cfg.StopGrace); err != nil {
 			return err
@@ -358,7 +377,10 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
 		rt := a.cfg.Runtimes[as.Runtime]
 		deadline := time.Now().Add(a.cfg.HealthTimeout)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			if a.healthy(ctx, addr, rt.HealthPath) {
+			if a.healthy(ctx, addr, rt.HealthPath, as.RuntimePassword) {
+				if rt.Adapter != "" {
+					a.runtimes.set(as.AgentID, rt.Adapter, addr, as.RuntimePassword)
+				}
 				if err := a.report(ctx, as, statusRunning, ""); err != nil {
 					a.logger.Warn("could not report a healthy agent", "agent", as.AgentID, "error", err)
 				}
@@ -375,13 +397,16 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
 	}()
 }
 
-func (a *Agent) healthy(ctx context.Context, addr, path string) bool {
+func (a *Agent) healthy(ctx context.Context, addr, path, password string) bool {
 	if addr == "" {
 		return false // a container without a network cannot be reached
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return false
+	}
+	if password != "" {
+		req.SetBasicAuth(opencode.Username, password)
 	}
 	resp, err := a.health.Do(req)
 	if err != nil {

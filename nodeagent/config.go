@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// AdapterOpenCode is the adapter for OpenCode's server (runtime/opencode).
+const AdapterOpenCode = "opencode"
+
 // Runtime says how to run one agent runtime on this node.
 type Runtime struct {
 	// Image is the image reference containers start from.
@@ -20,6 +23,10 @@ type Runtime struct {
 	Port int
 	// HealthPath answers 200 once the runtime is ready.
 	HealthPath string
+	// Adapter names the runtime adapter that configures the runtime and
+	// speaks its API: "opencode", or "" for an image that only has to
+	// answer its health path (tests' stand-ins).
+	Adapter string
 }
 
 // Config configures a node agent.
@@ -56,6 +63,18 @@ type Config struct {
 	// HealthInterval is how often a starting agent's health endpoint is tried.
 	HealthInterval time.Duration
 
+	// DefaultModel is the model of an agent created without one
+	// ("provider/model"); the org's default, when it has one, comes with the
+	// assignment instead.
+	DefaultModel string
+	// OfflineModelURL is agenthost's offline model (an OpenAI-compatible
+	// …/v1 endpoint) as the runtimes reach it; empty when this node serves
+	// none. Agents whose model is agenthost/offline use it.
+	OfflineModelURL string
+	// PermissionPolicy is the runtime's policy for tools that change things
+	// or reach out: "ask" (requests reach the API), "allow" or "deny".
+	PermissionPolicy string
+
 	Logger *slog.Logger
 }
 
@@ -71,13 +90,15 @@ func DefaultConfig() Config {
 		MaxAgents:  100,
 		GossipBind: "0.0.0.0:7403",
 		Runtimes: map[string]Runtime{
-			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health"},
+			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health", Adapter: AdapterOpenCode},
 		},
 		HeartbeatInterval: 500 * time.Millisecond,
 		ReconcileInterval: 10 * time.Second,
 		StopGrace:         3 * time.Second,
 		HealthTimeout:     60 * time.Second,
 		HealthInterval:    50 * time.Millisecond,
+		DefaultModel:      "anthropic/claude-sonnet-4-6",
+		PermissionPolicy:  "ask",
 		Logger:            slog.Default(),
 	}
 }
@@ -100,6 +121,9 @@ func (c Config) Validate() error {
 	for name, r := range c.Runtimes {
 		if r.Image == "" || r.Port <= 0 || !strings.HasPrefix(r.HealthPath, "/") {
 			errs = append(errs, fmt.Errorf("runtime %s needs an image, a port and a health path", name))
+		}
+		if r.Adapter != "" && r.Adapter != AdapterOpenCode {
+			errs = append(errs, fmt.Errorf("runtime %s: unknown adapter %q", name, r.Adapter))
 		}
 	}
 	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 || c.HealthInterval <= 0 {

@@ -16,6 +16,10 @@ type Assignment struct {
 	Runtime   string
 	CPUMillis int64
 	MemoryMB  int64
+	// Model is "provider/model", empty for the node's default.
+	Model           string
+	HiddenPrompt    string
+	RuntimePassword string
 	// Status and ErrorMsg are what the control plane has on record.
 	Status   string
 	ErrorMsg string

@@ -1,6 +1,10 @@
 package store
 
-import "time"
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
 
 // Objects held in the state tables. Objects returned by State are shared with
 // other readers and must be treated as immutable; appliers copy before they
@@ -94,10 +98,15 @@ type Agent struct {
 	Constraints  map[string]string `json:"constraints,omitempty"`
 	Tags         []string          `json:"tags,omitempty"`
 	HiddenPrompt string            `json:"hiddenPrompt,omitempty"`
-	Autostart    bool              `json:"autostart,omitempty"`
-	Desired      DesiredState      `json:"desired"`
-	Status       AgentStatus       `json:"status"`
-	NodeID       string            `json:"nodeId"`
+	// RuntimePassword guards the runtime's server inside the container
+	// (OPENCODE_SERVER_PASSWORD): the node agent and the proxy present it,
+	// nobody else learns it. Made by NewRuntimePassword when the agent is
+	// created.
+	RuntimePassword string       `json:"runtimePassword,omitempty"`
+	Autostart       bool         `json:"autostart,omitempty"`
+	Desired         DesiredState `json:"desired"`
+	Status          AgentStatus  `json:"status"`
+	NodeID          string       `json:"nodeId"`
 	// Port is unique across the cluster and kept until the agent is deleted;
 	// it names the agent's URL (a<port>.<domain>).
 	Port        int       `json:"port"`
@@ -221,4 +230,14 @@ func DefaultClusterConfig() ClusterConfig {
 		SchedulerAlgorithm: AlgorithmBinpack,
 		ReschedulePolicy:   RescheduleReschedule,
 	}
+}
+
+// NewRuntimePassword returns a fresh runtime password: 32 random bytes,
+// hex-encoded.
+func NewRuntimePassword() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
+
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
@@ -47,6 +49,10 @@ restarts. The edge proxy joins this process when it is built.`,
 				node.advertise = "127.0.0.1"
 				node.dataDir = filepath.Join(opts.dataDir, "node")
 				node.gossipBind = "127.0.0.1:7403"
+				// Every flow works with no provider key: new agents talk
+				// to the offline model unless told otherwise.
+				node.offlineModel = ":7490"
+				node.defaultModel = opencode.OfflineModel
 				go func() {
 					if err := runNode(ctx, node); err != nil && ctx.Err() == nil {
 						slog.Error("the dev node agent stopped; agents cannot run (is containerd running? try `make dev`)", "error", err)

@@ -3,20 +3,24 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/agenthost/agenthost/internal/exemem"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/agenthost/agenthost/internal/exemem"
 	"github.com/agenthost/agenthost/nodeagent"
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 	"github.com/agenthost/agenthost/nodeagent/driver/process"
 	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/nodeagent/runtime/offlinemodel"
 )
 
 // nodeOptions are the flags of `agenthost node`.
@@ -40,6 +44,9 @@ type nodeOptions struct {
 	gossipBind    string
 	driver        string
 	processCmd    string
+	offlineModel  string
+	defaultModel  string
+	permission    string
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -60,6 +67,8 @@ func defaultNodeOptions() nodeOptions {
 		gossipBind:    def.GossipBind,
 		driver:        "containerd",
 		processCmd:    "opencode serve --port {port} --hostname 127.0.0.1",
+		defaultModel:  def.DefaultModel,
+		permission:    def.PermissionPolicy,
 	}
 }
 
@@ -98,6 +107,9 @@ agent adopts them.`,
 	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
 	f.StringSliceVar(&opts.pullImages, "pull-image", nil, "image references to pull at start (needs a reachable registry)")
 	f.StringVar(&opts.gossipBind, "gossip-bind", opts.gossipBind, "gossip (memberlist) address, TCP and UDP")
+	f.StringVar(&opts.offlineModel, "offline-model", "", "serve the offline model (deterministic replies, no provider key) to this node's agents on this port, e.g. :7490; agents with model agenthost/offline use it")
+	f.StringVar(&opts.defaultModel, "default-model", opts.defaultModel, "model of agents created without one and without an org default (provider/model)")
+	f.StringVar(&opts.permission, "permission-policy", opts.permission, "runtimes' policy for edits, shell commands and web fetches: ask (requests reach the API), allow or deny")
 	f.StringVar(&opts.driver, "driver", opts.driver, "containerd, or process: runtimes as plain child processes with NO isolation, for a developer machine only")
 	f.StringVar(&opts.processCmd, "process-command", opts.processCmd, "with --driver process: the runtime's command; {port} is the agent's port")
 	return cmd
@@ -109,10 +121,17 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	if len(opts.control) == 0 || opts.advertise == "" {
 		return fmt.Errorf("--control and --advertise are required")
 	}
+	// The offline model listens before the driver starts, so that the
+	// firewall can open its port to agents.
+	modelURL, modelPort, stopModel, err := serveOfflineModel(opts, logger)
+	if err != nil {
+		return err
+	}
+	defer stopModel()
 	var drv driver.Driver
 	switch opts.driver {
 	case "containerd":
-		d, err := containerdDriver(ctx, opts, logger)
+		d, err := containerdDriver(ctx, opts, modelPort, logger)
 		if err != nil {
 			return err
 		}
@@ -150,6 +169,9 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	rt.Image = opts.runtimeImage
 	cfg.Runtimes["opencode"] = rt
 	cfg.Logger = logger
+	cfg.DefaultModel = opts.defaultModel
+	cfg.PermissionPolicy = opts.permission
+	cfg.OfflineModelURL = modelURL
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
 		return err
@@ -165,7 +187,7 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 
 // containerdDriver connects to containerd with CNI networking and imports
 // the requested image archives.
-func containerdDriver(ctx context.Context, opts nodeOptions, logger *slog.Logger) (*containerd.Driver, error) {
+func containerdDriver(ctx context.Context, opts nodeOptions, modelPort uint16, logger *slog.Logger) (*containerd.Driver, error) {
 	subnet, err := netip.ParsePrefix(opts.subnet)
 	if err != nil {
 		return nil, fmt.Errorf("--subnet: %w", err)
@@ -175,6 +197,9 @@ func containerdDriver(ctx context.Context, opts nodeOptions, logger *slog.Logger
 	ncfg.PluginDirs = opts.cniPluginDirs
 	ncfg.StateDir = filepath.Join(opts.dataDir, "cni")
 	ncfg.Logger = logger
+	if modelPort != 0 {
+		ncfg.HostPorts = []uint16{modelPort}
+	}
 	for _, b := range opts.blocked {
 		p, err := netip.ParsePrefix(b)
 		if err != nil {
@@ -219,4 +244,32 @@ func containerdDriver(ctx context.Context, opts nodeOptions, logger *slog.Logger
 		}
 	}
 	return drv, nil
+}
+
+// serveOfflineModel starts the offline model when --offline-model asks for it
+// and returns its URL as the node's runtimes reach it: the node's address on
+// the agents' subnet for containers, loopback for the process driver.
+func serveOfflineModel(opts nodeOptions, logger *slog.Logger) (url string, port uint16, stop func(), err error) {
+	if opts.offlineModel == "" {
+		return "", 0, func() {}, nil
+	}
+	l, err := net.Listen("tcp", opts.offlineModel)
+	if err != nil {
+		return "", 0, nil, fmt.Errorf("--offline-model: %w", err)
+	}
+	port = uint16(l.Addr().(*net.TCPAddr).Port)
+	srv := &http.Server{Handler: offlinemodel.New(logger).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	host := "127.0.0.1"
+	if opts.driver == "containerd" {
+		subnet, err := netip.ParsePrefix(opts.subnet)
+		if err != nil {
+			l.Close()
+			return "", 0, nil, fmt.Errorf("--subnet: %w", err)
+		}
+		host = network.HostAddr(subnet).String()
+	}
+	url = fmt.Sprintf("http://%s:%d/v1", host, port)
+	logger.Info("serving the offline model to agents", "listen", l.Addr().String(), "agents_reach", url)
+	return url, port, func() { srv.Close() }, nil
 }

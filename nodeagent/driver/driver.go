@@ -84,6 +84,18 @@ type Driver interface {
 	List(ctx context.Context) ([]Container, error)
 	// Stats reports a running container's resource use.
 	Stats(ctx context.Context, agentID string) (Stats, error)
+	// Dirs says where an agent's directories are; they need not exist yet.
+	Dirs(agentID string) Dirs
+}
+
+// Dirs are an agent's directories on the node.
+type Dirs struct {
+	// Workspace is the agent's persistent working directory.
+	Workspace string
+	// Config holds the runtime's configuration files; the runtime reads
+	// them, read-only, at ConfigSeenAt.
+	Config       string
+	ConfigSeenAt string
 }
 
 // ErrNotFound is returned for an agent this driver has no container for.

@@ -20,17 +20,18 @@ var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
 // firewall installs one agent's isolation rules, tagged with its id so that
 // they are removed with its network and never outlive it.
 type firewall struct {
-	ipt     *iptables.IPTables
-	subnet  netip.Prefix
-	blocked []netip.Prefix
+	ipt       *iptables.IPTables
+	subnet    netip.Prefix
+	blocked   []netip.Prefix
+	hostPorts []uint16
 }
 
-func newFirewall(subnet netip.Prefix, blocked []netip.Prefix) (*firewall, error) {
+func newFirewall(subnet netip.Prefix, blocked []netip.Prefix, hostPorts []uint16) (*firewall, error) {
 	ipt, err := iptables.NewWithProtocol(iptables.ProtocolIPv4)
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
-	fw := &firewall{ipt: ipt, subnet: subnet, blocked: blocked}
+	fw := &firewall{ipt: ipt, subnet: subnet, blocked: blocked, hostPorts: hostPorts}
 	for _, c := range []struct{ chain, parent string }{{chainInput, "INPUT"}, {chainForward, "FORWARD"}} {
 		exists, err := ipt.ChainExists("filter", c.chain)
 		if err != nil {
@@ -72,10 +73,16 @@ func (fw *firewall) rules(agentID string, ip netip.Addr) map[string][][]string {
 	for _, p := range fw.blocked {
 		forward = append(forward, rule("-d", p.String(), "-j", "DROP"))
 	}
+	// Nothing on the host itself — not the node agent, not a control
+	// plane, not any other local service — but the services meant for
+	// agents (the offline model).
+	input := [][]string{established}
+	for _, port := range fw.hostPorts {
+		input = append(input, rule("-p", "tcp", "--dport", fmt.Sprint(port), "-j", "RETURN"))
+	}
+	input = append(input, rule("-j", "DROP"))
 	return map[string][][]string{
-		// Nothing on the host itself: not the node agent, not a control
-		// plane, not any other local service.
-		chainInput:   {established, rule("-j", "DROP")},
+		chainInput:   input,
 		chainForward: forward,
 	}
 }

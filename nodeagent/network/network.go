@@ -43,7 +43,11 @@ type Config struct {
 	// itself, other agents and link-local addresses: the control plane's
 	// addresses, other nodes, internal services.
 	Blocked []netip.Prefix
-	Logger  *slog.Logger
+	// HostPorts are TCP ports on the node that agents may reach: services
+	// meant for them, such as the offline model. Everything else on the
+	// node is closed to them.
+	HostPorts []uint16
+	Logger    *slog.Logger
 }
 
 // DefaultConfig returns Debian's plugin directory and a /16 for agents.
@@ -110,7 +114,7 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CNI config: %w", err)
 	}
-	fw, err := newFirewall(cfg.Subnet, cfg.Blocked)
+	fw, err := newFirewall(cfg.Subnet, cfg.Blocked, cfg.HostPorts)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +124,14 @@ func New(cfg Config) (*Network, error) {
 func portMap(hostPort, runtimePort int) []gocni.PortMapping {
 	return []gocni.PortMapping{{HostPort: int32(hostPort), ContainerPort: int32(runtimePort), Protocol: "tcp"}}
 }
+
+// HostAddr is the node's address as agents see it: the gateway of their
+// point-to-point links (host-local gives the subnet's first address), where
+// the services in HostPorts answer them.
+func (n *Network) HostAddr() netip.Addr { return HostAddr(n.cfg.Subnet) }
+
+// HostAddr is the gateway address agents in subnet see the node at.
+func HostAddr(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr().Next() }
 
 // Setup creates the agent's network namespace, attaches it, forwards
 // hostPort to runtimePort, and isolates it. It returns the namespace's path

@@ -111,7 +111,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
 				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
-				Model: a.Model, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+				Model: a.Model, HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
 			newest = max(newest, a.ModifyIndex)

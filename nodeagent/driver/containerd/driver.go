@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -200,6 +201,63 @@ func (d *Driver) ConfigDir(agentID string) string {
 	return filepath.Join(d.AgentDir(agentID), "config")
 }
 
+// Dirs reports the agent's workspace and config directories.
+func (d *Driver) Dirs(agentID string) driver.Dirs {
+	return driver.Dirs{Workspace: d.WorkspaceDir(agentID), Config: d.ConfigDir(agentID), ConfigSeenAt: ConfigPath}
+}
+
+// prepareDirs makes the agent's directories. The workspace belongs to the
+// image's user, so that a runtime that does not run as root can work in it;
+// the config directory is readable by that user and writable only by the
+// node agent (it holds no secret: those travel as environment).
+func (d *Driver) prepareDirs(ctx context.Context, agentID string, image containerd.Image) error {
+	if err := os.MkdirAll(d.AgentDir(agentID), 0o700); err != nil {
+		return err
+	}
+	uid, gid, err := imageUser(ctx, image)
+	if err != nil {
+		return err
+	}
+	ws := d.WorkspaceDir(agentID)
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", ws, err)
+	}
+	if err := os.Lchown(ws, uid, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", ws, err)
+	}
+	cfg := d.ConfigDir(agentID)
+	if err := os.MkdirAll(cfg, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", cfg, err)
+	}
+	return os.Chmod(cfg, 0o755)
+}
+
+// imageUser reads the numeric user the image runs as ("uid" or "uid:gid";
+// root when unset). A user given by name would need the image's
+// /etc/passwd: runtime images must give numbers.
+func imageUser(ctx context.Context, image containerd.Image) (int, int, error) {
+	spec, err := image.Spec(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read image config: %w", err)
+	}
+	user := spec.Config.User
+	if user == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	uid, err := strconv.Atoi(u)
+	if err != nil || uid < 0 {
+		return 0, 0, fmt.Errorf("image user %q: runtime images must give a numeric uid[:gid]", user)
+	}
+	gid := uid
+	if hasGroup {
+		if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
+			return 0, 0, fmt.Errorf("image user %q: runtime images must give a numeric uid[:gid]", user)
+		}
+	}
+	return uid, gid, nil
+}
+
 // Create makes the agent's container and starts it. An existing container
 // for the agent is started if needed, never duplicated.
 func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Container, error) {
@@ -216,10 +274,8 @@ func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Cont
 	} else if err != nil {
 		return driver.Container{}, fmt.Errorf("look up image %s: %w", spec.Image, err)
 	}
-	for _, dir := range []string{d.WorkspaceDir(spec.AgentID), d.ConfigDir(spec.AgentID)} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return driver.Container{}, fmt.Errorf("create %s: %w", dir, err)
-		}
+	if err := d.prepareDirs(ctx, spec.AgentID, image); err != nil {
+		return driver.Container{}, err
 	}
 
 	labels := map[string]string{labelManaged: "true", labelAgent: spec.AgentID}

@@ -86,6 +86,13 @@ func (d *Driver) agentDir(id string) string  { return filepath.Join(d.cfg.DataDi
 func (d *Driver) workspace(id string) string { return filepath.Join(d.agentDir(id), "workspace") }
 
 // LogPath is the agent's log file.
+// Dirs reports the agent's workspace and config directories; the runtime, a
+// plain process, reads the config where it is.
+func (d *Driver) Dirs(id string) driver.Dirs {
+	cfg := filepath.Join(d.agentDir(id), "config")
+	return driver.Dirs{Workspace: d.workspace(id), Config: cfg, ConfigSeenAt: cfg}
+}
+
 func (d *Driver) LogPath(id string) string { return filepath.Join(d.agentDir(id), "container.log") }
 
 // Create starts the agent's runtime process (or starts it again).

@@ -109,3 +109,18 @@ func writeFile(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// RuntimeEnv is the environment OpenCode runs with, whatever starts it (the
+// runtime image sets the same): its configuration file in configDir, and no
+// update checks, model catalogue downloads, plugin or LSP installs, or
+// sharing — an agent's runtime reaches out only where its work takes it.
+func RuntimeEnv(configDir string) []string {
+	return []string{
+		"OPENCODE_CONFIG=" + filepath.Join(configDir, ConfigFile),
+		"OPENCODE_DISABLE_AUTOUPDATE=1",
+		"OPENCODE_DISABLE_MODELS_FETCH=1",
+		"OPENCODE_DISABLE_LSP_DOWNLOAD=1",
+		"OPENCODE_DISABLE_DEFAULT_PLUGINS=1",
+		"OPENCODE_DISABLE_SHARE=1",
+	}
+}

@@ -114,7 +114,7 @@ func Start(t testing.TB, cfg opencode.AgentConfig) *Server {
 	defer log.Close()
 	s.cmd = exec.Command(bin, "serve", "--hostname", "127.0.0.1", "--port", fmt.Sprint(port), "--print-logs", "--log-level", "WARN")
 	s.cmd.Dir = s.Workspace
-	s.cmd.Env = append(RuntimeEnv(filepath.Join(dir, "home"), filepath.Join(s.ConfigDir, opencode.ConfigFile)),
+	s.cmd.Env = append(RuntimeEnv(filepath.Join(dir, "home"), s.ConfigDir),
 		"OPENCODE_SERVER_PASSWORD="+s.Password, "PATH="+os.Getenv("PATH"))
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its tools' processes go with it
@@ -128,23 +128,15 @@ func Start(t testing.TB, cfg opencode.AgentConfig) *Server {
 	return s
 }
 
-// RuntimeEnv is the environment the runtime image sets for OpenCode: no
-// update checks, no model catalogue download, no plugin or LSP installs, no
-// sharing; data under home.
-func RuntimeEnv(home, configFile string) []string {
-	return []string{
-		"HOME=" + home,
-		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
-		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache"),
-		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
-		"XDG_STATE_HOME=" + filepath.Join(home, ".local", "state"),
-		"OPENCODE_CONFIG=" + configFile,
-		"OPENCODE_DISABLE_AUTOUPDATE=1",
-		"OPENCODE_DISABLE_MODELS_FETCH=1",
-		"OPENCODE_DISABLE_LSP_DOWNLOAD=1",
-		"OPENCODE_DISABLE_DEFAULT_PLUGINS=1",
-		"OPENCODE_DISABLE_SHARE=1",
-	}
+// RuntimeEnv is opencode.RuntimeEnv with a home directory of its own.
+func RuntimeEnv(home, configDir string) []string {
+	return append(opencode.RuntimeEnv(configDir),
+		"HOME="+home,
+		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
+		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
+		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+		"XDG_STATE_HOME="+filepath.Join(home, ".local", "state"),
+	)
 }
 
 // Log returns what OpenCode printed.

@@ -473,9 +473,15 @@ type Assignment struct {
 	// only changes.
 	Status string `protobuf:"bytes,11,opt,name=status,proto3" json:"status,omitempty"`
 	// The error message on record.
-	ErrorMsg      string `protobuf:"bytes,12,opt,name=error_msg,json=errorMsg,proto3" json:"error_msg,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ErrorMsg string `protobuf:"bytes,12,opt,name=error_msg,json=errorMsg,proto3" json:"error_msg,omitempty"`
+	// Instructions given to the runtime as a hidden system-level file, never
+	// shown in the chat.
+	HiddenPrompt string `protobuf:"bytes,13,opt,name=hidden_prompt,json=hiddenPrompt,proto3" json:"hidden_prompt,omitempty"`
+	// The password of the runtime's own server inside the container; only the
+	// platform (node agent, proxy) uses it.
+	RuntimePassword string `protobuf:"bytes,14,opt,name=runtime_password,json=runtimePassword,proto3" json:"runtime_password,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -588,6 +594,20 @@ func (x *Assignment) GetStatus() string {
 func (x *Assignment) GetErrorMsg() string {
 	if x != nil {
 		return x.ErrorMsg
+	}
+	return ""
+}
+
+func (x *Assignment) GetHiddenPrompt() string {
+	if x != nil {
+		return x.HiddenPrompt
+	}
+	return ""
+}
+
+func (x *Assignment) GetRuntimePassword() string {
+	if x != nil {
+		return x.RuntimePassword
 	}
 	return ""
 }
@@ -746,7 +766,7 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"afterIndex\"q\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\xc6\x02\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\x96\x03\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x15\n" +
@@ -762,7 +782,9 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\fmodify_index\x18\n" +
 	" \x01(\x04R\vmodifyIndex\x12\x16\n" +
 	"\x06status\x18\v \x01(\tR\x06status\x12\x1b\n" +
-	"\terror_msg\x18\f \x01(\tR\berrorMsg\"\x83\x01\n" +
+	"\terror_msg\x18\f \x01(\tR\berrorMsg\x12#\n" +
+	"\rhidden_prompt\x18\r \x01(\tR\fhiddenPrompt\x12)\n" +
+	"\x10runtime_password\x18\x0e \x01(\tR\x0fruntimePassword\"\x83\x01\n" +
 	"\x18ReportAgentStatusRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +

@@ -1,0 +1,175 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/agenthost/agenthost/nodeagent/driver"
+	"github.com/agenthost/agenthost/nodeagent/runtime"
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
+)
+
+// ErrAgentNotRunning is returned for an agent this node does not run now
+// (the API's "agent is not running").
+var ErrAgentNotRunning = errors.New("agent is not running on this node")
+
+// runtimes holds an adapter per running agent. An adapter follows its
+// runtime's events from the moment the agent is healthy, so that busy state
+// is known from memory.
+type runtimes struct {
+	logger *slog.Logger
+	mu     sync.Mutex
+	byID   map[string]*liveRuntime
+}
+
+type liveRuntime struct {
+	rt       runtime.Runtime
+	addr     string
+	password string
+}
+
+func newRuntimes(logger *slog.Logger) *runtimes {
+	return &runtimes{logger: logger, byID: map[string]*liveRuntime{}}
+}
+
+// set makes (or keeps) the adapter for an agent whose runtime answers at addr.
+func (r *runtimes) set(agentID, adapter, addr, password string) (runtime.Runtime, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.byID[agentID]; l != nil {
+		if l.addr == addr && l.password == password {
+			return l.rt, nil
+		}
+		l.rt.Close()
+		delete(r.byID, agentID)
+	}
+	var rt runtime.Runtime
+	switch adapter {
+	case AdapterOpenCode:
+		c, err := opencode.New(opencode.Config{BaseURL: "http://" + addr, Password: password, Logger: r.logger.With("agent", agentID)})
+		if err != nil {
+			return nil, err
+		}
+		rt = c
+	default:
+		return nil, fmt.Errorf("runtime has no adapter")
+	}
+	r.byID[agentID] = &liveRuntime{rt: rt, addr: addr, password: password}
+	return rt, nil
+}
+
+func (r *runtimes) drop(agentID string) {
+	r.mu.Lock()
+	l := r.byID[agentID]
+	delete(r.byID, agentID)
+	r.mu.Unlock()
+	if l != nil {
+		l.rt.Close()
+	}
+}
+
+func (r *runtimes) closeAll() {
+	r.mu.Lock()
+	all := r.byID
+	r.byID = map[string]*liveRuntime{}
+	r.mu.Unlock()
+	for _, l := range all {
+		l.rt.Close()
+	}
+}
+
+// busyCount reports how many agents are busy.
+func (r *runtimes) busyCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.byID {
+		if l.rt.Busy() {
+			n++
+		}
+	}
+	return n
+}
+
+// Runtime returns the adapter of an agent running on this node, making it
+// when needed (after a node agent restart, running agents are adopted
+// without a health check). It fails with ErrAgentNotRunning for an agent
+// that is not assigned here as running, or whose container does not run.
+func (a *Agent) Runtime(ctx context.Context, agentID string) (runtime.Runtime, error) {
+	as, ok := a.assignment(agentID)
+	if !ok || as.Desired != "running" {
+		return nil, fmt.Errorf("%w: %s", ErrAgentNotRunning, agentID)
+	}
+	rt, ok := a.cfg.Runtimes[as.Runtime]
+	if !ok || rt.Adapter == "" {
+		return nil, fmt.Errorf("agent %s: runtime %q has no adapter on this node", agentID, as.Runtime)
+	}
+	a.runtimes.mu.Lock()
+	l := a.runtimes.byID[agentID]
+	a.runtimes.mu.Unlock()
+	if l != nil && l.password == as.RuntimePassword {
+		return l.rt, nil
+	}
+	containers, err := a.driver.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range containers {
+		if c.AgentID == agentID && c.State == driver.StateRunning && c.Address != "" {
+			return a.runtimes.set(agentID, rt.Adapter, c.Address, as.RuntimePassword)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s has no running container", ErrAgentNotRunning, agentID)
+}
+
+// BusyAgents counts the agents on this node that are busy now.
+func (a *Agent) BusyAgents() int { return a.runtimes.busyCount() }
+
+// Workspace returns the host directory of an agent's workspace, for uploads.
+func (a *Agent) Workspace(agentID string) (string, error) {
+	if _, ok := a.assignment(agentID); !ok {
+		return "", fmt.Errorf("%w: %s", ErrAgentNotRunning, agentID)
+	}
+	return a.driver.Dirs(agentID).Workspace, nil
+}
+
+func (a *Agent) assignment(agentID string) (Assignment, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, as := range a.desired {
+		if as.AgentID == agentID {
+			return as, true
+		}
+	}
+	return Assignment{}, false
+}
+
+// configure writes the runtime's configuration files for an agent and
+// returns the environment its container needs.
+func (a *Agent) configure(as Assignment, rt Runtime) ([]string, error) {
+	if rt.Adapter != AdapterOpenCode {
+		return nil, nil
+	}
+	if as.RuntimePassword == "" {
+		return nil, errors.New("the agent has no runtime password; it cannot be run safely")
+	}
+	model := as.Model
+	if model == "" {
+		model = a.cfg.DefaultModel
+	}
+	if model == opencode.OfflineModel && a.cfg.OfflineModelURL == "" {
+		return nil, fmt.Errorf("model %s: node %s serves no offline model", model, a.cfg.Name)
+	}
+	dirs := a.driver.Dirs(as.AgentID)
+	err := opencode.WriteConfig(dirs.Config, dirs.ConfigSeenAt, opencode.AgentConfig{
+		Model: model, OfflineModelURL: a.cfg.OfflineModelURL, HiddenPrompt: as.HiddenPrompt, Permission: a.cfg.PermissionPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("write the agent's runtime configuration: %w", err)
+	}
+	env := append(opencode.RuntimeEnv(dirs.ConfigSeenAt), "OPENCODE_SERVER_PASSWORD="+as.RuntimePassword)
+	return env, nil
+}
