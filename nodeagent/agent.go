@@ -18,6 +18,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
+	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
 )
 
 // Agent is a running node agent. Its containers never depend on it: when it
@@ -36,6 +37,8 @@ type Agent struct {
 	checking map[string]bool // agents whose health is being awaited
 	server   int             // index in ControlAddrs of the server in use
 	leader   string          // where heartbeats go, when known
+
+	serviceAddr string // AgentRuntimeService, as advertised
 
 	wake   chan struct{}
 	gossip *gossip.Member
@@ -82,6 +85,11 @@ func (a *Agent) failover() {
 // Run registers the node and keeps it in step with the control plane until
 // ctx ends. It returns only when ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	stopService, err := a.serveRuntimeService()
+	if err != nil {
+		return err
+	}
+	defer stopService()
 	a.register(ctx)
 	defer func() {
 		if a.gossip != nil {
@@ -101,6 +109,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// serveRuntimeService listens for AgentRuntimeService.
+func (a *Agent) serveRuntimeService() (stop func(), err error) {
+	l, err := net.Listen("tcp", a.cfg.RuntimeServiceBind)
+	if err != nil {
+		return nil, fmt.Errorf("runtime service: %w", err)
+	}
+	a.mu.Lock()
+	a.serviceAddr = net.JoinHostPort(a.cfg.AdvertiseAddr, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+	a.mu.Unlock()
+	mux := http.NewServeMux()
+	mux.Handle(runtimev1connect.NewAgentRuntimeServiceHandler(&runtimeService{agent: a}))
+	srv := &http.Server{Handler: mux, Protocols: h2c.ServerProtocols(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	return func() { srv.Close() }, nil
+}
+
+// RuntimeServiceAddr is where control nodes reach this node's
+// AgentRuntimeService, once Run has started.
+func (a *Agent) RuntimeServiceAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.serviceAddr
+}
+
 // register retries, with backoff across control nodes, until it succeeds.
 func (a *Agent) register(ctx context.Context) {
 	runtimes := make([]string, 0, len(a.cfg.Runtimes))
@@ -110,7 +142,7 @@ func (a *Agent) register(ctx context.Context) {
 	req := &nodev1.RegisterRequest{
 		NodeId: a.cfg.Name, Name: a.cfg.Name, Address: a.cfg.AdvertiseAddr,
 		Capacity: &nodev1.Capacity{CpuMillis: a.cfg.CPUMillis, MemoryMb: a.cfg.MemoryMB, MaxAgents: int32(a.cfg.MaxAgents)},
-		Labels:   a.cfg.Labels, Runtimes: runtimes,
+		Labels:   a.cfg.Labels, Runtimes: runtimes, RuntimeServiceAddress: a.RuntimeServiceAddr(),
 	}
 	backoff := newBackoff()
 	for ctx.Err() == nil {

@@ -49,6 +49,10 @@ type Config struct {
 	GossipBind string
 	// Runtimes maps runtime names to how they run here.
 	Runtimes map[string]Runtime
+	// RuntimeServiceBind is host:port of AgentRuntimeService, through which
+	// control nodes reach the agents' runtimes (port 0 picks one); it is
+	// advertised at AdvertiseAddr's host.
+	RuntimeServiceBind string
 
 	// HeartbeatInterval is how often the leader hears from this node.
 	HeartbeatInterval time.Duration
@@ -89,6 +93,9 @@ func DefaultConfig() Config {
 		MemoryMB:   max(memMB-min(memMB/4, 2048), 0),
 		MaxAgents:  100,
 		GossipBind: "0.0.0.0:7403",
+		// Like the cluster port, bind it to a private interface until
+		// internal traffic is mutual TLS.
+		RuntimeServiceBind: "0.0.0.0:7404",
 		Runtimes: map[string]Runtime{
 			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health", Adapter: AdapterOpenCode},
 		},
@@ -109,8 +116,8 @@ func (c Config) Validate() error {
 	if len(c.ControlAddrs) == 0 {
 		errs = append(errs, errors.New("at least one control address is required"))
 	}
-	if c.Name == "" || c.AdvertiseAddr == "" || c.GossipBind == "" {
-		errs = append(errs, errors.New("node name, advertise address and gossip bind address are required"))
+	if c.Name == "" || c.AdvertiseAddr == "" || c.GossipBind == "" || c.RuntimeServiceBind == "" {
+		errs = append(errs, errors.New("node name, advertise address, gossip and runtime service bind addresses are required"))
 	}
 	if c.CPUMillis < 0 || c.MemoryMB < 0 || c.MaxAgents < 0 {
 		errs = append(errs, errors.New("capacity must not be negative"))

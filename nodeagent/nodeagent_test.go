@@ -102,6 +102,7 @@ func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)
 	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = 4000, 4096, 10
 	cfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: containerdtest.ImageName, Port: 4096, HealthPath: "/global/health"}}
 	cfg.GossipBind = "127.0.0.1:0"
+	cfg.RuntimeServiceBind = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ReconcileInterval = time.Second
 	cfg.StopGrace = time.Second
@@ -182,7 +183,7 @@ func TestNodeAgentRunsAgentsAsTheControlPlaneSays(t *testing.T) {
 
 	waitNode(t, s) // the node registers itself: no manual step
 
-	agent := store.Agent{ID: "e2e-agent", OrgID: "org", Name: "e2e", Runtime: "opencode",
+	agent := store.Agent{ID: "e2e-agent", OrgID: "org", Name: "e2e", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
 		Resources: store.Resources{CPUMillis: 500, MemoryMB: 256},
 		Desired:   store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
 	apply(t, s, &store.AgentCreate{Agent: agent})
@@ -247,7 +248,7 @@ func TestMissingImageIsReportedAsError(t *testing.T) {
 	})
 	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
 	waitNode(t, s)
-	apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: "e2e-noimage", OrgID: "org", Name: "x", Runtime: "opencode",
+	apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: "e2e-noimage", OrgID: "org", Name: "x", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
 		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
 	a := waitAgent(t, s, "e2e-noimage", "ERROR", func(a *store.Agent) bool { return a.Status == store.StatusError })
 	if !strings.Contains(a.ErrorMsg, "agenthost.local/absent:1") || !strings.Contains(a.ErrorMsg, "not on node") {
@@ -295,7 +296,7 @@ func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 		cmd := exec.Command(bin, "node", "--control", tc.Servers[0].Addr(), "--advertise", "127.0.0.1",
 			"--name", "node-e2e", "--containerd-address", daemon.Address, "--data-dir", dataDir,
 			"--subnet", "10.213.10.0/24", "--runtime-image", containerdtest.ImageName, "--import-image", archive,
-			"--gossip-bind", gossipAddr, "--log-level", "warn")
+			"--gossip-bind", gossipAddr, "--runtime-service-bind", "127.0.0.1:0", "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -309,7 +310,7 @@ func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 
 	const n = 6
 	for i := range n {
-		apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: fmt.Sprintf("kill-%d", i), OrgID: "org", Name: "k", Runtime: "opencode",
+		apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: fmt.Sprintf("kill-%d", i), OrgID: "org", Name: "k", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
 			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
 		if i == n/2 {
 			proc.Process.Signal(syscall.SIGKILL) // mid-create

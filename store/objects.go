@@ -141,11 +141,14 @@ type NodeCapacity struct {
 
 // Node is a host that runs agents.
 type Node struct {
-	ID       string            `json:"id"`
-	Name     string            `json:"name"`
-	Address  string            `json:"address"`
-	Capacity NodeCapacity      `json:"capacity"`
-	Labels   map[string]string `json:"labels,omitempty"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	// RuntimeServiceAddress is host:port of the node agent's
+	// AgentRuntimeService.
+	RuntimeServiceAddress string            `json:"runtimeServiceAddress,omitempty"`
+	Capacity              NodeCapacity      `json:"capacity"`
+	Labels                map[string]string `json:"labels,omitempty"`
 	// Runtimes are the agent runtimes the node offers (e.g. "opencode").
 	Runtimes    []string   `json:"runtimes,omitempty"`
 	Status      NodeStatus `json:"status"`

@@ -49,6 +49,7 @@ restarts. The edge proxy joins this process when it is built.`,
 				node.advertise = "127.0.0.1"
 				node.dataDir = filepath.Join(opts.dataDir, "node")
 				node.gossipBind = "127.0.0.1:7403"
+				node.serviceBind = "127.0.0.1:7404"
 				// Every flow works with no provider key: new agents talk
 				// to the offline model unless told otherwise.
 				node.offlineModel = ":7490"

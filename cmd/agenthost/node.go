@@ -42,6 +42,7 @@ type nodeOptions struct {
 	importImages  []string
 	pullImages    []string
 	gossipBind    string
+	serviceBind   string
 	driver        string
 	processCmd    string
 	offlineModel  string
@@ -65,6 +66,7 @@ func defaultNodeOptions() nodeOptions {
 		subnet:        net.Subnet.String(),
 		runtimeImage:  def.Runtimes["opencode"].Image,
 		gossipBind:    def.GossipBind,
+		serviceBind:   def.RuntimeServiceBind,
 		driver:        "containerd",
 		processCmd:    "opencode serve --port {port} --hostname 127.0.0.1",
 		defaultModel:  def.DefaultModel,
@@ -107,6 +109,7 @@ agent adopts them.`,
 	f.StringSliceVar(&opts.importImages, "import-image", nil, "OCI image archives to import at start (offline)")
 	f.StringSliceVar(&opts.pullImages, "pull-image", nil, "image references to pull at start (needs a reachable registry)")
 	f.StringVar(&opts.gossipBind, "gossip-bind", opts.gossipBind, "gossip (memberlist) address, TCP and UDP")
+	f.StringVar(&opts.serviceBind, "runtime-service-bind", opts.serviceBind, "AgentRuntimeService address (control nodes reach agents' runtimes through it); bind to a private interface")
 	f.StringVar(&opts.offlineModel, "offline-model", "", "serve the offline model (deterministic replies, no provider key) to this node's agents on this port, e.g. :7490; agents with model agenthost/offline use it")
 	f.StringVar(&opts.defaultModel, "default-model", opts.defaultModel, "model of agents created without one and without an org default (provider/model)")
 	f.StringVar(&opts.permission, "permission-policy", opts.permission, "runtimes' policy for edits, shell commands and web fetches: ask (requests reach the API), allow or deny")
@@ -157,6 +160,7 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	cfg.AdvertiseAddr = opts.advertise
 	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = opts.cpuMillis, opts.memoryMB, opts.maxAgents
 	cfg.GossipBind = opts.gossipBind
+	cfg.RuntimeServiceBind = opts.serviceBind
 	cfg.Labels = map[string]string{}
 	for _, l := range opts.labels {
 		k, v, ok := strings.Cut(l, "=")

@@ -207,3 +207,9 @@ type QuestionOption struct {
 	Label       string `json:"label"`
 	Description string `json:"description"`
 }
+
+// Event is one event from a runtime's own stream, as the runtime sent it.
+type Event struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}

@@ -43,7 +43,7 @@ func NewNodeService(s *store.Store, health *NodeHealth, member *gossip.Member) *
 func (n *NodeService) Register(ctx context.Context, req *connect.Request[nodev1.RegisterRequest]) (*connect.Response[nodev1.RegisterResponse], error) {
 	m := req.Msg
 	node := store.Node{
-		ID: m.GetNodeId(), Name: m.GetName(), Address: m.GetAddress(),
+		ID: m.GetNodeId(), Name: m.GetName(), Address: m.GetAddress(), RuntimeServiceAddress: m.GetRuntimeServiceAddress(),
 		Capacity: store.NodeCapacity{
 			CPUMillis: m.GetCapacity().GetCpuMillis(), MemoryMB: m.GetCapacity().GetMemoryMb(),
 			MaxAgents: int(m.GetCapacity().GetMaxAgents()),

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/agenthost/agenthost/nodeagent/runtime"
 )
 
 // busyTracker knows, from memory, whether the agent is working.
@@ -25,7 +27,7 @@ type busyTracker struct {
 	busy    map[string]bool // sessions the server reports busy or retrying
 	pending map[string]*pendingSend
 	nextTok uint64
-	subs    map[chan<- Event]struct{}
+	subs    map[chan<- runtime.Event]struct{}
 }
 
 type pendingSend struct {
@@ -35,7 +37,7 @@ type pendingSend struct {
 }
 
 func newBusyTracker() *busyTracker {
-	return &busyTracker{busy: map[string]bool{}, pending: map[string]*pendingSend{}, subs: map[chan<- Event]struct{}{}}
+	return &busyTracker{busy: map[string]bool{}, pending: map[string]*pendingSend{}, subs: map[chan<- runtime.Event]struct{}{}}
 }
 
 // Busy reports whether any session works or waits for its reply to start.
@@ -125,16 +127,10 @@ func (b *busyTracker) stalePending(d time.Duration) []string {
 	return out
 }
 
-// Event is one event from the runtime's stream, as the server sent it.
-type Event struct {
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
-}
-
 // Subscribe delivers every event to ch until the returned func is called.
 // A subscriber that does not keep up misses events rather than stall the
 // stream.
-func (c *Client) Subscribe(ch chan<- Event) (unsubscribe func()) {
+func (c *Client) Subscribe(ch chan<- runtime.Event) (unsubscribe func()) {
 	b := c.busy
 	b.mu.Lock()
 	b.subs[ch] = struct{}{}
@@ -146,7 +142,7 @@ func (c *Client) Subscribe(ch chan<- Event) (unsubscribe func()) {
 	}
 }
 
-func (b *busyTracker) publish(ev Event) {
+func (b *busyTracker) publish(ev runtime.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ch := range b.subs {
@@ -253,7 +249,7 @@ func (c *Client) handleEvent(raw []byte) {
 			c.busy.status(ev.Properties.SessionID, "idle")
 		}
 	}
-	c.busy.publish(Event{Type: ev.Type, Data: slices.Clone(raw)})
+	c.busy.publish(runtime.Event{Type: ev.Type, Data: slices.Clone(raw)})
 }
 
 func (c *Client) resyncStatus(ctx context.Context) error {

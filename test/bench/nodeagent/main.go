@@ -124,6 +124,7 @@ func run(runs int) error {
 	cfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: containerdtest.ImageName, Port: 4096, HealthPath: "/global/health"}}
 	cfg.HealthInterval = pollInterval
 	cfg.GossipBind = "127.0.0.1:0"
+	cfg.RuntimeServiceBind = "127.0.0.1:0"
 	cfg.Logger = quiet
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
@@ -317,7 +318,7 @@ func idleNodeAgentRSS(s *store.Store, controlAddr, containerdAddr, dir string) e
 	}
 	cmd := exec.Command(bin, "node", "--control", controlAddr, "--advertise", "127.0.0.1", "--name", "idle-node",
 		"--containerd-address", containerdAddr, "--data-dir", filepath.Join(dir, "idle-node"), "--subnet", "10.213.251.0/24",
-		"--gossip-bind", "127.0.0.1:0", "--log-level", "warn")
+		"--gossip-bind", "127.0.0.1:0", "--runtime-service-bind", "127.0.0.1:0", "--log-level", "warn")
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -39,9 +39,11 @@ type RegisterRequest struct {
 	// Operator-defined labels, for placement constraints.
 	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Runtimes the node can run, such as "opencode".
-	Runtimes      []string `protobuf:"bytes,6,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Runtimes []string `protobuf:"bytes,6,rep,name=runtimes,proto3" json:"runtimes,omitempty"`
+	// Address (host:port) of the node agent's AgentRuntimeService.
+	RuntimeServiceAddress string `protobuf:"bytes,7,opt,name=runtime_service_address,json=runtimeServiceAddress,proto3" json:"runtime_service_address,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RegisterRequest) Reset() {
@@ -114,6 +116,13 @@ func (x *RegisterRequest) GetRuntimes() []string {
 		return x.Runtimes
 	}
 	return nil
+}
+
+func (x *RegisterRequest) GetRuntimeServiceAddress() string {
+	if x != nil {
+		return x.RuntimeServiceAddress
+	}
+	return ""
 }
 
 // Capacity is what a node offers to agents.
@@ -735,14 +744,15 @@ var File_agenthost_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x1cagenthost/node/v1/node.proto\x12\x11agenthost.node.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb0\x02\n" +
+	"\x1cagenthost/node/v1/node.proto\x12\x11agenthost.node.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe8\x02\n" +
 	"\x0fRegisterRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x127\n" +
 	"\bcapacity\x18\x04 \x01(\v2\x1b.agenthost.node.v1.CapacityR\bcapacity\x12F\n" +
 	"\x06labels\x18\x05 \x03(\v2..agenthost.node.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x1a\n" +
-	"\bruntimes\x18\x06 \x03(\tR\bruntimes\x1a9\n" +
+	"\bruntimes\x18\x06 \x03(\tR\bruntimes\x126\n" +
+	"\x17runtime_service_address\x18\a \x01(\tR\x15runtimeServiceAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +

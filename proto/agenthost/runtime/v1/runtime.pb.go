@@ -125,6 +125,1984 @@ func (x *HealthResponse) GetBusy() bool {
 	return false
 }
 
+// Session is one chat thread.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the session, as the runtime names it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Title of the session; may be empty.
+	Title string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// Creation time, in milliseconds since the epoch.
+	CreatedMs     int64 `protobuf:"varint,3,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Session) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Session) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Session) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+// ListSessionsRequest names the agent.
+type ListSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListSessionsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// ListSessionsResponse lists sessions.
+type ListSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's sessions, oldest first.
+	Sessions      []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// CreateSessionRequest starts a session.
+type CreateSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Title of the new session; empty lets the runtime choose.
+	Title         string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSessionRequest) Reset() {
+	*x = CreateSessionRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSessionRequest) ProtoMessage() {}
+
+func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
+func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateSessionRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *CreateSessionRequest) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// CreateSessionResponse is the new session.
+type CreateSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session created.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSessionResponse) Reset() {
+	*x = CreateSessionResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSessionResponse) ProtoMessage() {}
+
+func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
+func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// ListMessagesRequest names a session.
+type ListMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// ID of the session.
+	SessionId     string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesRequest) Reset() {
+	*x = ListMessagesRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesRequest) ProtoMessage() {}
+
+func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
+func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListMessagesRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// Tokens counts a reply's tokens.
+type Tokens struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Input + output + reasoning + cache read and write.
+	Total int64 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	// Non-cached input tokens.
+	Input int64 `protobuf:"varint,2,opt,name=input,proto3" json:"input,omitempty"`
+	// Output tokens.
+	Output int64 `protobuf:"varint,3,opt,name=output,proto3" json:"output,omitempty"`
+	// Extended-thinking tokens.
+	Reasoning int64 `protobuf:"varint,4,opt,name=reasoning,proto3" json:"reasoning,omitempty"`
+	// Tokens served from the prompt cache.
+	CacheRead int64 `protobuf:"varint,5,opt,name=cache_read,json=cacheRead,proto3" json:"cache_read,omitempty"`
+	// Tokens written to the prompt cache.
+	CacheWrite    int64 `protobuf:"varint,6,opt,name=cache_write,json=cacheWrite,proto3" json:"cache_write,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tokens) Reset() {
+	*x = Tokens{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tokens) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tokens) ProtoMessage() {}
+
+func (x *Tokens) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tokens.ProtoReflect.Descriptor instead.
+func (*Tokens) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Tokens) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *Tokens) GetInput() int64 {
+	if x != nil {
+		return x.Input
+	}
+	return 0
+}
+
+func (x *Tokens) GetOutput() int64 {
+	if x != nil {
+		return x.Output
+	}
+	return 0
+}
+
+func (x *Tokens) GetReasoning() int64 {
+	if x != nil {
+		return x.Reasoning
+	}
+	return 0
+}
+
+func (x *Tokens) GetCacheRead() int64 {
+	if x != nil {
+		return x.CacheRead
+	}
+	return 0
+}
+
+func (x *Tokens) GetCacheWrite() int64 {
+	if x != nil {
+		return x.CacheWrite
+	}
+	return 0
+}
+
+// Message is one chat message in the tenant's shape.
+type Message struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the message.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "user" or "assistant".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The runtime's parts, as a JSON array of objects each with a "type".
+	PartsJson []byte `protobuf:"bytes,3,opt,name=parts_json,json=partsJson,proto3" json:"parts_json,omitempty"`
+	// True for assistant messages, which carry times, cost and tokens.
+	HasAccounting bool `protobuf:"varint,4,opt,name=has_accounting,json=hasAccounting,proto3" json:"has_accounting,omitempty"`
+	// When an assistant message started, in Unix seconds.
+	Created int64 `protobuf:"varint,5,opt,name=created,proto3" json:"created,omitempty"`
+	// When it finished, in Unix seconds; 0 while it runs.
+	Completed int64 `protobuf:"varint,6,opt,name=completed,proto3" json:"completed,omitempty"`
+	// Estimated cost in USD.
+	Cost float64 `protobuf:"fixed64,7,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Token counts.
+	Tokens *Tokens `protobuf:"bytes,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// What went wrong (an abort, a provider error); empty otherwise.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Message) Reset() {
+	*x = Message{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Message) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Message) ProtoMessage() {}
+
+func (x *Message) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Message.ProtoReflect.Descriptor instead.
+func (*Message) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Message) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Message) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Message) GetPartsJson() []byte {
+	if x != nil {
+		return x.PartsJson
+	}
+	return nil
+}
+
+func (x *Message) GetHasAccounting() bool {
+	if x != nil {
+		return x.HasAccounting
+	}
+	return false
+}
+
+func (x *Message) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *Message) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *Message) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *Message) GetTokens() *Tokens {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *Message) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ListMessagesResponse lists messages.
+type ListMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session's messages, oldest first.
+	Messages      []*Message `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesResponse) Reset() {
+	*x = ListMessagesResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesResponse) ProtoMessage() {}
+
+func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
+func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListMessagesResponse) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+// SendMessageRequest sends a user message.
+type SendMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// ID of the session.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The message text.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMessageRequest) Reset() {
+	*x = SendMessageRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageRequest) ProtoMessage() {}
+
+func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
+func (*SendMessageRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SendMessageRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// SendMessageResponse acknowledges an accepted message.
+type SendMessageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMessageResponse) Reset() {
+	*x = SendMessageResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageResponse) ProtoMessage() {}
+
+func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
+func (*SendMessageResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{12}
+}
+
+// AbortRequest names what to abort.
+type AbortRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// ID of the session to abort; empty aborts every busy session.
+	SessionId     string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRequest) Reset() {
+	*x = AbortRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRequest) ProtoMessage() {}
+
+func (x *AbortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRequest.ProtoReflect.Descriptor instead.
+func (*AbortRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AbortRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AbortRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// AbortResponse lists what was aborted.
+type AbortResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sessions aborted.
+	Aborted       []string `protobuf:"bytes,1,rep,name=aborted,proto3" json:"aborted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortResponse) Reset() {
+	*x = AbortResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortResponse) ProtoMessage() {}
+
+func (x *AbortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortResponse.ProtoReflect.Descriptor instead.
+func (*AbortResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AbortResponse) GetAborted() []string {
+	if x != nil {
+		return x.Aborted
+	}
+	return nil
+}
+
+// Permission is a pending request to run a tool that needs approval.
+type Permission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the request.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Session that asks.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Kind of permission: bash, edit, webfetch, ...
+	Permission string `protobuf:"bytes,3,opt,name=permission,proto3" json:"permission,omitempty"`
+	// Commands or paths the tool wants to act on.
+	Patterns []string `protobuf:"bytes,4,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	// The runtime's metadata, as a JSON object.
+	MetadataJson []byte `protobuf:"bytes,5,opt,name=metadata_json,json=metadataJson,proto3" json:"metadata_json,omitempty"`
+	// What an "always" reply would allow from now on.
+	AlwaysPatterns []string `protobuf:"bytes,6,rep,name=always_patterns,json=alwaysPatterns,proto3" json:"always_patterns,omitempty"`
+	// The waiting tool call's message.
+	ToolMessageId string `protobuf:"bytes,7,opt,name=tool_message_id,json=toolMessageId,proto3" json:"tool_message_id,omitempty"`
+	// The waiting tool call.
+	ToolCallId    string `protobuf:"bytes,8,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Permission) Reset() {
+	*x = Permission{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Permission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Permission) ProtoMessage() {}
+
+func (x *Permission) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Permission.ProtoReflect.Descriptor instead.
+func (*Permission) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Permission) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Permission) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Permission) GetPermission() string {
+	if x != nil {
+		return x.Permission
+	}
+	return ""
+}
+
+func (x *Permission) GetPatterns() []string {
+	if x != nil {
+		return x.Patterns
+	}
+	return nil
+}
+
+func (x *Permission) GetMetadataJson() []byte {
+	if x != nil {
+		return x.MetadataJson
+	}
+	return nil
+}
+
+func (x *Permission) GetAlwaysPatterns() []string {
+	if x != nil {
+		return x.AlwaysPatterns
+	}
+	return nil
+}
+
+func (x *Permission) GetToolMessageId() string {
+	if x != nil {
+		return x.ToolMessageId
+	}
+	return ""
+}
+
+func (x *Permission) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+// ListPermissionsRequest names the agent.
+type ListPermissionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPermissionsRequest) Reset() {
+	*x = ListPermissionsRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPermissionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPermissionsRequest) ProtoMessage() {}
+
+func (x *ListPermissionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPermissionsRequest.ProtoReflect.Descriptor instead.
+func (*ListPermissionsRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListPermissionsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// ListPermissionsResponse lists pending permission requests.
+type ListPermissionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pending requests.
+	Permissions   []*Permission `protobuf:"bytes,1,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPermissionsResponse) Reset() {
+	*x = ListPermissionsResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPermissionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPermissionsResponse) ProtoMessage() {}
+
+func (x *ListPermissionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPermissionsResponse.ProtoReflect.Descriptor instead.
+func (*ListPermissionsResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListPermissionsResponse) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+// ReplyPermissionRequest answers a permission request.
+type ReplyPermissionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// ID of the permission request.
+	PermissionId string `protobuf:"bytes,2,opt,name=permission_id,json=permissionId,proto3" json:"permission_id,omitempty"`
+	// "once", "always" or "reject".
+	Reply string `protobuf:"bytes,3,opt,name=reply,proto3" json:"reply,omitempty"`
+	// A message for the agent, such as why it was rejected.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyPermissionRequest) Reset() {
+	*x = ReplyPermissionRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyPermissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyPermissionRequest) ProtoMessage() {}
+
+func (x *ReplyPermissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyPermissionRequest.ProtoReflect.Descriptor instead.
+func (*ReplyPermissionRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReplyPermissionRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ReplyPermissionRequest) GetPermissionId() string {
+	if x != nil {
+		return x.PermissionId
+	}
+	return ""
+}
+
+func (x *ReplyPermissionRequest) GetReply() string {
+	if x != nil {
+		return x.Reply
+	}
+	return ""
+}
+
+func (x *ReplyPermissionRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// ReplyPermissionResponse acknowledges a reply.
+type ReplyPermissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyPermissionResponse) Reset() {
+	*x = ReplyPermissionResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyPermissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyPermissionResponse) ProtoMessage() {}
+
+func (x *ReplyPermissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyPermissionResponse.ProtoReflect.Descriptor instead.
+func (*ReplyPermissionResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{19}
+}
+
+// QuestionOption is one answer a question offers.
+type QuestionOption struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The answer's label, also what a reply names.
+	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	// What the answer means.
+	Description   string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuestionOption) Reset() {
+	*x = QuestionOption{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuestionOption) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuestionOption) ProtoMessage() {}
+
+func (x *QuestionOption) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuestionOption.ProtoReflect.Descriptor instead.
+func (*QuestionOption) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *QuestionOption) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *QuestionOption) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// QuestionItem is one question.
+type QuestionItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The question's text.
+	Question string `protobuf:"bytes,1,opt,name=question,proto3" json:"question,omitempty"`
+	// A very short label.
+	Header string `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"`
+	// The answers offered.
+	Options []*QuestionOption `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
+	// True when several answers may be chosen.
+	MultiSelect   bool `protobuf:"varint,4,opt,name=multi_select,json=multiSelect,proto3" json:"multi_select,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuestionItem) Reset() {
+	*x = QuestionItem{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuestionItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuestionItem) ProtoMessage() {}
+
+func (x *QuestionItem) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuestionItem.ProtoReflect.Descriptor instead.
+func (*QuestionItem) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *QuestionItem) GetQuestion() string {
+	if x != nil {
+		return x.Question
+	}
+	return ""
+}
+
+func (x *QuestionItem) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *QuestionItem) GetOptions() []*QuestionOption {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *QuestionItem) GetMultiSelect() bool {
+	if x != nil {
+		return x.MultiSelect
+	}
+	return false
+}
+
+// Question is a pending set of questions.
+type Question struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the question request.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Session that asks.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The questions, in order.
+	Questions     []*QuestionItem `protobuf:"bytes,3,rep,name=questions,proto3" json:"questions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Question) Reset() {
+	*x = Question{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Question) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Question) ProtoMessage() {}
+
+func (x *Question) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Question.ProtoReflect.Descriptor instead.
+func (*Question) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Question) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Question) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Question) GetQuestions() []*QuestionItem {
+	if x != nil {
+		return x.Questions
+	}
+	return nil
+}
+
+// ListQuestionsRequest names the agent.
+type ListQuestionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuestionsRequest) Reset() {
+	*x = ListQuestionsRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuestionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuestionsRequest) ProtoMessage() {}
+
+func (x *ListQuestionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuestionsRequest.ProtoReflect.Descriptor instead.
+func (*ListQuestionsRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListQuestionsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// ListQuestionsResponse lists pending questions.
+type ListQuestionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pending question requests.
+	Questions     []*Question `protobuf:"bytes,1,rep,name=questions,proto3" json:"questions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuestionsResponse) Reset() {
+	*x = ListQuestionsResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuestionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuestionsResponse) ProtoMessage() {}
+
+func (x *ListQuestionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuestionsResponse.ProtoReflect.Descriptor instead.
+func (*ListQuestionsResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListQuestionsResponse) GetQuestions() []*Question {
+	if x != nil {
+		return x.Questions
+	}
+	return nil
+}
+
+// Answer is the labels chosen for one question.
+type Answer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen labels.
+	Labels        []string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Answer) Reset() {
+	*x = Answer{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Answer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Answer) ProtoMessage() {}
+
+func (x *Answer) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Answer.ProtoReflect.Descriptor instead.
+func (*Answer) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Answer) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// ReplyQuestionRequest answers a question request.
+type ReplyQuestionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// ID of the question request.
+	QuestionId string `protobuf:"bytes,2,opt,name=question_id,json=questionId,proto3" json:"question_id,omitempty"`
+	// One answer per question, in order.
+	Answers       []*Answer `protobuf:"bytes,3,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyQuestionRequest) Reset() {
+	*x = ReplyQuestionRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyQuestionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyQuestionRequest) ProtoMessage() {}
+
+func (x *ReplyQuestionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyQuestionRequest.ProtoReflect.Descriptor instead.
+func (*ReplyQuestionRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReplyQuestionRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ReplyQuestionRequest) GetQuestionId() string {
+	if x != nil {
+		return x.QuestionId
+	}
+	return ""
+}
+
+func (x *ReplyQuestionRequest) GetAnswers() []*Answer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+// ReplyQuestionResponse acknowledges a reply.
+type ReplyQuestionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyQuestionResponse) Reset() {
+	*x = ReplyQuestionResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyQuestionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyQuestionResponse) ProtoMessage() {}
+
+func (x *ReplyQuestionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyQuestionResponse.ProtoReflect.Descriptor instead.
+func (*ReplyQuestionResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{27}
+}
+
+// GetUsageRequest names the agent.
+type GetUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetUsageRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// SessionUsage is one session's cost and tokens.
+type SessionUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the session.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Title of the session.
+	Title string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	// Estimated cost in USD.
+	Cost float64 `protobuf:"fixed64,3,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Token counts.
+	Tokens        *Tokens `protobuf:"bytes,4,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionUsage) Reset() {
+	*x = SessionUsage{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionUsage) ProtoMessage() {}
+
+func (x *SessionUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionUsage.ProtoReflect.Descriptor instead.
+func (*SessionUsage) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SessionUsage) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionUsage) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *SessionUsage) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *SessionUsage) GetTokens() *Tokens {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// GetUsageResponse is the agent's usage.
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Estimated cost in USD over every session.
+	TotalCost float64 `protobuf:"fixed64,1,opt,name=total_cost,json=totalCost,proto3" json:"total_cost,omitempty"`
+	// Token counts over every session.
+	TotalTokens *Tokens `protobuf:"bytes,2,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	// Per session.
+	Sessions      []*SessionUsage `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetUsageResponse) GetTotalCost() float64 {
+	if x != nil {
+		return x.TotalCost
+	}
+	return 0
+}
+
+func (x *GetUsageResponse) GetTotalTokens() *Tokens {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetSessions() []*SessionUsage {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+// UploadRequest is one message of an upload: the header first, then chunks.
+type UploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first message names the agent and the file.
+	Header *UploadHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// Every later message carries content.
+	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRequest) Reset() {
+	*x = UploadRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRequest) ProtoMessage() {}
+
+func (x *UploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
+func (*UploadRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UploadRequest) GetHeader() *UploadHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// UploadHeader names the upload.
+type UploadHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// File name: a plain name with an allowed extension.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadHeader) Reset() {
+	*x = UploadHeader{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeader) ProtoMessage() {}
+
+func (x *UploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
+func (*UploadHeader) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UploadHeader) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UploadResponse describes the stored file.
+type UploadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's path inside the container.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// The file name.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Size in bytes.
+	Size          int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResponse) Reset() {
+	*x = UploadResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResponse) ProtoMessage() {}
+
+func (x *UploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
+func (*UploadResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UploadResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *UploadResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UploadResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// WatchEventsRequest names the agent.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WatchEventsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// WatchEventsResponse is one event.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The runtime's event type (session.status, message.updated, ...), or "agenthost.busy" for a change of the busy state.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// The runtime's event, as JSON.
+	DataJson []byte `protobuf:"bytes,2,opt,name=data_json,json=dataJson,proto3" json:"data_json,omitempty"`
+	// The busy state after this event.
+	Busy          bool `protobuf:"varint,3,opt,name=busy,proto3" json:"busy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *WatchEventsResponse) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *WatchEventsResponse) GetDataJson() []byte {
+	if x != nil {
+		return x.DataJson
+	}
+	return nil
+}
+
+func (x *WatchEventsResponse) GetBusy() bool {
+	if x != nil {
+		return x.Busy
+	}
+	return false
+}
+
 var File_agenthost_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_agenthost_runtime_v1_runtime_proto_rawDesc = "" +
@@ -134,9 +2112,152 @@ const file_agenthost_runtime_v1_runtime_proto_rawDesc = "" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\">\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x12\n" +
-	"\x04busy\x18\x02 \x01(\bR\x04busy2o\n" +
+	"\x04busy\x18\x02 \x01(\bR\x04busy\"N\n" +
+	"\aSession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x03 \x01(\x03R\tcreatedMs\"0\n" +
+	"\x13ListSessionsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"Q\n" +
+	"\x14ListSessionsResponse\x129\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1d.agenthost.runtime.v1.SessionR\bsessions\"G\n" +
+	"\x14CreateSessionRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\"P\n" +
+	"\x15CreateSessionResponse\x127\n" +
+	"\asession\x18\x01 \x01(\v2\x1d.agenthost.runtime.v1.SessionR\asession\"O\n" +
+	"\x13ListMessagesRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"\xaa\x01\n" +
+	"\x06Tokens\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x14\n" +
+	"\x05input\x18\x02 \x01(\x03R\x05input\x12\x16\n" +
+	"\x06output\x18\x03 \x01(\x03R\x06output\x12\x1c\n" +
+	"\treasoning\x18\x04 \x01(\x03R\treasoning\x12\x1d\n" +
+	"\n" +
+	"cache_read\x18\x05 \x01(\x03R\tcacheRead\x12\x1f\n" +
+	"\vcache_write\x18\x06 \x01(\x03R\n" +
+	"cacheWrite\"\x8b\x02\n" +
+	"\aMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1d\n" +
+	"\n" +
+	"parts_json\x18\x03 \x01(\fR\tpartsJson\x12%\n" +
+	"\x0ehas_accounting\x18\x04 \x01(\bR\rhasAccounting\x12\x18\n" +
+	"\acreated\x18\x05 \x01(\x03R\acreated\x12\x1c\n" +
+	"\tcompleted\x18\x06 \x01(\x03R\tcompleted\x12\x12\n" +
+	"\x04cost\x18\a \x01(\x01R\x04cost\x124\n" +
+	"\x06tokens\x18\b \x01(\v2\x1c.agenthost.runtime.v1.TokensR\x06tokens\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"Q\n" +
+	"\x14ListMessagesResponse\x129\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1d.agenthost.runtime.v1.MessageR\bmessages\"b\n" +
+	"\x12SendMessageRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"\x15\n" +
+	"\x13SendMessageResponse\"H\n" +
+	"\fAbortRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\")\n" +
+	"\rAbortResponse\x12\x18\n" +
+	"\aaborted\x18\x01 \x03(\tR\aaborted\"\x8f\x02\n" +
+	"\n" +
+	"Permission\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x1e\n" +
+	"\n" +
+	"permission\x18\x03 \x01(\tR\n" +
+	"permission\x12\x1a\n" +
+	"\bpatterns\x18\x04 \x03(\tR\bpatterns\x12#\n" +
+	"\rmetadata_json\x18\x05 \x01(\fR\fmetadataJson\x12'\n" +
+	"\x0falways_patterns\x18\x06 \x03(\tR\x0ealwaysPatterns\x12&\n" +
+	"\x0ftool_message_id\x18\a \x01(\tR\rtoolMessageId\x12 \n" +
+	"\ftool_call_id\x18\b \x01(\tR\n" +
+	"toolCallId\"3\n" +
+	"\x16ListPermissionsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"]\n" +
+	"\x17ListPermissionsResponse\x12B\n" +
+	"\vpermissions\x18\x01 \x03(\v2 .agenthost.runtime.v1.PermissionR\vpermissions\"\x88\x01\n" +
+	"\x16ReplyPermissionRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12#\n" +
+	"\rpermission_id\x18\x02 \x01(\tR\fpermissionId\x12\x14\n" +
+	"\x05reply\x18\x03 \x01(\tR\x05reply\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x19\n" +
+	"\x17ReplyPermissionResponse\"H\n" +
+	"\x0eQuestionOption\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"\xa5\x01\n" +
+	"\fQuestionItem\x12\x1a\n" +
+	"\bquestion\x18\x01 \x01(\tR\bquestion\x12\x16\n" +
+	"\x06header\x18\x02 \x01(\tR\x06header\x12>\n" +
+	"\aoptions\x18\x03 \x03(\v2$.agenthost.runtime.v1.QuestionOptionR\aoptions\x12!\n" +
+	"\fmulti_select\x18\x04 \x01(\bR\vmultiSelect\"{\n" +
+	"\bQuestion\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12@\n" +
+	"\tquestions\x18\x03 \x03(\v2\".agenthost.runtime.v1.QuestionItemR\tquestions\"1\n" +
+	"\x14ListQuestionsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"U\n" +
+	"\x15ListQuestionsResponse\x12<\n" +
+	"\tquestions\x18\x01 \x03(\v2\x1e.agenthost.runtime.v1.QuestionR\tquestions\" \n" +
+	"\x06Answer\x12\x16\n" +
+	"\x06labels\x18\x01 \x03(\tR\x06labels\"\x8a\x01\n" +
+	"\x14ReplyQuestionRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1f\n" +
+	"\vquestion_id\x18\x02 \x01(\tR\n" +
+	"questionId\x126\n" +
+	"\aanswers\x18\x03 \x03(\v2\x1c.agenthost.runtime.v1.AnswerR\aanswers\"\x17\n" +
+	"\x15ReplyQuestionResponse\",\n" +
+	"\x0fGetUsageRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\x8d\x01\n" +
+	"\fSessionUsage\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12\x12\n" +
+	"\x04cost\x18\x03 \x01(\x01R\x04cost\x124\n" +
+	"\x06tokens\x18\x04 \x01(\v2\x1c.agenthost.runtime.v1.TokensR\x06tokens\"\xb2\x01\n" +
+	"\x10GetUsageResponse\x12\x1d\n" +
+	"\n" +
+	"total_cost\x18\x01 \x01(\x01R\ttotalCost\x12?\n" +
+	"\ftotal_tokens\x18\x02 \x01(\v2\x1c.agenthost.runtime.v1.TokensR\vtotalTokens\x12>\n" +
+	"\bsessions\x18\x03 \x03(\v2\".agenthost.runtime.v1.SessionUsageR\bsessions\"a\n" +
+	"\rUploadRequest\x12:\n" +
+	"\x06header\x18\x01 \x01(\v2\".agenthost.runtime.v1.UploadHeaderR\x06header\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"=\n" +
+	"\fUploadHeader\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"L\n" +
+	"\x0eUploadResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"/\n" +
+	"\x12WatchEventsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"Z\n" +
+	"\x13WatchEventsResponse\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1b\n" +
+	"\tdata_json\x18\x02 \x01(\fR\bdataJson\x12\x12\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busy2\xc2\n" +
+	"\n" +
 	"\x13AgentRuntimeService\x12X\n" +
-	"\x06Health\x12#.agenthost.runtime.v1.HealthRequest\x1a$.agenthost.runtime.v1.HealthResponse\"\x03\x90\x02\x01BEZCgithub.com/agenthost/agenthost/proto/agenthost/runtime/v1;runtimev1b\x06proto3"
+	"\x06Health\x12#.agenthost.runtime.v1.HealthRequest\x1a$.agenthost.runtime.v1.HealthResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\fListSessions\x12).agenthost.runtime.v1.ListSessionsRequest\x1a*.agenthost.runtime.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12h\n" +
+	"\rCreateSession\x12*.agenthost.runtime.v1.CreateSessionRequest\x1a+.agenthost.runtime.v1.CreateSessionResponse\x12j\n" +
+	"\fListMessages\x12).agenthost.runtime.v1.ListMessagesRequest\x1a*.agenthost.runtime.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12b\n" +
+	"\vSendMessage\x12(.agenthost.runtime.v1.SendMessageRequest\x1a).agenthost.runtime.v1.SendMessageResponse\x12P\n" +
+	"\x05Abort\x12\".agenthost.runtime.v1.AbortRequest\x1a#.agenthost.runtime.v1.AbortResponse\x12s\n" +
+	"\x0fListPermissions\x12,.agenthost.runtime.v1.ListPermissionsRequest\x1a-.agenthost.runtime.v1.ListPermissionsResponse\"\x03\x90\x02\x01\x12n\n" +
+	"\x0fReplyPermission\x12,.agenthost.runtime.v1.ReplyPermissionRequest\x1a-.agenthost.runtime.v1.ReplyPermissionResponse\x12m\n" +
+	"\rListQuestions\x12*.agenthost.runtime.v1.ListQuestionsRequest\x1a+.agenthost.runtime.v1.ListQuestionsResponse\"\x03\x90\x02\x01\x12h\n" +
+	"\rReplyQuestion\x12*.agenthost.runtime.v1.ReplyQuestionRequest\x1a+.agenthost.runtime.v1.ReplyQuestionResponse\x12^\n" +
+	"\bGetUsage\x12%.agenthost.runtime.v1.GetUsageRequest\x1a&.agenthost.runtime.v1.GetUsageResponse\"\x03\x90\x02\x01\x12U\n" +
+	"\x06Upload\x12#.agenthost.runtime.v1.UploadRequest\x1a$.agenthost.runtime.v1.UploadResponse(\x01\x12d\n" +
+	"\vWatchEvents\x12(.agenthost.runtime.v1.WatchEventsRequest\x1a).agenthost.runtime.v1.WatchEventsResponse0\x01BEZCgithub.com/agenthost/agenthost/proto/agenthost/runtime/v1;runtimev1b\x06proto3"
 
 var (
 	file_agenthost_runtime_v1_runtime_proto_rawDescOnce sync.Once
@@ -150,19 +2271,90 @@ func file_agenthost_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_agenthost_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_agenthost_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_agenthost_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_agenthost_runtime_v1_runtime_proto_goTypes = []any{
-	(*HealthRequest)(nil),  // 0: agenthost.runtime.v1.HealthRequest
-	(*HealthResponse)(nil), // 1: agenthost.runtime.v1.HealthResponse
+	(*HealthRequest)(nil),           // 0: agenthost.runtime.v1.HealthRequest
+	(*HealthResponse)(nil),          // 1: agenthost.runtime.v1.HealthResponse
+	(*Session)(nil),                 // 2: agenthost.runtime.v1.Session
+	(*ListSessionsRequest)(nil),     // 3: agenthost.runtime.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),    // 4: agenthost.runtime.v1.ListSessionsResponse
+	(*CreateSessionRequest)(nil),    // 5: agenthost.runtime.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),   // 6: agenthost.runtime.v1.CreateSessionResponse
+	(*ListMessagesRequest)(nil),     // 7: agenthost.runtime.v1.ListMessagesRequest
+	(*Tokens)(nil),                  // 8: agenthost.runtime.v1.Tokens
+	(*Message)(nil),                 // 9: agenthost.runtime.v1.Message
+	(*ListMessagesResponse)(nil),    // 10: agenthost.runtime.v1.ListMessagesResponse
+	(*SendMessageRequest)(nil),      // 11: agenthost.runtime.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),     // 12: agenthost.runtime.v1.SendMessageResponse
+	(*AbortRequest)(nil),            // 13: agenthost.runtime.v1.AbortRequest
+	(*AbortResponse)(nil),           // 14: agenthost.runtime.v1.AbortResponse
+	(*Permission)(nil),              // 15: agenthost.runtime.v1.Permission
+	(*ListPermissionsRequest)(nil),  // 16: agenthost.runtime.v1.ListPermissionsRequest
+	(*ListPermissionsResponse)(nil), // 17: agenthost.runtime.v1.ListPermissionsResponse
+	(*ReplyPermissionRequest)(nil),  // 18: agenthost.runtime.v1.ReplyPermissionRequest
+	(*ReplyPermissionResponse)(nil), // 19: agenthost.runtime.v1.ReplyPermissionResponse
+	(*QuestionOption)(nil),          // 20: agenthost.runtime.v1.QuestionOption
+	(*QuestionItem)(nil),            // 21: agenthost.runtime.v1.QuestionItem
+	(*Question)(nil),                // 22: agenthost.runtime.v1.Question
+	(*ListQuestionsRequest)(nil),    // 23: agenthost.runtime.v1.ListQuestionsRequest
+	(*ListQuestionsResponse)(nil),   // 24: agenthost.runtime.v1.ListQuestionsResponse
+	(*Answer)(nil),                  // 25: agenthost.runtime.v1.Answer
+	(*ReplyQuestionRequest)(nil),    // 26: agenthost.runtime.v1.ReplyQuestionRequest
+	(*ReplyQuestionResponse)(nil),   // 27: agenthost.runtime.v1.ReplyQuestionResponse
+	(*GetUsageRequest)(nil),         // 28: agenthost.runtime.v1.GetUsageRequest
+	(*SessionUsage)(nil),            // 29: agenthost.runtime.v1.SessionUsage
+	(*GetUsageResponse)(nil),        // 30: agenthost.runtime.v1.GetUsageResponse
+	(*UploadRequest)(nil),           // 31: agenthost.runtime.v1.UploadRequest
+	(*UploadHeader)(nil),            // 32: agenthost.runtime.v1.UploadHeader
+	(*UploadResponse)(nil),          // 33: agenthost.runtime.v1.UploadResponse
+	(*WatchEventsRequest)(nil),      // 34: agenthost.runtime.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 35: agenthost.runtime.v1.WatchEventsResponse
 }
 var file_agenthost_runtime_v1_runtime_proto_depIdxs = []int32{
-	0, // 0: agenthost.runtime.v1.AgentRuntimeService.Health:input_type -> agenthost.runtime.v1.HealthRequest
-	1, // 1: agenthost.runtime.v1.AgentRuntimeService.Health:output_type -> agenthost.runtime.v1.HealthResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2,  // 0: agenthost.runtime.v1.ListSessionsResponse.sessions:type_name -> agenthost.runtime.v1.Session
+	2,  // 1: agenthost.runtime.v1.CreateSessionResponse.session:type_name -> agenthost.runtime.v1.Session
+	8,  // 2: agenthost.runtime.v1.Message.tokens:type_name -> agenthost.runtime.v1.Tokens
+	9,  // 3: agenthost.runtime.v1.ListMessagesResponse.messages:type_name -> agenthost.runtime.v1.Message
+	15, // 4: agenthost.runtime.v1.ListPermissionsResponse.permissions:type_name -> agenthost.runtime.v1.Permission
+	20, // 5: agenthost.runtime.v1.QuestionItem.options:type_name -> agenthost.runtime.v1.QuestionOption
+	21, // 6: agenthost.runtime.v1.Question.questions:type_name -> agenthost.runtime.v1.QuestionItem
+	22, // 7: agenthost.runtime.v1.ListQuestionsResponse.questions:type_name -> agenthost.runtime.v1.Question
+	25, // 8: agenthost.runtime.v1.ReplyQuestionRequest.answers:type_name -> agenthost.runtime.v1.Answer
+	8,  // 9: agenthost.runtime.v1.SessionUsage.tokens:type_name -> agenthost.runtime.v1.Tokens
+	8,  // 10: agenthost.runtime.v1.GetUsageResponse.total_tokens:type_name -> agenthost.runtime.v1.Tokens
+	29, // 11: agenthost.runtime.v1.GetUsageResponse.sessions:type_name -> agenthost.runtime.v1.SessionUsage
+	32, // 12: agenthost.runtime.v1.UploadRequest.header:type_name -> agenthost.runtime.v1.UploadHeader
+	0,  // 13: agenthost.runtime.v1.AgentRuntimeService.Health:input_type -> agenthost.runtime.v1.HealthRequest
+	3,  // 14: agenthost.runtime.v1.AgentRuntimeService.ListSessions:input_type -> agenthost.runtime.v1.ListSessionsRequest
+	5,  // 15: agenthost.runtime.v1.AgentRuntimeService.CreateSession:input_type -> agenthost.runtime.v1.CreateSessionRequest
+	7,  // 16: agenthost.runtime.v1.AgentRuntimeService.ListMessages:input_type -> agenthost.runtime.v1.ListMessagesRequest
+	11, // 17: agenthost.runtime.v1.AgentRuntimeService.SendMessage:input_type -> agenthost.runtime.v1.SendMessageRequest
+	13, // 18: agenthost.runtime.v1.AgentRuntimeService.Abort:input_type -> agenthost.runtime.v1.AbortRequest
+	16, // 19: agenthost.runtime.v1.AgentRuntimeService.ListPermissions:input_type -> agenthost.runtime.v1.ListPermissionsRequest
+	18, // 20: agenthost.runtime.v1.AgentRuntimeService.ReplyPermission:input_type -> agenthost.runtime.v1.ReplyPermissionRequest
+	23, // 21: agenthost.runtime.v1.AgentRuntimeService.ListQuestions:input_type -> agenthost.runtime.v1.ListQuestionsRequest
+	26, // 22: agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion:input_type -> agenthost.runtime.v1.ReplyQuestionRequest
+	28, // 23: agenthost.runtime.v1.AgentRuntimeService.GetUsage:input_type -> agenthost.runtime.v1.GetUsageRequest
+	31, // 24: agenthost.runtime.v1.AgentRuntimeService.Upload:input_type -> agenthost.runtime.v1.UploadRequest
+	34, // 25: agenthost.runtime.v1.AgentRuntimeService.WatchEvents:input_type -> agenthost.runtime.v1.WatchEventsRequest
+	1,  // 26: agenthost.runtime.v1.AgentRuntimeService.Health:output_type -> agenthost.runtime.v1.HealthResponse
+	4,  // 27: agenthost.runtime.v1.AgentRuntimeService.ListSessions:output_type -> agenthost.runtime.v1.ListSessionsResponse
+	6,  // 28: agenthost.runtime.v1.AgentRuntimeService.CreateSession:output_type -> agenthost.runtime.v1.CreateSessionResponse
+	10, // 29: agenthost.runtime.v1.AgentRuntimeService.ListMessages:output_type -> agenthost.runtime.v1.ListMessagesResponse
+	12, // 30: agenthost.runtime.v1.AgentRuntimeService.SendMessage:output_type -> agenthost.runtime.v1.SendMessageResponse
+	14, // 31: agenthost.runtime.v1.AgentRuntimeService.Abort:output_type -> agenthost.runtime.v1.AbortResponse
+	17, // 32: agenthost.runtime.v1.AgentRuntimeService.ListPermissions:output_type -> agenthost.runtime.v1.ListPermissionsResponse
+	19, // 33: agenthost.runtime.v1.AgentRuntimeService.ReplyPermission:output_type -> agenthost.runtime.v1.ReplyPermissionResponse
+	24, // 34: agenthost.runtime.v1.AgentRuntimeService.ListQuestions:output_type -> agenthost.runtime.v1.ListQuestionsResponse
+	27, // 35: agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion:output_type -> agenthost.runtime.v1.ReplyQuestionResponse
+	30, // 36: agenthost.runtime.v1.AgentRuntimeService.GetUsage:output_type -> agenthost.runtime.v1.GetUsageResponse
+	33, // 37: agenthost.runtime.v1.AgentRuntimeService.Upload:output_type -> agenthost.runtime.v1.UploadResponse
+	35, // 38: agenthost.runtime.v1.AgentRuntimeService.WatchEvents:output_type -> agenthost.runtime.v1.WatchEventsResponse
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agenthost_runtime_v1_runtime_proto_init() }
@@ -176,7 +2368,7 @@ func file_agenthost_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agenthost_runtime_v1_runtime_proto_rawDesc), len(file_agenthost_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,12 +39,72 @@ const (
 	// AgentRuntimeServiceHealthProcedure is the fully-qualified name of the AgentRuntimeService's
 	// Health RPC.
 	AgentRuntimeServiceHealthProcedure = "/agenthost.runtime.v1.AgentRuntimeService/Health"
+	// AgentRuntimeServiceListSessionsProcedure is the fully-qualified name of the AgentRuntimeService's
+	// ListSessions RPC.
+	AgentRuntimeServiceListSessionsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ListSessions"
+	// AgentRuntimeServiceCreateSessionProcedure is the fully-qualified name of the
+	// AgentRuntimeService's CreateSession RPC.
+	AgentRuntimeServiceCreateSessionProcedure = "/agenthost.runtime.v1.AgentRuntimeService/CreateSession"
+	// AgentRuntimeServiceListMessagesProcedure is the fully-qualified name of the AgentRuntimeService's
+	// ListMessages RPC.
+	AgentRuntimeServiceListMessagesProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ListMessages"
+	// AgentRuntimeServiceSendMessageProcedure is the fully-qualified name of the AgentRuntimeService's
+	// SendMessage RPC.
+	AgentRuntimeServiceSendMessageProcedure = "/agenthost.runtime.v1.AgentRuntimeService/SendMessage"
+	// AgentRuntimeServiceAbortProcedure is the fully-qualified name of the AgentRuntimeService's Abort
+	// RPC.
+	AgentRuntimeServiceAbortProcedure = "/agenthost.runtime.v1.AgentRuntimeService/Abort"
+	// AgentRuntimeServiceListPermissionsProcedure is the fully-qualified name of the
+	// AgentRuntimeService's ListPermissions RPC.
+	AgentRuntimeServiceListPermissionsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ListPermissions"
+	// AgentRuntimeServiceReplyPermissionProcedure is the fully-qualified name of the
+	// AgentRuntimeService's ReplyPermission RPC.
+	AgentRuntimeServiceReplyPermissionProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ReplyPermission"
+	// AgentRuntimeServiceListQuestionsProcedure is the fully-qualified name of the
+	// AgentRuntimeService's ListQuestions RPC.
+	AgentRuntimeServiceListQuestionsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ListQuestions"
+	// AgentRuntimeServiceReplyQuestionProcedure is the fully-qualified name of the
+	// AgentRuntimeService's ReplyQuestion RPC.
+	AgentRuntimeServiceReplyQuestionProcedure = "/agenthost.runtime.v1.AgentRuntimeService/ReplyQuestion"
+	// AgentRuntimeServiceGetUsageProcedure is the fully-qualified name of the AgentRuntimeService's
+	// GetUsage RPC.
+	AgentRuntimeServiceGetUsageProcedure = "/agenthost.runtime.v1.AgentRuntimeService/GetUsage"
+	// AgentRuntimeServiceUploadProcedure is the fully-qualified name of the AgentRuntimeService's
+	// Upload RPC.
+	AgentRuntimeServiceUploadProcedure = "/agenthost.runtime.v1.AgentRuntimeService/Upload"
+	// AgentRuntimeServiceWatchEventsProcedure is the fully-qualified name of the AgentRuntimeService's
+	// WatchEvents RPC.
+	AgentRuntimeServiceWatchEventsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/WatchEvents"
 )
 
 // AgentRuntimeServiceClient is a client for the agenthost.runtime.v1.AgentRuntimeService service.
 type AgentRuntimeServiceClient interface {
 	// Health reports whether an agent's server answers its health check and whether it is working on a message.
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	// ListSessions lists the agent's chat sessions, oldest first.
+	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
+	// CreateSession starts a chat session.
+	CreateSession(context.Context, *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error)
+	// ListMessages lists a session's messages, oldest first.
+	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
+	// SendMessage hands a user message to a session and returns once the runtime accepted it.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// Abort cancels one session's generation, or every busy session's.
+	Abort(context.Context, *connect.Request[v1.AbortRequest]) (*connect.Response[v1.AbortResponse], error)
+	// ListPermissions lists pending permission requests.
+	ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error)
+	// ReplyPermission answers a permission request.
+	ReplyPermission(context.Context, *connect.Request[v1.ReplyPermissionRequest]) (*connect.Response[v1.ReplyPermissionResponse], error)
+	// ListQuestions lists pending questions.
+	ListQuestions(context.Context, *connect.Request[v1.ListQuestionsRequest]) (*connect.Response[v1.ListQuestionsResponse], error)
+	// ReplyQuestion answers a question request.
+	ReplyQuestion(context.Context, *connect.Request[v1.ReplyQuestionRequest]) (*connect.Response[v1.ReplyQuestionResponse], error)
+	// GetUsage sums cost and tokens per session and for the agent.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
+	// Upload stores a file in the agent's /workspace/uploads: a header first, then the content in chunks.
+	Upload(context.Context) *connect.ClientStreamForClient[v1.UploadRequest, v1.UploadResponse]
+	// WatchEvents streams the runtime's events and every change of the busy state.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
 }
 
 // NewAgentRuntimeServiceClient constructs a client for the agenthost.runtime.v1.AgentRuntimeService
@@ -65,12 +125,101 @@ func NewAgentRuntimeServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listSessions: connect.NewClient[v1.ListSessionsRequest, v1.ListSessionsResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceListSessionsProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ListSessions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		createSession: connect.NewClient[v1.CreateSessionRequest, v1.CreateSessionResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceCreateSessionProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("CreateSession")),
+			connect.WithClientOptions(opts...),
+		),
+		listMessages: connect.NewClient[v1.ListMessagesRequest, v1.ListMessagesResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceListMessagesProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ListMessages")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		sendMessage: connect.NewClient[v1.SendMessageRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceSendMessageProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("SendMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		abort: connect.NewClient[v1.AbortRequest, v1.AbortResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceAbortProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("Abort")),
+			connect.WithClientOptions(opts...),
+		),
+		listPermissions: connect.NewClient[v1.ListPermissionsRequest, v1.ListPermissionsResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceListPermissionsProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ListPermissions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		replyPermission: connect.NewClient[v1.ReplyPermissionRequest, v1.ReplyPermissionResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceReplyPermissionProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ReplyPermission")),
+			connect.WithClientOptions(opts...),
+		),
+		listQuestions: connect.NewClient[v1.ListQuestionsRequest, v1.ListQuestionsResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceListQuestionsProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ListQuestions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		replyQuestion: connect.NewClient[v1.ReplyQuestionRequest, v1.ReplyQuestionResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceReplyQuestionProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("ReplyQuestion")),
+			connect.WithClientOptions(opts...),
+		),
+		getUsage: connect.NewClient[v1.GetUsageRequest, v1.GetUsageResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceGetUsageProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("GetUsage")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		upload: connect.NewClient[v1.UploadRequest, v1.UploadResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceUploadProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("Upload")),
+			connect.WithClientOptions(opts...),
+		),
+		watchEvents: connect.NewClient[v1.WatchEventsRequest, v1.WatchEventsResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceWatchEventsProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("WatchEvents")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentRuntimeServiceClient implements AgentRuntimeServiceClient.
 type agentRuntimeServiceClient struct {
-	health *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	health          *connect.Client[v1.HealthRequest, v1.HealthResponse]
+	listSessions    *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	createSession   *connect.Client[v1.CreateSessionRequest, v1.CreateSessionResponse]
+	listMessages    *connect.Client[v1.ListMessagesRequest, v1.ListMessagesResponse]
+	sendMessage     *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	abort           *connect.Client[v1.AbortRequest, v1.AbortResponse]
+	listPermissions *connect.Client[v1.ListPermissionsRequest, v1.ListPermissionsResponse]
+	replyPermission *connect.Client[v1.ReplyPermissionRequest, v1.ReplyPermissionResponse]
+	listQuestions   *connect.Client[v1.ListQuestionsRequest, v1.ListQuestionsResponse]
+	replyQuestion   *connect.Client[v1.ReplyQuestionRequest, v1.ReplyQuestionResponse]
+	getUsage        *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
+	upload          *connect.Client[v1.UploadRequest, v1.UploadResponse]
+	watchEvents     *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
 }
 
 // Health calls agenthost.runtime.v1.AgentRuntimeService.Health.
@@ -78,11 +227,95 @@ func (c *agentRuntimeServiceClient) Health(ctx context.Context, req *connect.Req
 	return c.health.CallUnary(ctx, req)
 }
 
+// ListSessions calls agenthost.runtime.v1.AgentRuntimeService.ListSessions.
+func (c *agentRuntimeServiceClient) ListSessions(ctx context.Context, req *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error) {
+	return c.listSessions.CallUnary(ctx, req)
+}
+
+// CreateSession calls agenthost.runtime.v1.AgentRuntimeService.CreateSession.
+func (c *agentRuntimeServiceClient) CreateSession(ctx context.Context, req *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error) {
+	return c.createSession.CallUnary(ctx, req)
+}
+
+// ListMessages calls agenthost.runtime.v1.AgentRuntimeService.ListMessages.
+func (c *agentRuntimeServiceClient) ListMessages(ctx context.Context, req *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error) {
+	return c.listMessages.CallUnary(ctx, req)
+}
+
+// SendMessage calls agenthost.runtime.v1.AgentRuntimeService.SendMessage.
+func (c *agentRuntimeServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return c.sendMessage.CallUnary(ctx, req)
+}
+
+// Abort calls agenthost.runtime.v1.AgentRuntimeService.Abort.
+func (c *agentRuntimeServiceClient) Abort(ctx context.Context, req *connect.Request[v1.AbortRequest]) (*connect.Response[v1.AbortResponse], error) {
+	return c.abort.CallUnary(ctx, req)
+}
+
+// ListPermissions calls agenthost.runtime.v1.AgentRuntimeService.ListPermissions.
+func (c *agentRuntimeServiceClient) ListPermissions(ctx context.Context, req *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error) {
+	return c.listPermissions.CallUnary(ctx, req)
+}
+
+// ReplyPermission calls agenthost.runtime.v1.AgentRuntimeService.ReplyPermission.
+func (c *agentRuntimeServiceClient) ReplyPermission(ctx context.Context, req *connect.Request[v1.ReplyPermissionRequest]) (*connect.Response[v1.ReplyPermissionResponse], error) {
+	return c.replyPermission.CallUnary(ctx, req)
+}
+
+// ListQuestions calls agenthost.runtime.v1.AgentRuntimeService.ListQuestions.
+func (c *agentRuntimeServiceClient) ListQuestions(ctx context.Context, req *connect.Request[v1.ListQuestionsRequest]) (*connect.Response[v1.ListQuestionsResponse], error) {
+	return c.listQuestions.CallUnary(ctx, req)
+}
+
+// ReplyQuestion calls agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion.
+func (c *agentRuntimeServiceClient) ReplyQuestion(ctx context.Context, req *connect.Request[v1.ReplyQuestionRequest]) (*connect.Response[v1.ReplyQuestionResponse], error) {
+	return c.replyQuestion.CallUnary(ctx, req)
+}
+
+// GetUsage calls agenthost.runtime.v1.AgentRuntimeService.GetUsage.
+func (c *agentRuntimeServiceClient) GetUsage(ctx context.Context, req *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return c.getUsage.CallUnary(ctx, req)
+}
+
+// Upload calls agenthost.runtime.v1.AgentRuntimeService.Upload.
+func (c *agentRuntimeServiceClient) Upload(ctx context.Context) *connect.ClientStreamForClient[v1.UploadRequest, v1.UploadResponse] {
+	return c.upload.CallClientStream(ctx)
+}
+
+// WatchEvents calls agenthost.runtime.v1.AgentRuntimeService.WatchEvents.
+func (c *agentRuntimeServiceClient) WatchEvents(ctx context.Context, req *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error) {
+	return c.watchEvents.CallServerStream(ctx, req)
+}
+
 // AgentRuntimeServiceHandler is an implementation of the agenthost.runtime.v1.AgentRuntimeService
 // service.
 type AgentRuntimeServiceHandler interface {
 	// Health reports whether an agent's server answers its health check and whether it is working on a message.
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
+	// ListSessions lists the agent's chat sessions, oldest first.
+	ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error)
+	// CreateSession starts a chat session.
+	CreateSession(context.Context, *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error)
+	// ListMessages lists a session's messages, oldest first.
+	ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error)
+	// SendMessage hands a user message to a session and returns once the runtime accepted it.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// Abort cancels one session's generation, or every busy session's.
+	Abort(context.Context, *connect.Request[v1.AbortRequest]) (*connect.Response[v1.AbortResponse], error)
+	// ListPermissions lists pending permission requests.
+	ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error)
+	// ReplyPermission answers a permission request.
+	ReplyPermission(context.Context, *connect.Request[v1.ReplyPermissionRequest]) (*connect.Response[v1.ReplyPermissionResponse], error)
+	// ListQuestions lists pending questions.
+	ListQuestions(context.Context, *connect.Request[v1.ListQuestionsRequest]) (*connect.Response[v1.ListQuestionsResponse], error)
+	// ReplyQuestion answers a question request.
+	ReplyQuestion(context.Context, *connect.Request[v1.ReplyQuestionRequest]) (*connect.Response[v1.ReplyQuestionResponse], error)
+	// GetUsage sums cost and tokens per session and for the agent.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
+	// Upload stores a file in the agent's /workspace/uploads: a header first, then the content in chunks.
+	Upload(context.Context, *connect.ClientStream[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
+	// WatchEvents streams the runtime's events and every change of the busy state.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
 }
 
 // NewAgentRuntimeServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -99,10 +332,111 @@ func NewAgentRuntimeServiceHandler(svc AgentRuntimeServiceHandler, opts ...conne
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentRuntimeServiceListSessionsHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceListSessionsProcedure,
+		svc.ListSessions,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ListSessions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceCreateSessionHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceCreateSessionProcedure,
+		svc.CreateSession,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("CreateSession")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceListMessagesHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceListMessagesProcedure,
+		svc.ListMessages,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ListMessages")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceSendMessageHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceSendMessageProcedure,
+		svc.SendMessage,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("SendMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceAbortHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceAbortProcedure,
+		svc.Abort,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("Abort")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceListPermissionsHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceListPermissionsProcedure,
+		svc.ListPermissions,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ListPermissions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceReplyPermissionHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceReplyPermissionProcedure,
+		svc.ReplyPermission,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ReplyPermission")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceListQuestionsHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceListQuestionsProcedure,
+		svc.ListQuestions,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ListQuestions")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceReplyQuestionHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceReplyQuestionProcedure,
+		svc.ReplyQuestion,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("ReplyQuestion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceGetUsageHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceGetUsageProcedure,
+		svc.GetUsage,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("GetUsage")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceUploadHandler := connect.NewClientStreamHandler(
+		AgentRuntimeServiceUploadProcedure,
+		svc.Upload,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("Upload")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentRuntimeServiceWatchEventsHandler := connect.NewServerStreamHandler(
+		AgentRuntimeServiceWatchEventsProcedure,
+		svc.WatchEvents,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("WatchEvents")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/agenthost.runtime.v1.AgentRuntimeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentRuntimeServiceHealthProcedure:
 			agentRuntimeServiceHealthHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceListSessionsProcedure:
+			agentRuntimeServiceListSessionsHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceCreateSessionProcedure:
+			agentRuntimeServiceCreateSessionHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceListMessagesProcedure:
+			agentRuntimeServiceListMessagesHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceSendMessageProcedure:
+			agentRuntimeServiceSendMessageHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceAbortProcedure:
+			agentRuntimeServiceAbortHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceListPermissionsProcedure:
+			agentRuntimeServiceListPermissionsHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceReplyPermissionProcedure:
+			agentRuntimeServiceReplyPermissionHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceListQuestionsProcedure:
+			agentRuntimeServiceListQuestionsHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceReplyQuestionProcedure:
+			agentRuntimeServiceReplyQuestionHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceGetUsageProcedure:
+			agentRuntimeServiceGetUsageHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceUploadProcedure:
+			agentRuntimeServiceUploadHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceWatchEventsProcedure:
+			agentRuntimeServiceWatchEventsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -114,4 +448,52 @@ type UnimplementedAgentRuntimeServiceHandler struct{}
 
 func (UnimplementedAgentRuntimeServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.Health is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ListSessions(context.Context, *connect.Request[v1.ListSessionsRequest]) (*connect.Response[v1.ListSessionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ListSessions is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) CreateSession(context.Context, *connect.Request[v1.CreateSessionRequest]) (*connect.Response[v1.CreateSessionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.CreateSession is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ListMessages(context.Context, *connect.Request[v1.ListMessagesRequest]) (*connect.Response[v1.ListMessagesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ListMessages is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.SendMessage is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) Abort(context.Context, *connect.Request[v1.AbortRequest]) (*connect.Response[v1.AbortResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.Abort is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ListPermissions is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ReplyPermission(context.Context, *connect.Request[v1.ReplyPermissionRequest]) (*connect.Response[v1.ReplyPermissionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ReplyPermission is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ListQuestions(context.Context, *connect.Request[v1.ListQuestionsRequest]) (*connect.Response[v1.ListQuestionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ListQuestions is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) ReplyQuestion(context.Context, *connect.Request[v1.ReplyQuestionRequest]) (*connect.Response[v1.ReplyQuestionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.GetUsage is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) Upload(context.Context, *connect.ClientStream[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.Upload is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.WatchEvents is not implemented"))
 }
