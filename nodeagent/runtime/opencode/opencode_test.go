@@ -30,7 +30,7 @@ func start(t *testing.T, cfg opencode.AgentConfig) (*opencodetest.Server, *openc
 }
 
 // waitIdle waits for the agent to be idle, failing after a generous bound.
-func waitIdle(t *testing.T, c *opencode.Client) {
+func waitIdle(t testing.TB, c *opencode.Client) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for c.Busy() {
