@@ -46,6 +46,17 @@ type testNode struct {
 // package's private containerd, with the test image imported.
 func newTestDriver(t *testing.T) *containerd.Driver {
 	t.Helper()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	if err := containerdtest.BuildImage(context.Background(), archive); err != nil {
+		t.Fatal(err)
+	}
+	return newTestDriverWith(t, netip.MustParsePrefix("10.213.9.0/24"), archive, nil)
+}
+
+// newTestDriverWith returns a driver whose agents get addresses from subnet
+// and may reach hostPorts on the node, with the image archive imported.
+func newTestDriverWith(t *testing.T, subnet netip.Prefix, archive string, hostPorts []uint16) *containerd.Driver {
+	t.Helper()
 	containerdtest.Require(t)
 	if daemon == nil {
 		d, err := containerdtest.Start()
@@ -56,8 +67,9 @@ func newTestDriver(t *testing.T) *containerd.Driver {
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	ncfg := network.DefaultConfig()
-	ncfg.Subnet = netip.MustParsePrefix("10.213.9.0/24")
+	ncfg.Subnet = subnet
 	ncfg.StateDir = t.TempDir()
+	ncfg.HostPorts = hostPorts
 	ncfg.Logger = quiet
 	net, err := network.New(ncfg)
 	if err != nil {
@@ -72,11 +84,10 @@ func newTestDriver(t *testing.T) *containerd.Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	archive := filepath.Join(t.TempDir(), "image.tar")
-	if err := containerdtest.BuildImage(context.Background(), archive); err != nil {
+	f, err := os.Open(archive)
+	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := os.Open(archive)
 	defer f.Close()
 	if _, err := drv.ImportImage(context.Background(), f); err != nil {
 		t.Fatal(err)
@@ -93,7 +104,11 @@ func newTestDriver(t *testing.T) *containerd.Driver {
 
 func newTestNode(t *testing.T, control string, adjust ...func(*nodeagent.Config)) *testNode {
 	t.Helper()
-	drv := newTestDriver(t)
+	return newTestNodeWith(t, control, newTestDriver(t), adjust...)
+}
+
+func newTestNodeWith(t *testing.T, control string, drv *containerd.Driver, adjust ...func(*nodeagent.Config)) *testNode {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	cfg := nodeagent.DefaultConfig()
 	cfg.ControlAddrs = []string{control}
@@ -146,7 +161,12 @@ func (n *testNode) stop() {
 
 func waitAgent(t *testing.T, s *store.Store, id string, what string, ok func(*store.Agent) bool) *store.Agent {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return waitAgentFor(t, s, id, what, 30*time.Second, ok)
+}
+
+func waitAgentFor(t *testing.T, s *store.Store, id string, what string, limit time.Duration, ok func(*store.Agent) bool) *store.Agent {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		a, _ := s.State().Agent(id)
 		if a != nil && ok(a) {
