@@ -174,6 +174,7 @@ bench: setup
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
 	$(GO) run ./test/bench/nodeagent
+	$(GO) run ./test/bench/runtime
 	$(GO) test -run '^$$' -bench FirstToken -benchtime=30x ./nodeagent/runtime/opencode/
 
 # runtime-image: build the default agent runtime image (Debian bookworm from mmdebstrap,
