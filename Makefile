@@ -169,7 +169,9 @@ test: setup lint
 # bench: store and placement throughput beside raw raft.Apply on a 3-server loopback
 # cluster; scheduler decisions per second on one core (5,000 nodes, 50,000 agents);
 # create-to-healthy through the node agent beside `ctr run` on a private containerd
-# (root), with the node agent's memory.
+# (root), with the node agent's memory; container start to a healthy OpenCode from the
+# runtime image beside `ctr run` of it; first-token latency through the OpenCode adapter
+# beside OpenCode's own API.
 bench: setup
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
