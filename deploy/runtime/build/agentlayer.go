@@ -28,6 +28,18 @@ const (
 	configDirPath  = "etc/agenthost"
 )
 
+// hosts is the image's /etc/hosts. containerd, unlike Docker, writes none
+// into a container, and without one neither localhost nor the container's
+// own hostname resolves: every lookup goes to DNS and waits for its
+// timeouts (curl, through libldap, resolves the hostname at start and took
+// 10 s). The containerd driver names every agent container's host "agent".
+const hosts = `127.0.0.1	localhost
+127.0.1.1	agent
+::1	localhost ip6-localhost ip6-loopback
+ff02::1	ip6-allnodes
+ff02::2	ip6-allrouters
+`
+
 // accountFiles are edited to add the user, with the line each gets.
 var accountFiles = map[string]string{
 	"etc/passwd":  fmt.Sprintf("%s:x:%d:%d:agenthost agent:/%s:/bin/bash", userName, userID, userID, userHome),
@@ -123,8 +135,8 @@ func addUser(files map[string][]byte) (map[string][]byte, error) {
 }
 
 // writeAgentLayer writes the layer above the root filesystem: OpenCode, the
-// entrypoint, the user agent with its home from /etc/skel, and the mount
-// points /workspace and /etc/agenthost.
+// entrypoint, the user agent with its home from /etc/skel, /etc/hosts, and
+// the mount points /workspace and /etc/agenthost.
 func writeAgentLayer(path, rootfs string, oc openCode, entrypoint []byte) (ociarchive.Layer, error) {
 	base, err := scanBase(rootfs)
 	if err != nil {
@@ -168,7 +180,15 @@ func writeAgentLayer(path, rootfs string, oc openCode, entrypoint []byte) (ociar
 		if err := dir(configDirPath+"/", 0o755, 0); err != nil {
 			return err
 		}
-		for _, name := range []string{"etc/group", "etc/gshadow", "etc/passwd", "etc/shadow"} {
+		for _, name := range []string{"etc/group", "etc/gshadow"} {
+			if err := file(base[name].hdr, accounts[name]); err != nil {
+				return err
+			}
+		}
+		if err := file(tar.Header{Name: "etc/hosts", Typeflag: tar.TypeReg, Mode: 0o644, ModTime: epoch}, []byte(hosts)); err != nil {
+			return err
+		}
+		for _, name := range []string{"etc/passwd", "etc/shadow"} {
 			if err := file(base[name].hdr, accounts[name]); err != nil {
 				return err
 			}

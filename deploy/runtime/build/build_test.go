@@ -152,6 +152,7 @@ func TestAgentLayerAddsOpenCodeEntrypointAndUser(t *testing.T) {
 	check("home/agent/.bashrc", 0o644, 1000, "# bashrc")
 	check("workspace/", 0o755, 1000, "")
 	check("etc/agenthost/", 0o755, 0, "")
+	check("etc/hosts", 0o644, 0, "127.0.0.1	localhost\n")
 	if entries["etc/shadow"].hdr.Gid != 42 {
 		t.Errorf("/etc/shadow lost its group: %+v", entries["etc/shadow"].hdr)
 	}

@@ -138,6 +138,15 @@ git --version && rg --version && curl --version && bash --version`)
 			t.Fatalf("tools:\n%s", out)
 		}
 	})
+	t.Run("names resolve without DNS", func(t *testing.T) {
+		// Without /etc/hosts each lookup waits for DNS timeouts; curl
+		// resolves the hostname at start.
+		start := time.Now()
+		out := execIn(t, daemon, spec.AgentID, `getent ahosts localhost && getent ahosts "$(hostname)" && curl --version >/dev/null`)
+		if took := time.Since(start); took > 3*time.Second || !strings.Contains(out, "localhost") {
+			t.Fatalf("resolving localhost and the hostname took %s:\n%s", took.Round(time.Millisecond), out)
+		}
+	})
 	t.Run("user", func(t *testing.T) {
 		// Every process, the entrypoint's included, runs as agent.
 		out := execIn(t, daemon, spec.AgentID, `id -un; id -u; id -g; echo "$HOME"; pwd; ps -eo uid=,args=`)
