@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -175,6 +176,16 @@ func Build(cfg Config) (Stamp, error) {
 		return Stamp{}, err
 	}
 	defer unlock()
+
+	// Work directories of an interrupted build; the lock says none is in
+	// use. (mmdebstrap's own may hold mounts and are left to it.)
+	stale, _ := filepath.Glob(filepath.Join(out, cacheDir, "layers-*"))
+	more, _ := filepath.Glob(filepath.Join(out, cacheDir, "npm-*"))
+	partial, _ := filepath.Glob(filepath.Join(out, cacheDir, "*.partial"))
+	archives, _ := filepath.Glob(filepath.Join(out, ArchiveName+".tmp*"))
+	for _, p := range slices.Concat(stale, more, partial, archives) {
+		os.RemoveAll(p)
+	}
 
 	key, err := cfg.Key()
 	if err != nil {
