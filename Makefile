@@ -150,7 +150,7 @@ check-proto: tools
 
 # lint: gofmt, go vet, buf lint and check-proto.
 lint: tools check-proto
-	@unformatted="$$(find . \( -path ./.bin -o -path ./bin -o -path ./.cache -o -path ./.git -o -path ./data \) -prune \
+	@unformatted="$$(find . \( -path ./.bin -o -path ./bin -o -path ./build -o -path ./.cache -o -path ./.git -o -path ./data \) -prune \
 		-o -type f -name '*.go' -print0 | xargs -0 -r gofmt -l)"; \
 	if [[ -n "$$unformatted" ]]; then \
 		echo "lint: these files need gofmt -w:" >&2; echo "$$unformatted" >&2; exit 1; \
