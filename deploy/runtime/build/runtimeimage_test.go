@@ -104,7 +104,7 @@ func TestImageRunsOpenCodeOnContainerd(t *testing.T) {
 
 	spec := driver.AgentSpec{AgentID: "runtime-image", Image: ImageName, HostPort: freePort(t), RuntimePort: RuntimePort}
 	t.Cleanup(func() { d.Delete(ctx, spec.AgentID) })
-	prepareAgentDirs(t, d, spec.AgentID)
+	writeAgentConfig(t, d, spec.AgentID)
 	start = time.Now()
 	c, err := d.Create(ctx, spec)
 	if err != nil {
@@ -212,32 +212,20 @@ git --version && rg --version && curl --version && bash --version`)
 	})
 }
 
-// prepareAgentDirs makes the agent's workspace and config directories as
-// the node agent must for this image before Create: the workspace owned by
-// the image's user (uid and gid 1000), the config directory and the
-// opencode.json in it readable by that group. The driver's Create makes
-// missing ones 0700 and owned by root, which a runtime running as uid 1000
-// can neither write nor read (its capabilities are not effective for a
-// non-root user).
-func prepareAgentDirs(t *testing.T, d *containerd.Driver, agentID string) {
+// writeAgentConfig writes the agent's opencode.json as the node agent does
+// before Create; the image's OPENCODE_CONFIG must point at it. The driver
+// gives the workspace to the image's user (uid 1000) and leaves the config
+// directory readable to it.
+func writeAgentConfig(t *testing.T, d *containerd.Driver, agentID string) {
 	t.Helper()
-	workspace, config := d.WorkspaceDir(agentID), d.ConfigDir(agentID)
-	steps := []func() error{
-		func() error { return os.MkdirAll(workspace, 0o700) },
-		func() error { return os.Chown(workspace, userID, userID) },
-		func() error { return os.MkdirAll(config, 0o750) },
-		func() error { return os.Chown(config, 0, userID) },
-		// The node agent writes the agent's opencode.json before Create;
-		// the image's OPENCODE_CONFIG must point at it.
-		func() error {
-			return os.WriteFile(filepath.Join(config, "opencode.json"), []byte(`{"username":"agenthost-check"}`), 0o640)
-		},
-		func() error { return os.Chown(filepath.Join(config, "opencode.json"), 0, userID) },
+	if err := os.MkdirAll(d.AgentDir(agentID), 0o700); err != nil {
+		t.Fatal(err)
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.MkdirAll(d.ConfigDir(agentID), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.ConfigDir(agentID), "opencode.json"), []byte(`{"username":"agenthost-check"}`), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
