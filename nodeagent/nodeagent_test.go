@@ -121,7 +121,7 @@ func newTestNodeWith(t *testing.T, control string, drv *containerd.Driver, adjus
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ReconcileInterval = time.Second
 	cfg.StopGrace = time.Second
-	cfg.HealthTimeout = 20 * time.Second
+	cfg.HealthTimeout = 60 * time.Second
 	cfg.Logger = quiet
 	if os.Getenv("AGENTHOST_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -137,6 +137,18 @@ func TestRuntimeImageAgentEndToEnd(t *testing.T) {
 		t.Fatalf("a rejected command ran: %v", err)
 	}
 
+	// Inside, loopback works (OpenCode answers on 127.0.0.1, asking for its
+	// password) and the host's reachable name servers are configured.
+	r.send(sid, `[[tool:bash {"command":"curl -s -o /dev/null -w lo:%{http_code} http://127.0.0.1:4096/global/health; echo; echo ns:$(grep -c ^nameserver /etc/resolv.conf)"}]]`)
+	r.reply(r.permission(), "once", "")
+	r.waitIdle()
+	if !model.SawToolResult("lo:401") {
+		t.Fatal("loopback does not work inside the agent's container")
+	}
+	if model.SawToolResult("ns:0") {
+		t.Fatal("no name server in the agent's resolv.conf")
+	}
+
 	// A question answered.
 	r.send(sid, `[[tool:question {"questions":[{"question":"Which?","header":"Pick","options":[{"label":"Simple","description":"a"},{"label":"Full","description":"b"}]}]}]]`)
 	var q *runtimev1.Question

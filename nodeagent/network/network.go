@@ -109,8 +109,10 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithMinNetworkCount(1),
-		gocni.WithInterfacePrefix("eth"), gocni.WithConfListBytes(conflist))
+	// The agent's network first, so that its interface is eth0; then the
+	// loopback, without which nothing in the container can use 127.0.0.1.
+	cni, err := gocni.New(gocni.WithPluginDir(cfg.PluginDirs), gocni.WithMinNetworkCount(2),
+		gocni.WithInterfacePrefix("eth"), gocni.WithConfListBytes(conflist), gocni.WithLoNetwork)
 	if err != nil {
 		return nil, fmt.Errorf("load CNI config: %w", err)
 	}
@@ -246,7 +248,7 @@ func (n *Network) teardownRecorded(ctx context.Context, agentID string) error {
 func containerIP(result *gocni.Result) (netip.Addr, error) {
 	for _, cfg := range result.Interfaces {
 		for _, ipc := range cfg.IPConfigs {
-			if ip, ok := netip.AddrFromSlice(ipc.IP); ok && ip.Unmap().Is4() {
+			if ip, ok := netip.AddrFromSlice(ipc.IP); ok && ip.Unmap().Is4() && !ip.Unmap().IsLoopback() {
 				return ip.Unmap(), nil
 			}
 		}

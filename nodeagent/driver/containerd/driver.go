@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -76,6 +77,11 @@ type Config struct {
 	Snapshotter string
 	// DataDir holds each agent's workspace, config files and logs.
 	DataDir string
+	// ResolvConf is the host file whose name servers agents use; loopback
+	// servers (a local resolver) cannot be reached from an agent's network
+	// and are left out. Empty means /etc/resolv.conf, or systemd-resolved's
+	// upstream list when /etc/resolv.conf names only a local resolver.
+	ResolvConf string
 	// LogMaxBytes caps an agent's log file (it rotates once).
 	LogMaxBytes int64
 	// LogCheckInterval is how often log files are checked against the cap.
@@ -229,7 +235,45 @@ func (d *Driver) prepareDirs(ctx context.Context, agentID string, image containe
 	if err := os.MkdirAll(cfg, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", cfg, err)
 	}
-	return os.Chmod(cfg, 0o755)
+	if err := os.Chmod(cfg, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(d.resolvConfPath(agentID), agentResolvConf(d.cfg.ResolvConf), 0o644)
+}
+
+func (d *Driver) resolvConfPath(agentID string) string {
+	return filepath.Join(d.AgentDir(agentID), "resolv.conf")
+}
+
+// agentResolvConf is the resolv.conf an agent gets: the host's name servers
+// that an agent's network namespace can reach, and its search domains.
+func agentResolvConf(source string) []byte {
+	sources := []string{source}
+	if source == "" {
+		sources = []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"}
+	}
+	for _, path := range sources {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		var out, servers []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 2 && f[0] == "nameserver":
+				if ip, err := netip.ParseAddr(f[1]); err == nil && !ip.IsLoopback() {
+					servers = append(servers, "nameserver "+ip.String())
+				}
+			case len(f) >= 2 && (f[0] == "search" || f[0] == "options"):
+				out = append(out, strings.Join(f, " "))
+			}
+		}
+		if len(servers) > 0 {
+			return []byte(strings.Join(append(servers, out...), "\n") + "\n")
+		}
+	}
+	return []byte("# the host has no name server an agent can reach\n")
 }
 
 // imageUser reads the numeric user the image runs as ("uid" or "uid:gid";
@@ -304,6 +348,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Cont
 		oci.WithMounts([]specs.Mount{
 			{Destination: WorkspacePath, Type: "bind", Source: d.WorkspaceDir(spec.AgentID), Options: []string{"rbind", "rw"}},
 			{Destination: ConfigPath, Type: "bind", Source: d.ConfigDir(spec.AgentID), Options: []string{"rbind", "ro"}},
+			{Destination: "/etc/resolv.conf", Type: "bind", Source: d.resolvConfPath(spec.AgentID), Options: []string{"rbind", "ro"}},
 		}),
 		oci.WithProcessCwd(WorkspacePath),
 	}
