@@ -199,7 +199,7 @@ containerd-up: apt-packages
 	fi
 
 # dev: build and run the control node and a node agent in one process (agenthost dev).
-dev: setup build containerd-up
+dev: setup build containerd-up runtime-image
 	./bin/agenthost dev
 
 # clean: remove the binary in bin/ and the tools in .bin/.

@@ -20,6 +20,8 @@ type Assignment struct {
 	Model           string
 	HiddenPrompt    string
 	RuntimePassword string
+	// Env is the runtime's environment from secrets (provider keys).
+	Env map[string]string
 	// Status and ErrorMsg are what the control plane has on record.
 	Status   string
 	ErrorMsg string

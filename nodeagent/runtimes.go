@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/agenthost/agenthost/nodeagent/driver"
@@ -171,5 +174,40 @@ func (a *Agent) configure(as Assignment, rt Runtime) ([]string, error) {
 		return nil, fmt.Errorf("write the agent's runtime configuration: %w", err)
 	}
 	env := append(opencode.RuntimeEnv(dirs.ConfigSeenAt), "OPENCODE_SERVER_PASSWORD="+as.RuntimePassword)
-	return env, nil
+	secrets, err := secretEnv(as.Env)
+	if err != nil {
+		return nil, err
+	}
+	return append(secrets, env...), nil
+}
+
+// secretEnv turns secrets into environment entries, in a stable order. A
+// secret may not replace what the platform sets for the runtime: its
+// configuration, its password, its home.
+func secretEnv(secrets map[string]string) ([]string, error) {
+	keys := slices.Sorted(maps.Keys(secrets))
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if !validEnvKey(k) {
+			return nil, fmt.Errorf("secret %q is not a valid environment variable name", k)
+		}
+		if strings.HasPrefix(k, "OPENCODE_") || strings.HasPrefix(k, "AGENTHOST_") || strings.HasPrefix(k, "XDG_") ||
+			k == "HOME" || k == "PATH" || k == "USER" {
+			return nil, fmt.Errorf("secret %s would override the runtime's own environment; rename it", k)
+		}
+		out = append(out, k+"="+secrets[k])
+	}
+	return out, nil
+}
+
+func validEnvKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

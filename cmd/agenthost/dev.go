@@ -22,6 +22,7 @@ func newDevCommand() *cobra.Command {
 		bootstrapExpect: 1,
 	}
 	var noNode bool
+	var runtimeArchive string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run agenthost on this machine: a single-node cluster in one process",
@@ -54,6 +55,11 @@ restarts. The edge proxy joins this process when it is built.`,
 				// to the offline model unless told otherwise.
 				node.offlineModel = ":7490"
 				node.defaultModel = opencode.OfflineModel
+				if _, err := os.Stat(runtimeArchive); err == nil {
+					node.importImages = []string{runtimeArchive}
+				} else {
+					slog.Warn("no runtime image archive; agents cannot start until the image is in containerd (run `make runtime-image`)", "archive", runtimeArchive)
+				}
 				go func() {
 					if err := runNode(ctx, node); err != nil && ctx.Err() == nil {
 						slog.Error("the dev node agent stopped; agents cannot run (is containerd running? try `make dev`)", "error", err)
@@ -70,6 +76,7 @@ restarts. The edge proxy joins this process when it is built.`,
 		home = "."
 	}
 	f := cmd.Flags()
+	f.StringVar(&runtimeArchive, "runtime-archive", filepath.Join("build", "runtime", "opencode-runtime.oci.tar"), "runtime image archive (make runtime-image) imported at start")
 	f.StringVar(&opts.dataDir, "data-dir", filepath.Join(home, ".agenthost", "dev"), "directory for the dev cluster's state")
 	f.StringVar(&opts.bind, "bind", opts.bind, "cluster address to listen on")
 	f.StringVar(&opts.httpAddr, "http-addr", opts.httpAddr, "HTTP address for /metrics and /v1/status")

@@ -489,8 +489,11 @@ type Assignment struct {
 	// The password of the runtime's own server inside the container; only the
 	// platform (node agent, proxy) uses it.
 	RuntimePassword string `protobuf:"bytes,14,opt,name=runtime_password,json=runtimePassword,proto3" json:"runtime_password,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Environment for the runtime: the org's or the scope's secrets (provider
+	// keys such as ANTHROPIC_API_KEY), decrypted for this node only.
+	Env           map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignment) Reset() {
@@ -619,6 +622,13 @@ func (x *Assignment) GetRuntimePassword() string {
 		return x.RuntimePassword
 	}
 	return ""
+}
+
+func (x *Assignment) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
 }
 
 // ReportAgentStatusRequest is one observed agent status.
@@ -776,7 +786,7 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"afterIndex\"q\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\x96\x03\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\x88\x04\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x15\n" +
@@ -794,7 +804,11 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\x06status\x18\v \x01(\tR\x06status\x12\x1b\n" +
 	"\terror_msg\x18\f \x01(\tR\berrorMsg\x12#\n" +
 	"\rhidden_prompt\x18\r \x01(\tR\fhiddenPrompt\x12)\n" +
-	"\x10runtime_password\x18\x0e \x01(\tR\x0fruntimePassword\"\x83\x01\n" +
+	"\x10runtime_password\x18\x0e \x01(\tR\x0fruntimePassword\x128\n" +
+	"\x03env\x18\x0f \x03(\v2&.agenthost.node.v1.Assignment.EnvEntryR\x03env\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
 	"\x18ReportAgentStatusRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +
@@ -820,7 +834,7 @@ func file_agenthost_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_agenthost_node_v1_node_proto_rawDescData
 }
 
-var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_agenthost_node_v1_node_proto_goTypes = []any{
 	(*RegisterRequest)(nil),           // 0: agenthost.node.v1.RegisterRequest
 	(*Capacity)(nil),                  // 1: agenthost.node.v1.Capacity
@@ -833,27 +847,29 @@ var file_agenthost_node_v1_node_proto_goTypes = []any{
 	(*ReportAgentStatusRequest)(nil),  // 8: agenthost.node.v1.ReportAgentStatusRequest
 	(*ReportAgentStatusResponse)(nil), // 9: agenthost.node.v1.ReportAgentStatusResponse
 	nil,                               // 10: agenthost.node.v1.RegisterRequest.LabelsEntry
-	(*durationpb.Duration)(nil),       // 11: google.protobuf.Duration
+	nil,                               // 11: agenthost.node.v1.Assignment.EnvEntry
+	(*durationpb.Duration)(nil),       // 12: google.protobuf.Duration
 }
 var file_agenthost_node_v1_node_proto_depIdxs = []int32{
 	1,  // 0: agenthost.node.v1.RegisterRequest.capacity:type_name -> agenthost.node.v1.Capacity
 	10, // 1: agenthost.node.v1.RegisterRequest.labels:type_name -> agenthost.node.v1.RegisterRequest.LabelsEntry
-	11, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
-	11, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	12, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	12, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
 	7,  // 4: agenthost.node.v1.WatchAssignmentsResponse.assignments:type_name -> agenthost.node.v1.Assignment
-	0,  // 5: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
-	3,  // 6: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
-	5,  // 7: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
-	8,  // 8: agenthost.node.v1.NodeService.ReportAgentStatus:input_type -> agenthost.node.v1.ReportAgentStatusRequest
-	2,  // 9: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
-	4,  // 10: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
-	6,  // 11: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
-	9,  // 12: agenthost.node.v1.NodeService.ReportAgentStatus:output_type -> agenthost.node.v1.ReportAgentStatusResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	11, // 5: agenthost.node.v1.Assignment.env:type_name -> agenthost.node.v1.Assignment.EnvEntry
+	0,  // 6: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
+	3,  // 7: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
+	5,  // 8: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
+	8,  // 9: agenthost.node.v1.NodeService.ReportAgentStatus:input_type -> agenthost.node.v1.ReportAgentStatusRequest
+	2,  // 10: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
+	4,  // 11: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
+	6,  // 12: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
+	9,  // 13: agenthost.node.v1.NodeService.ReportAgentStatus:output_type -> agenthost.node.v1.ReportAgentStatusResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agenthost_node_v1_node_proto_init() }
@@ -867,7 +883,7 @@ func file_agenthost_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agenthost_node_v1_node_proto_rawDesc), len(file_agenthost_node_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
