@@ -113,6 +113,22 @@ func (b *busyTracker) answered(sessionID string, completedAt time.Time) {
 	}
 }
 
+// pendingGiveUp is how long a send may show no sign of work before it is
+// taken for lost.
+const pendingGiveUp = 30 * time.Second
+
+// giveUp clears a send that has shown no sign of work for d while the server
+// reported the session idle.
+func (b *busyTracker) giveUp(sessionID string, d time.Duration) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending[sessionID]; p != nil && !p.sawBusy && !b.busy[sessionID] && time.Since(p.since) > d {
+		delete(b.pending, sessionID)
+		return true
+	}
+	return false
+}
+
 // stalePending lists sessions whose send has waited longer than d with no
 // sign of work.
 func (b *busyTracker) stalePending(d time.Duration) []string {
@@ -295,6 +311,12 @@ func (c *Client) checkPending(ctx context.Context) {
 					c.busy.answered(id, time.UnixMilli(m.Time.Completed))
 					break
 				}
+			}
+			// A message OpenCode accepted but never worked on (it failed
+			// before its first step) would keep the agent busy for good:
+			// after a generous wait with the server idle all along, let go.
+			if c.busy.giveUp(id, pendingGiveUp) {
+				c.cfg.Logger.Warn("a sent message never started; the session counts as idle again", "session", id)
 			}
 		}
 	}
