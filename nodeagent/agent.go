@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -52,11 +53,17 @@ func New(cfg Config, d driver.Driver) (*Agent, error) {
 		return nil, fmt.Errorf("node agent config: %w", err)
 	}
 	return &Agent{
-		cfg:      cfg,
-		driver:   d,
-		logger:   cfg.Logger.With("component", "nodeagent", "node", cfg.Name),
-		http:     h2c.NewClient(),
-		health:   &http.Client{Timeout: 2 * time.Second},
+		cfg:    cfg,
+		driver: d,
+		logger: cfg.Logger.With("component", "nodeagent", "node", cfg.Name),
+		http:   h2c.NewClient(),
+		health: &http.Client{
+			Timeout:   2 * time.Second,
+			Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2},
+			// The runtime is the tenant's code: it may not send the node
+			// agent (and the agent's password) anywhere else.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		checking: map[string]bool{},
 		wake:     make(chan struct{}, 1),
 		runtimes: newRuntimes(cfg.Logger),
@@ -120,9 +127,42 @@ func (a *Agent) serveRuntimeService() (stop func(), err error) {
 	a.mu.Unlock()
 	mux := http.NewServeMux()
 	mux.Handle(runtimev1connect.NewAgentRuntimeServiceHandler(&runtimeService{agent: a}))
-	srv := &http.Server{Handler: mux, Protocols: h2c.ServerProtocols(), ReadHeaderTimeout: 10 * time.Second}
+	allowed := controlIPs(a.cfg.ControlAddrs)
+	// Until internal traffic is mutual TLS, only the control nodes' own
+	// addresses (and this host) may call: an agent elsewhere in the pool
+	// reaches this port from its node's address, which is not among them.
+	guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !(ap.Addr().Unmap().IsLoopback() || allowed[ap.Addr().Unmap()]) {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: guard, Protocols: h2c.ServerProtocols(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
 	return func() { srv.Close() }, nil
+}
+
+// controlIPs resolves the control nodes' hosts to the addresses their calls
+// come from.
+func controlIPs(addrs []string) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, addr := range addrs {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		ips, err := net.LookupIP(host)
+		if err != nil {
+			continue
+		}
+		for _, ip := range ips {
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				out[a.Unmap()] = true
+			}
+		}
+	}
+	return out
 }
 
 // RuntimeServiceAddr is where control nodes reach this node's
@@ -270,7 +310,7 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 	a.mu.Lock()
 	a.desired, a.index = desired, m.GetIndex()
 	a.mu.Unlock()
-	a.logger.Debug("assignments received", "index", m.GetIndex(), "agents", len(desired), "desired", fmt.Sprint(desired))
+	a.logger.Debug("assignments received", "index", m.GetIndex(), "agents", len(desired))
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -324,6 +364,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
 		}
 	}
+	a.pruneRuntimes(byID, containers)
 	return errors.Join(errs...)
 }
 
@@ -410,7 +451,7 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
 		deadline := time.Now().Add(a.cfg.HealthTimeout)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			if a.healthy(ctx, addr, rt.HealthPath, as.RuntimePassword) {
-				if rt.Adapter != "" {
+				if cur, ok := a.assignment(as.AgentID); rt.Adapter != "" && ok && cur.Desired == "running" {
 					a.runtimes.set(as.AgentID, rt.Adapter, addr, as.RuntimePassword)
 				}
 				if err := a.report(ctx, as, statusRunning, ""); err != nil {

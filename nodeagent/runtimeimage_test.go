@@ -52,7 +52,7 @@ func runtimeImageArchive(t *testing.T) string {
 func TestRuntimeImageAgentEndToEnd(t *testing.T) {
 	containerdtest.Require(t)
 	archive := runtimeImageArchive(t)
-	model := offlinemodel.New(nil)
+	model := offlinemodel.NewRecording(nil)
 	l, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)

@@ -128,6 +128,32 @@ func (a *Agent) Runtime(ctx context.Context, agentID string) (runtime.Runtime, e
 	return nil, fmt.Errorf("%w: %s has no running container", ErrAgentNotRunning, agentID)
 }
 
+// pruneRuntimes closes the adapters of agents that are no longer desired
+// running here, or whose container does not run at the adapter's address
+// (stopped, crashed, or given a new address): an adapter must never outlive
+// its container, or it would present the agent's password to whatever gets
+// the address next.
+func (a *Agent) pruneRuntimes(desired map[string]Assignment, containers map[string]driver.Container) {
+	a.runtimes.mu.Lock()
+	var stale []string
+	for id, l := range a.runtimes.byID {
+		as, ok := desired[id]
+		if !ok || as.Desired != "running" || as.RuntimePassword != l.password {
+			stale = append(stale, id)
+			continue
+		}
+		// A container missing from the listing may have been created after
+		// it was taken; only one seen stopped or moved is stale.
+		if c, listed := containers[id]; listed && (c.State != driver.StateRunning || c.Address != l.addr) {
+			stale = append(stale, id)
+		}
+	}
+	a.runtimes.mu.Unlock()
+	for _, id := range stale {
+		a.runtimes.drop(id)
+	}
+}
+
 // BusyAgents counts the agents on this node that are busy now.
 func (a *Agent) BusyAgents() int { return a.runtimes.busyCount() }
 

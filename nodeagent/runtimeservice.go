@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/agenthost/agenthost/nodeagent/runtime"
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	runtimev1 "github.com/agenthost/agenthost/proto/agenthost/runtime/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
 )
@@ -297,6 +298,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 // eventSource is what WatchEvents needs of an adapter.
 type eventSource interface {
 	Subscribe(ch chan<- runtime.Event) (unsubscribe func())
+	Done() <-chan struct{}
 }
 
 func (s *runtimeService) WatchEvents(ctx context.Context, req *connect.Request[runtimev1.WatchEventsRequest], stream *connect.ServerStream[runtimev1.WatchEventsResponse]) error {
@@ -308,17 +310,21 @@ func (s *runtimeService) WatchEvents(ctx context.Context, req *connect.Request[r
 	if !ok {
 		return connect.NewError(connect.CodeUnimplemented, errors.New("this runtime has no event stream"))
 	}
-	events := make(chan runtime.Event, 256)
+	events := make(chan runtime.Event, 64)
 	unsubscribe := src.Subscribe(events)
 	defer unsubscribe()
 	busy := rt.Busy()
-	if err := stream.Send(&runtimev1.WatchEventsResponse{Type: "agenthost.busy", Busy: busy}); err != nil {
+	if err := stream.Send(&runtimev1.WatchEventsResponse{Type: opencode.BusyEvent, Busy: busy}); err != nil {
 		return err
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-src.Done():
+			// The agent stopped here, or its runtime moved: the watcher
+			// must look again rather than wait on a dead adapter.
+			return connect.NewError(connect.CodeUnavailable, errors.New("the agent's runtime went away"))
 		case ev := <-events:
 			busy = rt.Busy()
 			if err := stream.Send(&runtimev1.WatchEventsResponse{Type: ev.Type, DataJson: ev.Data, Busy: busy}); err != nil {

@@ -35,7 +35,7 @@ import (
 // control node's calls over AgentRuntimeService reach it.
 func TestRuntimeServiceEndToEnd(t *testing.T) {
 	bin := opencodetest.Binary(t)
-	model := offlinemodel.New(nil)
+	model := offlinemodel.NewRecording(nil)
 	modelSrv := httptest.NewServer(model.Handler())
 	defer modelSrv.Close()
 

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 )
@@ -14,5 +15,17 @@ func TestSecretEnv(t *testing.T) {
 		if _, err := secretEnv(map[string]string{bad: "x"}); err == nil {
 			t.Errorf("secret %q accepted", bad)
 		}
+	}
+}
+
+func TestControlIPs(t *testing.T) {
+	got := controlIPs([]string{"10.0.0.1:7400", "127.0.0.1:7400", "[2001:db8::1]:7400"})
+	for _, want := range []string{"10.0.0.1", "127.0.0.1", "2001:db8::1"} {
+		if !got[netip.MustParseAddr(want)] {
+			t.Errorf("%s missing from %v", want, got)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("got %v", got)
 	}
 }

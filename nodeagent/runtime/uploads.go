@@ -49,21 +49,34 @@ type Uploaded struct {
 // workspace (os.Root): an upload can never write outside it, whatever the
 // agent made of its uploads directory.
 type Uploads struct {
-	mu sync.Mutex // one upload at a time: the per-agent total is checked and then written
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // per workspace: the total is checked, then the file renamed in
+}
+
+func (u *Uploads) lock(workspaceDir string) func() {
+	u.mu.Lock()
+	if u.locks == nil {
+		u.locks = map[string]*sync.Mutex{}
+	}
+	l := u.locks[workspaceDir]
+	if l == nil {
+		l = new(sync.Mutex)
+		u.locks[workspaceDir] = l
+	}
+	u.mu.Unlock()
+	l.Lock()
+	return l.Unlock
 }
 
 // Save stores r as name in workspaceDir/uploads, replacing a file of that
 // name. It refuses, with ErrInvalid and nothing written, a name that is not a
 // plain file name of an allowed type, a file over 50 MB, and a file that would
-// bring the agent's uploads over 100 MB. The file is owned by the workspace's
-// owner, so that the agent can read it.
+// bring the agent's uploads over 100 MB. Files and the uploads directory are
+// owned by the workspace's owner, so that the agent can use them.
 func (u *Uploads) Save(workspaceDir, name string, r io.Reader) (Uploaded, error) {
 	if err := checkUploadName(name); err != nil {
 		return Uploaded{}, err
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-
 	root, err := os.OpenRoot(workspaceDir)
 	if err != nil {
 		return Uploaded{}, fmt.Errorf("open workspace: %w", err)
@@ -73,18 +86,25 @@ func (u *Uploads) Save(workspaceDir, name string, r io.Reader) (Uploaded, error)
 	if err != nil {
 		return Uploaded{}, fmt.Errorf("open workspace: %w", err)
 	}
-	if err := root.MkdirAll(UploadsDir, 0o755); err != nil {
-		return Uploaded{}, fmt.Errorf("%w: the workspace's uploads directory is unusable: %v", ErrInvalid, err)
+	uid, gid := -1, -1
+	if st, ok := owner.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(st.Uid), int(st.Gid)
 	}
-	used, err := uploadsSize(root, name)
-	if err != nil {
-		return Uploaded{}, err
+	if _, err := root.Lstat(UploadsDir); errors.Is(err, fs.ErrNotExist) {
+		if err := root.Mkdir(UploadsDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return Uploaded{}, fmt.Errorf("%w: cannot create the uploads directory: %v", ErrInvalid, err)
+		}
+		if uid >= 0 {
+			root.Lchown(UploadsDir, uid, gid)
+		}
 	}
 
+	// The content streams into a temporary file without holding the
+	// agent's lock, so that a slow upload holds up nobody.
 	tmp := path.Join(UploadsDir, ".upload-"+randomSuffix())
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return Uploaded{}, fmt.Errorf("create upload: %w", err)
+		return Uploaded{}, fmt.Errorf("%w: the workspace's uploads directory is unusable: %v", ErrInvalid, err)
 	}
 	n, err := io.Copy(f, io.LimitReader(r, MaxUploadFileBytes+1))
 	if cerr := f.Close(); err == nil {
@@ -99,15 +119,27 @@ func (u *Uploads) Save(workspaceDir, name string, r io.Reader) (Uploaded, error)
 		return fail(fmt.Errorf("write upload: %w", err))
 	case n > MaxUploadFileBytes:
 		return fail(fmt.Errorf("%w: %s exceeds 50MB", ErrInvalid, name))
-	case used+n > MaxUploadAgentBytes:
-		return fail(fmt.Errorf("%w: the agent's uploads would exceed 100MB in total (%d bytes stored)", ErrInvalid, used))
 	}
-	if st, ok := owner.Sys().(*syscall.Stat_t); ok {
-		if err := root.Lchown(tmp, int(st.Uid), int(st.Gid)); err != nil {
+	if uid >= 0 {
+		if err := root.Lchown(tmp, uid, gid); err != nil {
 			return fail(fmt.Errorf("chown upload: %w", err))
 		}
 	}
-	if err := root.Rename(tmp, path.Join(UploadsDir, name)); err != nil {
+
+	unlock := u.lock(workspaceDir)
+	defer unlock()
+	used, err := uploadsSize(root, name)
+	if err != nil {
+		return fail(err)
+	}
+	if used+n > MaxUploadAgentBytes {
+		return fail(fmt.Errorf("%w: the agent's uploads would exceed 100MB in total (%d bytes stored)", ErrInvalid, used))
+	}
+	target := path.Join(UploadsDir, name)
+	if fi, err := root.Lstat(target); err == nil && fi.IsDir() {
+		return fail(fmt.Errorf("%w: %s is a directory in the uploads", ErrInvalid, name))
+	}
+	if err := root.Rename(tmp, target); err != nil {
 		return fail(fmt.Errorf("store upload: %w", err))
 	}
 	return Uploaded{Path: "/workspace/" + UploadsDir + "/" + name, Name: name, Size: n}, nil
@@ -139,7 +171,8 @@ func uploadsSize(root *os.Root, replacing string) (int64, error) {
 	}
 	var total int64
 	for _, e := range entries {
-		if e.Name() == replacing || !e.Type().IsRegular() {
+		// Other uploads' temporary files are counted when they land.
+		if e.Name() == replacing || !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".upload-") {
 			continue
 		}
 		info, err := e.Info()

@@ -141,3 +141,17 @@ func TestUploadStaysInsideTheWorkspace(t *testing.T) {
 		t.Fatalf("uploads/data.txt is not a regular file: %v %v", fi, err)
 	}
 }
+
+func TestUploadOverADirectoryIsRefused(t *testing.T) {
+	ws := workspace(t)
+	if err := os.MkdirAll(filepath.Join(ws, "uploads", "x.txt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var u Uploads
+	if _, err := u.Save(ws, "x.txt", strings.NewReader("x")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("upload over a directory: %v, want ErrInvalid", err)
+	}
+	if names := entries(t, filepath.Join(ws, "uploads")); len(names) != 1 {
+		t.Fatalf("left behind: %v", names)
+	}
+}

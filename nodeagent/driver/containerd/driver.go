@@ -217,7 +217,13 @@ func (d *Driver) Dirs(agentID string) driver.Dirs {
 // the config directory is readable by that user and writable only by the
 // node agent (it holds no secret: those travel as environment).
 func (d *Driver) prepareDirs(ctx context.Context, agentID string, image containerd.Image) error {
+	// The agent's directory holds its log and resolv.conf: the node's
+	// business only (the config directory inside may have been made first,
+	// with its parents, when the runtime's configuration was written).
 	if err := os.MkdirAll(d.AgentDir(agentID), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(d.AgentDir(agentID), 0o700); err != nil {
 		return err
 	}
 	uid, gid, err := imageUser(ctx, image)
@@ -262,7 +268,9 @@ func agentResolvConf(source string) []byte {
 			f := strings.Fields(line)
 			switch {
 			case len(f) >= 2 && f[0] == "nameserver":
-				if ip, err := netip.ParseAddr(f[1]); err == nil && !ip.IsLoopback() {
+				// Loopback and link-local servers are out of an agent's
+				// reach (its own namespace; the firewall).
+				if ip, err := netip.ParseAddr(f[1]); err == nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
 					servers = append(servers, "nameserver "+ip.String())
 				}
 			case len(f) >= 2 && (f[0] == "search" || f[0] == "options"):

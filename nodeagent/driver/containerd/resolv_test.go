@@ -15,7 +15,7 @@ func TestAgentResolvConfLeavesOutLocalResolvers(t *testing.T) {
 		}
 		return p
 	}
-	got := string(agentResolvConf(write("a", "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nsearch corp.example\noptions edns0\n")))
+	got := string(agentResolvConf(write("a", "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nnameserver 169.254.169.253\nsearch corp.example\noptions edns0\n")))
 	if want := "nameserver 10.0.0.2\nsearch corp.example\noptions edns0\n"; got != want {
 		t.Fatalf("resolv.conf = %q, want %q", got, want)
 	}

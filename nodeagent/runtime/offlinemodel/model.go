@@ -41,8 +41,9 @@ type Server struct {
 	calls     atomic.Uint64
 	streaming atomic.Int64
 
-	mu   sync.Mutex
-	seen []seenText // recent system prompts and tool results, for tests
+	mu     sync.Mutex
+	record bool       // keep what requests carried (tests only: it holds tenants' prompts)
+	seen   []seenText // recent system prompts and tool results, when recording
 }
 
 type seenText struct {
@@ -59,6 +60,15 @@ func New(logger *slog.Logger) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Server{logger: logger, wordDelay: 100 * time.Millisecond}
+}
+
+// NewRecording returns a Server that remembers the system prompts and tool
+// results of recent requests, for SawSystemText and SawToolResult. Tests
+// only: what it keeps is tenants' prompts and tools' output.
+func NewRecording(logger *slog.Logger) *Server {
+	s := New(logger)
+	s.record = true
+	return s
 }
 
 // Streaming reports how many streamed replies are being written right now.
@@ -238,11 +248,18 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) remember(req chatRequest) {
+	if !s.record {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range req.Messages {
 		if m.Role == "system" || m.Role == "tool" {
-			s.seen = append(s.seen, seenText{m.Role, m.text()})
+			t := m.text()
+			if len(t) > 64<<10 {
+				t = t[:64<<10]
+			}
+			s.seen = append(s.seen, seenText{m.Role, t})
 		}
 	}
 	if len(s.seen) > maxSeen {

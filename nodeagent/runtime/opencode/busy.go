@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"sync"
@@ -19,22 +20,26 @@ import (
 // stream and at /session/status, but a message accepted by prompt_async
 // shows up there only a moment later: polled right after the send, the
 // server says idle. So a send marks its session pending before the request
-// goes out, and the mark is cleared only by evidence that this message was
-// handled: a busy status followed by idle, or — when events were missed — a
-// completed assistant reply newer than the send.
+// goes out, and the mark is cleared only by evidence that the session's
+// messages were handled: a busy status followed by idle, or — when events
+// were missed — a completed assistant reply newer than the last send, or the
+// server reporting idle after it had been seen busy.
 type busyTracker struct {
-	mu      sync.Mutex
-	busy    map[string]bool // sessions the server reports busy or retrying
-	pending map[string]*pendingSend
-	nextTok uint64
-	subs    map[chan<- runtime.Event]struct{}
+	mu       sync.Mutex
+	busy     map[string]bool // sessions the server reports busy or retrying
+	pending  map[string]*pendingSend
+	subs     map[chan<- runtime.Event]struct{}
+	lastBusy bool // as last published
 }
 
 type pendingSend struct {
-	token   uint64
-	since   time.Time
+	count   int       // sends not yet known to have failed
+	since   time.Time // of the latest send
 	sawBusy bool
 }
+
+// BusyEvent is the event type published when the busy state flips.
+const BusyEvent = "agenthost.busy"
 
 func newBusyTracker() *busyTracker {
 	return &busyTracker{busy: map[string]bool{}, pending: map[string]*pendingSend{}, subs: map[chan<- runtime.Event]struct{}{}}
@@ -44,23 +49,48 @@ func newBusyTracker() *busyTracker {
 func (b *busyTracker) Busy() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.busy) > 0 || len(b.pending) > 0
+	return b.busyLocked()
 }
 
-func (b *busyTracker) sending(sessionID string) uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.nextTok++
-	b.pending[sessionID] = &pendingSend{token: b.nextTok, since: time.Now()}
-	return b.nextTok
-}
+func (b *busyTracker) busyLocked() bool { return len(b.busy) > 0 || len(b.pending) > 0 }
 
-func (b *busyTracker) sendFailed(sessionID string, token uint64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if p := b.pending[sessionID]; p != nil && p.token == token {
-		delete(b.pending, sessionID)
+// flipped publishes the busy state when it changed; b.mu is held.
+func (b *busyTracker) flipped() {
+	now := b.busyLocked()
+	if now == b.lastBusy {
+		return
 	}
+	b.lastBusy = now
+	data := []byte(`{"busy":false}`)
+	if now {
+		data = []byte(`{"busy":true}`)
+	}
+	b.publishLocked(runtime.Event{Type: BusyEvent, Data: data})
+}
+
+func (b *busyTracker) sending(sessionID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.pending[sessionID]
+	if p == nil {
+		p = &pendingSend{}
+		b.pending[sessionID] = p
+	}
+	p.count++
+	p.since = time.Now()
+	b.flipped()
+}
+
+// sendRefused undoes one send that the server certainly did not take.
+func (b *busyTracker) sendRefused(sessionID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pending[sessionID]; p != nil {
+		if p.count--; p.count <= 0 {
+			delete(b.pending, sessionID)
+		}
+	}
+	b.flipped()
 }
 
 func (b *busyTracker) pendingSessions() []string {
@@ -77,6 +107,7 @@ func (b *busyTracker) pendingSessions() []string {
 func (b *busyTracker) status(sessionID, kind string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.flipped()
 	p := b.pending[sessionID]
 	if kind == "idle" {
 		delete(b.busy, sessionID)
@@ -92,25 +123,31 @@ func (b *busyTracker) status(sessionID, kind string) {
 }
 
 // resync replaces the busy set with the server's answer from /session/status
-// (events may have been missed while disconnected).
+// (events may have been missed while disconnected). A pending session seen
+// busy before and idle now went through its work meanwhile.
 func (b *busyTracker) resync(busy map[string]bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.flipped()
 	b.busy = busy
 	for id, p := range b.pending {
-		if busy[id] {
+		switch {
+		case busy[id]:
 			p.sawBusy = true
+		case p.sawBusy:
+			delete(b.pending, id)
 		}
 	}
 }
 
-// answered clears a pending send whose reply completed after it was sent.
+// answered clears a pending send whose reply completed after the last send.
 func (b *busyTracker) answered(sessionID string, completedAt time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.pending[sessionID]; p != nil && !b.busy[sessionID] && !completedAt.Before(p.since) {
 		delete(b.pending, sessionID)
 	}
+	b.flipped()
 }
 
 // pendingGiveUp is how long a send may show no sign of work before it is
@@ -118,10 +155,11 @@ func (b *busyTracker) answered(sessionID string, completedAt time.Time) {
 const pendingGiveUp = 30 * time.Second
 
 // giveUp clears a send that has shown no sign of work for d while the server
-// reported the session idle.
+// was not seen busy with it.
 func (b *busyTracker) giveUp(sessionID string, d time.Duration) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	defer b.flipped()
 	if p := b.pending[sessionID]; p != nil && !p.sawBusy && !b.busy[sessionID] && time.Since(p.since) > d {
 		delete(b.pending, sessionID)
 		return true
@@ -129,8 +167,8 @@ func (b *busyTracker) giveUp(sessionID string, d time.Duration) bool {
 	return false
 }
 
-// stalePending lists sessions whose send has waited longer than d with no
-// sign of work.
+// stalePending lists sessions whose last send has waited longer than d with
+// no sign of work.
 func (b *busyTracker) stalePending(d time.Duration) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -161,6 +199,10 @@ func (c *Client) Subscribe(ch chan<- runtime.Event) (unsubscribe func()) {
 func (b *busyTracker) publish(ev runtime.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.publishLocked(ev)
+}
+
+func (b *busyTracker) publishLocked(ev runtime.Event) {
 	for ch := range b.subs {
 		select {
 		case ch <- ev:
@@ -218,7 +260,7 @@ func (c *Client) readEvents(ctx context.Context) (connected bool, err error) {
 		return false, err
 	}
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20) // a message.updated event can carry a large part
+	sc.Buffer(make([]byte, 64<<10), maxEvent) // a message.updated event can carry a large part
 	var data bytes.Buffer
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -229,6 +271,9 @@ func (c *Client) readEvents(ctx context.Context) (connected bool, err error) {
 				data.Reset()
 			}
 		case bytes.HasPrefix(line, []byte("data:")):
+			if data.Len()+len(line) > maxEvent {
+				return true, fmt.Errorf("event larger than %d MB", maxEvent>>20)
+			}
 			if data.Len() > 0 {
 				data.WriteByte('\n')
 			}
@@ -237,6 +282,9 @@ func (c *Client) readEvents(ctx context.Context) (connected bool, err error) {
 	}
 	return true, sc.Err()
 }
+
+// maxEvent bounds one event from the runtime's stream.
+const maxEvent = 8 << 20
 
 type statusError struct{ code int }
 
@@ -298,8 +346,16 @@ func (c *Client) checkPending(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, id := range c.busy.stalePending(2 * time.Second) {
+			// A message OpenCode accepted but never worked on (it failed
+			// before its first step), or a runtime that stopped answering,
+			// would keep the agent busy for good: after a generous wait with
+			// no sign of work, let go — whether or not the server answers.
+			if c.busy.giveUp(id, pendingGiveUp) {
+				c.cfg.Logger.Warn("a sent message showed no sign of work; the session counts as idle again", "session", id)
+				continue
+			}
 			if err := c.resyncStatus(ctx); err != nil {
-				break
+				continue
 			}
 			var list []ocMessage
 			if err := c.call(ctx, http.MethodGet, "/session/"+id+"/message", nil, &list); err != nil {
@@ -312,10 +368,7 @@ func (c *Client) checkPending(ctx context.Context) {
 					break
 				}
 			}
-			// A message OpenCode accepted but never worked on (it failed
-			// before its first step) would keep the agent busy for good:
-			// after a generous wait with the server idle all along, let go.
-			if c.busy.giveUp(id, pendingGiveUp) {
+			if false {
 				c.cfg.Logger.Warn("a sent message never started; the session counts as idle again", "session", id)
 			}
 		}

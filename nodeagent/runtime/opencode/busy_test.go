@@ -3,6 +3,8 @@ package opencode
 import (
 	"testing"
 	"time"
+
+	"github.com/agenthost/agenthost/nodeagent/runtime"
 )
 
 // The tracker's rules, event by event; the tests against a real OpenCode
@@ -12,7 +14,7 @@ func TestBusyTrackerNeedsEvidenceForTheSend(t *testing.T) {
 	if b.Busy() {
 		t.Fatal("busy at start")
 	}
-	tok := b.sending("s1")
+	b.sending("s1")
 	if !b.Busy() {
 		t.Fatal("idle right after a send")
 	}
@@ -26,14 +28,24 @@ func TestBusyTrackerNeedsEvidenceForTheSend(t *testing.T) {
 		t.Fatal("still busy after busy then idle")
 	}
 
-	tok = b.sending("s2")
-	b.sendFailed("s2", tok+1) // another send's failure
+	b.sending("s2")
+	b.sending("s2")
+	b.sendRefused("s2") // the second send was refused, the first taken
 	if !b.Busy() {
-		t.Fatal("another send's failure cleared this one")
+		t.Fatal("a refused send cleared an accepted one")
 	}
-	b.sendFailed("s2", tok)
+	b.sendRefused("s2")
 	if b.Busy() {
-		t.Fatal("a failed send still counts")
+		t.Fatal("refused sends still count")
+	}
+
+	// Seen busy, then the stream dropped and the work finished unseen: the
+	// resync after reconnecting must clear it.
+	b.sending("s6")
+	b.status("s6", "busy")
+	b.resync(map[string]bool{})
+	if b.Busy() {
+		t.Fatal("a session seen busy and now idle on the server stays busy")
 	}
 
 	b.sending("s3")
@@ -61,5 +73,23 @@ func TestBusyTrackerNeedsEvidenceForTheSend(t *testing.T) {
 	}
 	if !b.giveUp("s5", 0) || b.Busy() {
 		t.Fatal("did not give up on a lost send")
+	}
+}
+
+func TestBusyTrackerPublishesFlips(t *testing.T) {
+	b := newBusyTracker()
+	ch := make(chan runtime.Event, 16)
+	b.subs[ch] = struct{}{}
+	b.sending("s")
+	b.status("s", "busy")
+	b.status("s", "idle")
+	var got []string
+	for len(ch) > 0 {
+		ev := <-ch
+		got = append(got, ev.Type+string(ev.Data))
+	}
+	want := []string{BusyEvent + `{"busy":true}`, BusyEvent + `{"busy":false}`}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("published %v, want %v", got, want)
 	}
 }

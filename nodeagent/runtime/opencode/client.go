@@ -41,6 +41,10 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
+// maxAnswer bounds what the node agent reads of one answer: the runtime is
+// the tenant's code and may answer anything.
+const maxAnswer = 64 << 20
+
 // Client is one agent's OpenCode server. It implements runtime.Runtime.
 type Client struct {
 	cfg  Config
@@ -70,17 +74,25 @@ func New(cfg Config) (*Client, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConnsPerHost: 8,
-			IdleConnTimeout:     90 * time.Second,
-		}}
+		hc = &http.Client{
+			Transport: &http.Transport{
+				Proxy:               nil, // the password never goes to a proxy
+				MaxIdleConnsPerHost: 8,
+				IdleConnTimeout:     90 * time.Second,
+			},
+			// The runtime is the tenant's code: it may not send the node
+			// agent, which sits in the host's network, anywhere else.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{cfg: cfg, base: base, http: hc, busy: newBusyTracker(), cancel: cancel, done: make(chan struct{})}
 	go c.followEvents(ctx)
 	return c, nil
 }
+
+// Done is closed when the client is closed.
+func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Close stops following events.
 func (c *Client) Close() error {
@@ -123,9 +135,12 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 		return fmt.Errorf("%w: %s %s: %v", runtime.ErrUnavailable, method, path, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return fmt.Errorf("%w: %s %s: %v", runtime.ErrUnavailable, method, path, err)
+	}
+	if len(data) > maxAnswer {
+		return fmt.Errorf("%w: %s %s: answer larger than %d MB", runtime.ErrUnavailable, method, path, maxAnswer>>20)
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
@@ -320,10 +335,15 @@ func (c *Client) Send(ctx context.Context, sessionID, text string) error {
 	if text == "" {
 		return fmt.Errorf("%w: empty message", runtime.ErrInvalid)
 	}
-	token := c.busy.sending(sessionID)
+	c.busy.sending(sessionID)
 	body := map[string]any{"parts": []map[string]any{{"type": "text", "text": text}}}
 	if err := c.call(ctx, http.MethodPost, "/session/"+sessionID+"/prompt_async", body, nil); err != nil {
-		c.busy.sendFailed(sessionID, token)
+		// Only a refusal proves the message was not taken; after a timeout
+		// or a lost connection it may have been, and the session stays
+		// busy until the evidence says otherwise.
+		if errors.Is(err, runtime.ErrInvalid) || errors.Is(err, runtime.ErrNotFound) {
+			c.busy.sendRefused(sessionID)
+		}
 		return err
 	}
 	return nil

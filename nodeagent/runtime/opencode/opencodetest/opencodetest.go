@@ -83,7 +83,7 @@ type Server struct {
 func Start(t testing.TB, cfg opencode.AgentConfig) *Server {
 	t.Helper()
 	bin := Binary(t)
-	model := offlinemodel.New(nil)
+	model := offlinemodel.NewRecording(nil)
 	ts := httptest.NewServer(model.Handler())
 	t.Cleanup(ts.Close)
 	if cfg.Model == "" {
