@@ -25,9 +25,9 @@ import (
 	"sync"
 
 	"github.com/containerd/containerd/pkg/netns"
+	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
-	gocni "github.com/containerd/go-cni"
 )
 
 // Config configures agent networking on one node.
