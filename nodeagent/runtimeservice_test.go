@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/nodeagent"
 	"github.com/agenthost/agenthost/nodeagent/driver/process"
 	"github.com/agenthost/agenthost/nodeagent/runtime/offlinemodel"
@@ -39,7 +40,11 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	modelSrv := httptest.NewServer(model.Handler())
 	defer modelSrv.Close()
 
-	tc := clusterrpc.NewTestCluster(t, 1)
+	keys, err := keyring.LoadOrCreate(filepath.Join(t.TempDir(), "secrets.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := clusterrpc.NewTestClusterWith(t, 1, func(c *clusterrpc.ServerConfig) { c.Keyring = keys })
 	s := tc.Servers[0].Store
 	home := t.TempDir()
 	drv, err := process.New(process.Config{
@@ -77,6 +82,20 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 			t.Fatal("node never registered")
 		}
 	}
+	// Secrets: an org-level one reaches the unscoped agent as environment;
+	// a scope's secret does not. Only sealed values go into Raft.
+	seal := func(scope, key, value string) {
+		sealed, id, err := keys.Seal([]byte(value), keyring.SecretAAD("org", scope, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		apply(t, s, &store.SecretPut{Secret: store.Secret{ID: "sec-" + scope + key, OrgID: "org", ScopeID: scope, Key: key,
+			Ciphertext: sealed, KeyID: id, CreatedAt: now, UpdatedAt: now}})
+	}
+	apply(t, s, &store.ScopeCreate{Scope: store.Scope{ID: "scope-1", OrgID: "org", Name: "team", CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}})
+	seal("", "ANTHROPIC_API_KEY", "sk-org-level-4711")
+	seal("scope-1", "SCOPED_TOKEN", "scoped-only-0815")
 	a := store.Agent{ID: "rt-agent", OrgID: "org", Name: "rt", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
 		HiddenPrompt: "Hidden rule 42: be brief.", Resources: store.Resources{CPUMillis: 500, MemoryMB: 256},
 		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
@@ -171,6 +190,33 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	usage, err := rpc.GetUsage(ctx, connect.NewRequest(&runtimev1.GetUsageRequest{AgentId: a.ID}))
 	if err != nil || usage.Msg.GetTotalCost() != reply.GetCost() || len(usage.Msg.GetSessions()) != 1 {
 		t.Fatalf("usage = %+v, %v", usage, err)
+	}
+
+	// The org's secret is in the runtime's environment, the scope's is not.
+	if _, err := rpc.SendMessage(ctx, connect.NewRequest(&runtimev1.SendMessageRequest{AgentId: a.ID, SessionId: sid,
+		Text: `[[tool:bash {"command":"echo key=$ANTHROPIC_API_KEY scoped=${SCOPED_TOKEN:-none}"}]]`})); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		perms, err := rpc.ListPermissions(ctx, connect.NewRequest(&runtimev1.ListPermissionsRequest{AgentId: a.ID}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(perms.Msg.GetPermissions()) > 0 {
+			if _, err := rpc.ReplyPermission(ctx, connect.NewRequest(&runtimev1.ReplyPermissionRequest{AgentId: a.ID,
+				PermissionId: perms.Msg.GetPermissions()[0].GetId(), Reply: "once"})); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no permission request for the env check")
+		}
+	}
+	for deadline := time.Now().Add(60 * time.Second); !model.SawToolResult("key=sk-org-level-4711 scoped=none"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the org's secret did not reach the runtime's environment (or the scope's did)")
+		}
 	}
 
 	// Uploads land in the workspace, within the limits.

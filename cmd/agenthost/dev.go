@@ -32,6 +32,13 @@ containerd when it is not running). State lives in --data-dir and survives
 restarts. The edge proxy joins this process when it is built.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// dev keeps its key file beside its state, made on first start.
+			// (A cluster keeps it elsewhere: the data directory is what
+			// backups copy, and the key must not travel with them.)
+			if opts.secretsKeyFile == "" {
+				opts.secretsKeyFile = filepath.Join(opts.dataDir, "secrets.key")
+				opts.createKeyFile = true
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			err := runServer(ctx, opts, func(httpAddr string, srv *clusterrpc.Server) {

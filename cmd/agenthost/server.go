@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
@@ -31,6 +32,10 @@ type serverOptions struct {
 	bootstrapExpect int
 	join            []string
 	gossipBind      string
+	secretsKeyFile  string
+	// createKeyFile makes the key file when it is missing (dev only: a
+	// cluster's servers must share one key file, made once by an operator).
+	createKeyFile bool
 }
 
 func newServerCommand() *cobra.Command {
@@ -61,6 +66,8 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 	f.IntVar(&opts.bootstrapExpect, "bootstrap-expect", 1, "servers that form a new cluster: 1, 3 or 5; 0 only joins an existing cluster")
 	f.StringSliceVar(&opts.join, "join", nil, "cluster addresses of other servers, comma-separated")
 	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "gossip (memberlist) address, TCP and UDP, shared with node agents")
+	f.StringVar(&opts.secretsKeyFile, "secrets-key-file", os.Getenv(keyring.EnvKeyFile),
+		"file of the key-encryption keys that seal secrets (mode 600, the same on every server, never in the data directory's Raft state; env "+keyring.EnvKeyFile+"); without it agents get no secrets")
 	return cmd
 }
 
@@ -89,6 +96,18 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	cfg.Join = opts.join
 	if opts.gossipBind != "" {
 		cfg.GossipBind = opts.gossipBind
+	}
+	switch {
+	case opts.secretsKeyFile != "" && opts.createKeyFile:
+		if cfg.Keyring, err = keyring.LoadOrCreate(opts.secretsKeyFile); err != nil {
+			return err
+		}
+	case opts.secretsKeyFile != "":
+		if cfg.Keyring, err = keyring.Load(opts.secretsKeyFile); err != nil {
+			return err
+		}
+	default:
+		logger.Warn("no --secrets-key-file: secrets cannot be opened, and agents start without them")
 	}
 
 	srv, err := clusterrpc.StartServer(cfg)

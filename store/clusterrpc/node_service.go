@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agenthost/agenthost/internal/gossip"
+	"github.com/agenthost/agenthost/internal/keyring"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
@@ -27,16 +28,48 @@ const leaderAddressKey = "agenthost-leader-address"
 // agents and their status reports. Registration, reports and watches work on
 // any control node; heartbeats go to the leader, which alone tracks liveness.
 type NodeService struct {
-	store  *store.Store
-	health *NodeHealth
-	gossip *gossip.Member
+	store   *store.Store
+	health  *NodeHealth
+	gossip  *gossip.Member
+	keyring *keyring.Keyring
+	logger  *slog.Logger
 }
 
 var _ nodev1connect.NodeServiceHandler = (*NodeService)(nil)
 
+// agentEnv opens the secrets an agent gets: its scope's only when it has a
+// scope, the org-level ones otherwise. A secret that does not open is left
+// out and logged (by key, never by value).
+func (n *NodeService) agentEnv(st *store.State, a *store.Agent) map[string]string {
+	if n.keyring == nil {
+		return nil
+	}
+	secrets, err := st.Secrets(a.OrgID, a.ScopeID)
+	if err != nil {
+		n.logger.Error("read secrets", "agent", a.ID, "error", err)
+		return nil
+	}
+	env := map[string]string{}
+	for _, sec := range secrets {
+		if sec.OrgID != a.OrgID || sec.ScopeID != a.ScopeID { // the index matches by prefix
+			continue
+		}
+		v, err := n.keyring.Open(sec.KeyID, sec.Ciphertext, keyring.SecretAAD(sec.OrgID, sec.ScopeID, sec.Key))
+		if err != nil {
+			n.logger.Error("a secret does not open; the agent starts without it", "org", sec.OrgID, "scope", sec.ScopeID, "key", sec.Key, "error", err)
+			continue
+		}
+		env[sec.Key] = string(v)
+	}
+	return env
+}
+
 // NewNodeService returns the NodeService handler.
-func NewNodeService(s *store.Store, health *NodeHealth, member *gossip.Member) *NodeService {
-	return &NodeService{store: s, health: health, gossip: member}
+func NewNodeService(s *store.Store, health *NodeHealth, member *gossip.Member, kr *keyring.Keyring, logger *slog.Logger) *NodeService {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &NodeService{store: s, health: health, gossip: member, keyring: kr, logger: logger}
 }
 
 // Register adds the node to the pool, or refreshes what is known of it.
@@ -112,6 +145,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
 				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
 				Model: a.Model, HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
 			newest = max(newest, a.ModifyIndex)

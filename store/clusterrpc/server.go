@@ -16,6 +16,7 @@ import (
 
 	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
@@ -55,6 +56,9 @@ type ServerConfig struct {
 	// picks one); GossipAdvertise, when set, is what others reach it at.
 	GossipBind      string
 	GossipAdvertise string
+	// Keyring opens secrets, to hand agents their environment; nil hands
+	// out none.
+	Keyring *keyring.Keyring
 }
 
 // DefaultServerConfig returns a server configuration with store defaults.
@@ -169,7 +173,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member), connect.WithReadMaxBytes(maxMessageBytes)))
+	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member, cfg.Keyring, cfg.Store.Logger), connect.WithReadMaxBytes(maxMessageBytes)))
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.
 	mux.Handle(clusterv1connect.NewClusterServiceHandler(NewHandler(st, cfg.BootstrapExpect, member.Addr()), connect.WithReadMaxBytes(maxMessageBytes)))
