@@ -51,7 +51,7 @@ func (n *NodeService) agentEnv(st *store.State, a *store.Agent) map[string]strin
 	}
 	env := map[string]string{}
 	for _, sec := range secrets {
-		if sec.OrgID != a.OrgID || sec.ScopeID != a.ScopeID { // the index matches by prefix
+		if sec.OrgID != a.OrgID || sec.ScopeID != a.ScopeID { // belt and braces: only this agent's own
 			continue
 		}
 		v, err := n.keyring.Open(sec.KeyID, sec.Ciphertext, keyring.SecretAAD(sec.OrgID, sec.ScopeID, sec.Key))

@@ -1,0 +1,56 @@
+package clusterrpc
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/agenthost/agenthost/internal/keyring"
+	"github.com/agenthost/agenthost/store"
+)
+
+// TestResealSecretsRotatesTheKey: secrets sealed under k1, a ring with k2
+// first: everything ends under k2 and still opens to the same value, scoped
+// or not; a second run has nothing to do.
+func TestResealSecretsRotatesTheKey(t *testing.T) {
+	tc := NewTestCluster(t, 1)
+	s := tc.Servers[0].Store
+	ctx := context.Background()
+	l1, _ := keyring.NewKeyLine("k1")
+	l2, _ := keyring.NewKeyLine("k2")
+	old, _ := keyring.Parse([]byte(l1))
+	now := time.Now().UTC()
+	if _, err := s.Apply(ctx, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, &store.ScopeCreate{Scope: store.Scope{ID: "sc", OrgID: "org", Name: "sc", CreatedAt: now, UpdatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	values := map[[2]string]string{{"", "A_KEY"}: "alpha", {"sc", "B_KEY"}: "beta"}
+	for where, v := range values {
+		sealed, id, _ := old.Seal([]byte(v), keyring.SecretAAD("org", where[0], where[1]))
+		if _, err := s.Apply(ctx, &store.SecretPut{Secret: store.Secret{ID: where[1], OrgID: "org", ScopeID: where[0], Key: where[1],
+			Ciphertext: sealed, KeyID: id, CreatedAt: now, UpdatedAt: now}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ring, _ := keyring.Parse([]byte(l2 + "\n" + l1))
+	n, err := ResealSecrets(ctx, s, ring)
+	if err != nil || n != 2 {
+		t.Fatalf("resealed %d, %v", n, err)
+	}
+	newOnly, _ := keyring.Parse([]byte(l2))
+	for where, v := range values {
+		sec, err := s.State().Secret("org", where[0], where[1])
+		if err != nil || sec == nil || sec.KeyID != "k2" {
+			t.Fatalf("secret %v after rotation: %+v %v", where, sec, err)
+		}
+		got, err := newOnly.Open(sec.KeyID, sec.Ciphertext, keyring.SecretAAD("org", where[0], where[1]))
+		if err != nil || string(got) != v {
+			t.Fatalf("secret %v opens to %q, %v", where, got, err)
+		}
+	}
+	if n, err := ResealSecrets(ctx, s, ring); err != nil || n != 0 {
+		t.Fatalf("second run resealed %d, %v", n, err)
+	}
+}
