@@ -3,6 +3,7 @@ package network
 import (
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -87,48 +88,86 @@ func (fw *firewall) rules(agentID string, ip netip.Addr) map[string][][]string {
 	}
 }
 
+// isolate replaces the agent's rules with fresh ones for ip. The old rules'
+// removal and the new rules go in one iptables-restore transaction: two
+// iptables runs per agent start instead of one per rule (each is a process
+// and a ruleset round trip, about 7 ms here).
 func (fw *firewall) isolate(agentID string, ip netip.Addr) error {
-	if err := fw.release(agentID); err != nil {
+	old, err := fw.tagged(agentID)
+	if err != nil {
 		return err
 	}
-	for chain, rules := range fw.rules(agentID, ip) {
-		for _, r := range rules {
-			if err := fw.ipt.Append("filter", chain, r...); err != nil {
-				return fmt.Errorf("isolate agent %s: %w", agentID, err)
-			}
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, r := range old {
+		b.WriteString("-D " + r + "\n")
+	}
+	rules := fw.rules(agentID, ip)
+	for _, chain := range []string{chainInput, chainForward} {
+		for _, r := range rules[chain] {
+			b.WriteString("-A " + chain + " " + strings.Join(r, " ") + "\n")
 		}
+	}
+	b.WriteString("COMMIT\n")
+	if err := restore(b.String()); err != nil {
+		return fmt.Errorf("isolate agent %s: %w", agentID, err)
 	}
 	return nil
 }
 
 // release deletes every rule tagged with the agent's id.
 func (fw *firewall) release(agentID string) error {
+	old, err := fw.tagged(agentID)
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	for _, r := range old {
+		b.WriteString("-D " + r + "\n")
+	}
+	b.WriteString("COMMIT\n")
+	if err := restore(b.String()); err != nil {
+		return fmt.Errorf("remove rules of agent %s: %w", agentID, err)
+	}
+	return nil
+}
+
+// tagged lists the agent's rules in our chains as iptables-save prints them,
+// without the leading "-A": "CHAIN match... -j TARGET".
+func (fw *firewall) tagged(agentID string) ([]string, error) {
+	out, err := exec.Command("iptables-save", "-t", "filter").Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables-save: %w", err)
+	}
 	marker := tag(agentID)
-	for _, chain := range []string{chainInput, chainForward} {
-		rules, err := fw.ipt.List("filter", chain)
-		if err != nil {
-			return fmt.Errorf("list %s: %w", chain, err)
+	var rules []string
+	for _, line := range strings.Split(string(out), "\n") {
+		rest, ok := strings.CutPrefix(line, "-A ")
+		if !ok {
+			continue
 		}
-		for _, r := range rules {
-			fields := strings.Fields(r)
-			if len(fields) < 2 || fields[0] != "-A" {
-				continue
-			}
-			spec := fields[2:]
-			found := false
-			for i, f := range spec {
-				spec[i] = strings.Trim(f, `"`)
-				if spec[i] == marker {
-					found = true
-				}
-			}
-			if !found {
-				continue
-			}
-			if err := fw.ipt.Delete("filter", chain, spec...); err != nil {
-				return fmt.Errorf("remove rule of agent %s: %w", agentID, err)
+		chain, _, _ := strings.Cut(rest, " ")
+		if chain != chainInput && chain != chainForward {
+			continue
+		}
+		for _, f := range strings.Fields(rest) {
+			if strings.Trim(f, `"`) == marker {
+				rules = append(rules, rest)
+				break
 			}
 		}
+	}
+	return rules, nil
+}
+
+// restore applies an iptables-restore transaction without flushing anything
+// else, waiting for the xtables lock like every other iptables user.
+func restore(input string) error {
+	cmd := exec.Command("iptables-restore", "--noflush", "--wait", "5")
+	cmd.Stdin = strings.NewReader(input)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables-restore: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
