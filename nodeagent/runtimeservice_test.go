@@ -62,7 +62,7 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	cfg.CPUMillis, cfg.MemoryMB, cfg.MaxAgents = 4000, 4096, 10
 	cfg.GossipBind, cfg.RuntimeServiceBind = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.OfflineModelURL = modelSrv.URL + "/v1"
-	cfg.DefaultModel = opencode.OfflineModel
+	cfg.DefaultModel = "anthropic/claude-sonnet-4-6" // the org's default must win over it
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
@@ -73,7 +73,7 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	go func() { defer close(done); agent.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
+	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", DefaultModel: opencode.OfflineModel, CreatedAt: time.Now().UTC()}})
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if n, _ := s.State().Node("node-rt"); n != nil {
 			break

@@ -151,9 +151,10 @@ type OrgCreate struct {
 // OrgUpdate renames an org or changes its plan. Lowering a cap below current
 // use is allowed: existing agents stay, new ones are refused.
 type OrgUpdate struct {
-	ID   string  `json:"id"`
-	Name *string `json:"name,omitempty"`
-	Plan *Plan   `json:"plan,omitempty"`
+	ID           string  `json:"id"`
+	Name         *string `json:"name,omitempty"`
+	Plan         *Plan   `json:"plan,omitempty"`
+	DefaultModel *string `json:"defaultModel,omitempty"`
 }
 
 // OrgDelete deletes an org with its tokens, scopes, secrets and idempotency

@@ -20,6 +20,9 @@ func applyOrgCreate(txn *memdb.Txn, index uint64, c *OrgCreate) error {
 	if err := validatePlan(o.Plan); err != nil {
 		return err
 	}
+	if err := validateModel(o.DefaultModel); err != nil {
+		return err
+	}
 	if existing, err := getOrg(txn, o.ID); err != nil {
 		return err
 	} else if existing != nil {
@@ -39,7 +42,7 @@ func applyOrgUpdate(txn *memdb.Txn, index uint64, c *OrgUpdate) error {
 	if err != nil {
 		return err
 	}
-	if c.Name == nil && c.Plan == nil {
+	if c.Name == nil && c.Plan == nil && c.DefaultModel == nil {
 		return invalidf("org update changes nothing")
 	}
 	o := *existing
@@ -59,6 +62,12 @@ func applyOrgUpdate(txn *memdb.Txn, index uint64, c *OrgUpdate) error {
 			return err
 		}
 		o.Plan = *c.Plan
+	}
+	if c.DefaultModel != nil {
+		if err := validateModel(*c.DefaultModel); err != nil {
+			return err
+		}
+		o.DefaultModel = *c.DefaultModel
 	}
 	o.ModifyIndex = index
 	return txn.Insert(tableOrgs, &o)

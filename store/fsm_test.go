@@ -128,6 +128,14 @@ func TestApplyOrgCreate(t *testing.T) {
 		{name: "name of 101 multi-byte characters", cmd: newOrg("org-c", strings.Repeat("é", 101), Plan{}), want: ErrInvalid},
 		{name: "negative maxAgents", cmd: newOrg("org-c", "Gamma", Plan{MaxAgents: -1}), want: ErrInvalid},
 		{name: "negative maxRunning", cmd: newOrg("org-c", "Gamma", Plan{MaxRunning: -1}), want: ErrInvalid},
+		{name: "default model", cmd: &OrgCreate{Org: Org{ID: "org-c", Name: "Gamma", DefaultModel: "anthropic/claude-sonnet-4-6", CreatedAt: testTime}},
+			check: func(t *testing.T, _, s *State, _ uint64) {
+				if o := orgOf(t, s, "org-c"); o.DefaultModel != "anthropic/claude-sonnet-4-6" {
+					t.Errorf("org = %+v", o)
+				}
+			}},
+		{name: "default model without a provider", cmd: &OrgCreate{Org: Org{ID: "org-c", Name: "Gamma", DefaultModel: "claude", CreatedAt: testTime}}, want: ErrInvalid},
+		{name: "default model with a space", cmd: &OrgCreate{Org: Org{ID: "org-c", Name: "Gamma", DefaultModel: "a/b c", CreatedAt: testTime}}, want: ErrInvalid},
 		{name: "id taken", cmd: newOrg("org-a", "Gamma", Plan{}), want: ErrAlreadyExists},
 		{name: "name taken", cmd: newOrg("org-c", "Acme", Plan{}), want: ErrAlreadyExists},
 	})
@@ -168,6 +176,12 @@ func TestApplyOrgUpdate(t *testing.T) {
 				}
 			},
 		},
+		{name: "default model", cmd: &OrgUpdate{ID: "org-a", DefaultModel: strPtr("agenthost/offline")}, check: func(t *testing.T, _, s *State, index uint64) {
+			if o := orgOf(t, s, "org-a"); o.DefaultModel != "agenthost/offline" || o.Name != "Acme" || o.ModifyIndex != index {
+				t.Errorf("org = %+v", o)
+			}
+		}},
+		{name: "bad default model", cmd: &OrgUpdate{ID: "org-a", DefaultModel: strPtr("nope")}, want: ErrInvalid},
 		{name: "unknown org", cmd: &OrgUpdate{ID: "org-x", Name: strPtr("X")}, want: ErrNotFound},
 		{name: "nothing to change", cmd: &OrgUpdate{ID: "org-a"}, want: ErrInvalid},
 		{name: "name taken by another org", cmd: &OrgUpdate{ID: "org-a", Name: strPtr("Beta")}, want: ErrAlreadyExists},

@@ -25,12 +25,15 @@ type Plan struct {
 
 // Org is a tenant organisation.
 type Org struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Plan        Plan      `json:"plan"`
-	CreatedAt   time.Time `json:"createdAt"`
-	CreateIndex uint64    `json:"createIndex"`
-	ModifyIndex uint64    `json:"modifyIndex"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Plan Plan   `json:"plan"`
+	// DefaultModel ("provider/model") is the model of the org's agents
+	// created without one; empty leaves it to the node's default.
+	DefaultModel string    `json:"defaultModel,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+	CreateIndex  uint64    `json:"createIndex"`
+	ModifyIndex  uint64    `json:"modifyIndex"`
 }
 
 // TokenRole says what a token may do.

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -43,6 +44,24 @@ func requireID(kind, id string) error {
 func validateName(kind, name string) error {
 	if !ValidName(name) {
 		return invalidf("%s name must be 1-%d characters", kind, MaxNameLength)
+	}
+	return nil
+}
+
+// validateModel accepts "" (none) or "provider/model": printable, no
+// spaces, at most 200 bytes.
+func validateModel(m string) error {
+	if m == "" {
+		return nil
+	}
+	provider, model, ok := strings.Cut(m, "/")
+	if !ok || provider == "" || model == "" || len(m) > 200 {
+		return invalidf("model %q: want provider/model", m)
+	}
+	for _, r := range m {
+		if r <= ' ' || r == 0x7f {
+			return invalidf("model %q: no spaces or control characters", m)
+		}
 	}
 	return nil
 }

@@ -37,6 +37,17 @@ type NodeService struct {
 
 var _ nodev1connect.NodeServiceHandler = (*NodeService)(nil)
 
+// agentModel is the agent's model, or its org's default.
+func agentModel(st *store.State, a *store.Agent) string {
+	if a.Model != "" {
+		return a.Model
+	}
+	if org, err := st.Org(a.OrgID); err == nil && org != nil {
+		return org.DefaultModel
+	}
+	return ""
+}
+
 // agentEnv opens the secrets an agent gets: its scope's only when it has a
 // scope, the org-level ones otherwise. A secret that does not open is left
 // out and logged (by key, never by value).
@@ -144,7 +155,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
 				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
-				Model: a.Model, HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+				Model: agentModel(st, a), HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
 				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
