@@ -2,6 +2,8 @@
 // API: authentication, org isolation, validation, and the mapping of store and
 // scheduler errors to the documented status codes, in one place.
 //
-// Built by the "Tenant REST API" issue; the package exists now so that the
-// layout of DESIGN.md holds from the start.
+// Built so far: API tokens (token.go: ah_live_ tokens with a checksum, stored
+// only as SHA-256 hashes) and bearer authentication with batched last-use
+// records (auth.go). The handlers come with the rest of the "Tenant REST
+// API" issue.
 package api

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agenthost/agenthost/store"
+)
+
+// Principal is who a request acts as.
+type Principal struct {
+	TokenID string
+	OrgID   string
+	Role    store.TokenRole
+}
+
+// ErrUnauthenticated is the one answer to a missing, malformed, unknown or
+// revoked token: which of them it was is not the caller's business.
+var ErrUnauthenticated = errors.New("invalid or missing API token")
+
+// Authenticator checks bearer tokens against the store's token hashes and
+// records, in batches, when each token was last used.
+type Authenticator struct {
+	store  *store.Store
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	lastUsed map[string]time.Time // token id → last use, not yet written
+}
+
+// NewAuthenticator returns an authenticator over s.
+func NewAuthenticator(s *store.Store, logger *slog.Logger) *Authenticator {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Authenticator{store: s, logger: logger, lastUsed: map[string]time.Time{}}
+}
+
+// Authenticate returns the principal of a request's bearer token. It reads
+// the local state: a token revoked a moment ago on the leader may still pass
+// on a follower for the time replication takes (milliseconds).
+func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return Principal{}, ErrUnauthenticated
+	}
+	hash, ok := ParseToken(strings.TrimSpace(token))
+	if !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	t, err := a.store.State().TokenByHash(hash)
+	if err != nil {
+		return Principal{}, err
+	}
+	if t == nil {
+		return Principal{}, ErrUnauthenticated
+	}
+	a.mu.Lock()
+	a.lastUsed[t.ID] = time.Now().UTC()
+	a.mu.Unlock()
+	return Principal{TokenID: t.ID, OrgID: t.OrgID, Role: t.Role}, nil
+}
+
+// RecordUse writes the pending last-used times every interval until ctx
+// ends: one Raft command for many requests, not one per request.
+func (a *Authenticator) RecordUse(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.flush(ctx)
+		}
+	}
+}
+
+func (a *Authenticator) flush(ctx context.Context) {
+	a.mu.Lock()
+	pending := a.lastUsed
+	a.lastUsed = map[string]time.Time{}
+	a.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	if _, err := a.store.Apply(ctx, &store.TokenTouch{LastUsed: pending}); err != nil {
+		a.logger.Warn("could not record when tokens were last used", "tokens", len(pending), "error", err)
+	}
+}
