@@ -90,7 +90,8 @@ func (a *Agent) failover() {
 }
 
 // Run registers the node and keeps it in step with the control plane until
-// ctx ends. It returns only when ctx ends.
+// ctx ends. It returns when ctx ends, or at once when the AgentRuntimeService
+// port cannot be bound.
 func (a *Agent) Run(ctx context.Context) error {
 	stopService, err := a.serveRuntimeService()
 	if err != nil {
