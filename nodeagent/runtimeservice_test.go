@@ -20,9 +20,11 @@ import (
 	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/nodeagent"
 	"github.com/agenthost/agenthost/nodeagent/driver/process"
+	agentruntime "github.com/agenthost/agenthost/nodeagent/runtime"
 	"github.com/agenthost/agenthost/nodeagent/runtime/offlinemodel"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode/opencodetest"
+	"github.com/agenthost/agenthost/nodeagent/runtime/remote"
 	runtimev1 "github.com/agenthost/agenthost/proto/agenthost/runtime/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
 	"github.com/agenthost/agenthost/store"
@@ -190,6 +192,36 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	usage, err := rpc.GetUsage(ctx, connect.NewRequest(&runtimev1.GetUsageRequest{AgentId: a.ID}))
 	if err != nil || usage.Msg.GetTotalCost() != reply.GetCost() || len(usage.Msg.GetSessions()) != 1 {
 		t.Fatalf("usage = %+v, %v", usage, err)
+	}
+
+	// The same through runtime/remote, what control nodes hold: the runtime
+	// package's types and errors on the far side of the hop.
+	rr := remote.New(h2c.NewClient(), n.RuntimeServiceAddress, a.ID)
+	if list, err := rr.Sessions(ctx); err != nil || len(list) != 1 || list[0].ID != sid || list[0].Title != "e2e" {
+		t.Fatalf("remote sessions = %+v, %v", list, err)
+	}
+	rmsgs, err := rr.Messages(ctx, sid)
+	if err != nil || len(rmsgs) != 2 || rmsgs[1].Info.Tokens == nil || rmsgs[1].Info.Tokens.Output != reply.GetTokens().GetOutput() ||
+		*rmsgs[1].Info.Cost != reply.GetCost() || rmsgs[0].Info.Time != nil {
+		t.Fatalf("remote messages = %+v, %v", rmsgs, err)
+	}
+	if u, err := rr.Usage(ctx); err != nil || u.TotalCost != reply.GetCost() || len(u.Sessions) != 1 {
+		t.Fatalf("remote usage = %+v, %v", u, err)
+	}
+	if _, err := rr.Messages(ctx, "ses_nope"); !errors.Is(err, agentruntime.ErrNotFound) {
+		t.Fatalf("remote: unknown session: %v", err)
+	}
+	if up, err := rr.Upload(ctx, "remote.txt", strings.NewReader("remote")); err != nil || up.Size != 6 || up.Path != "/workspace/uploads/remote.txt" {
+		t.Fatalf("remote upload = %+v, %v", up, err)
+	}
+	if _, err := rr.Upload(ctx, "x.exe", strings.NewReader("MZ")); !errors.Is(err, agentruntime.ErrInvalid) {
+		t.Fatalf("remote upload of an .exe: %v", err)
+	}
+	if _, err := remote.New(h2c.NewClient(), n.RuntimeServiceAddress, "someone-else").Sessions(ctx); !errors.Is(err, remote.ErrNotRunning) {
+		t.Fatalf("remote: an agent not on the node: %v", err)
+	}
+	if rr.Busy() {
+		t.Fatal("remote: busy while idle")
 	}
 
 	// The org's secret is in the runtime's environment, the scope's is not.
