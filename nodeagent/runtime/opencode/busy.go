@@ -368,9 +368,6 @@ func (c *Client) checkPending(ctx context.Context) {
 					break
 				}
 			}
-			if false {
-				c.cfg.Logger.Warn("a sent message never started; the session counts as idle again", "session", id)
-			}
 		}
 	}
 }
