@@ -550,8 +550,7 @@ func (s *Store) leadershipLoop() {
 				s.revoke()
 				continue
 			}
-			if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
-				s.logger.Warn("barrier after election failed; waiting for the next leadership change", "error", err)
+			if !s.barrierAsLeader() {
 				continue
 			}
 			s.hookMu.Lock()
@@ -566,6 +565,32 @@ func (s *Store) leadershipLoop() {
 			}
 			s.hookMu.Unlock()
 		}
+	}
+}
+
+// barrierAsLeader commits a barrier for a new term, retrying while this
+// server stays the leader. Raft says "leader" once per term: giving up after
+// one failed barrier (an apply timeout on a loaded machine) would leave a
+// leader that never runs its hooks — no placement, no health — for the whole
+// term. It reports false when leadership was lost or the store shuts down.
+func (s *Store) barrierAsLeader() bool {
+	backoff := 10 * time.Millisecond
+	for {
+		err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout))
+		if err == nil {
+			return true
+		}
+		if s.raft.State() != raft.Leader {
+			s.logger.Warn("barrier after election failed; leadership lost", "error", err)
+			return false
+		}
+		s.logger.Warn("barrier after election failed; retrying", "error", err)
+		select {
+		case <-s.shutdownCh:
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
