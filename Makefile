@@ -163,7 +163,10 @@ build:
 	$(GO) build -o bin/agenthost ./cmd/agenthost
 
 # test: set up, lint, then run every test with the race detector.
-test: setup lint
+# The runtime image is built (or found cached) before the tests start, so that its
+# cold build (mmdebstrap, compression: minutes of both cores) does not run beside
+# timing-sensitive tests; the tests that need it then find it in build/runtime.
+test: setup lint runtime-image
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # bench: store and placement throughput beside raw raft.Apply on a 3-server loopback
