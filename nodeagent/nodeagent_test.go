@@ -18,7 +18,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
-	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd/drivertest"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
@@ -65,40 +65,12 @@ func newTestDriverWith(t *testing.T, subnet netip.Prefix, archive string, hostPo
 		}
 		daemon = d
 	}
-	quiet := slog.New(slog.DiscardHandler)
-	ncfg := network.DefaultConfig()
-	ncfg.Subnet = subnet
-	ncfg.StateDir = t.TempDir()
-	ncfg.HostPorts = hostPorts
-	ncfg.Logger = quiet
-	net, err := network.New(ncfg)
+	drv, err := drivertest.New(drivertest.Options{Address: daemon.Address, Subnet: subnet, Dir: t.TempDir(),
+		HostPorts: hostPorts, Archives: []string{archive}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dcfg := containerd.DefaultConfig()
-	dcfg.Address = daemon.Address
-	dcfg.DataDir = t.TempDir()
-	dcfg.Network = net
-	dcfg.Logger = quiet
-	drv, err := containerd.New(dcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := drv.ImportImage(context.Background(), f); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		list, _ := drv.List(context.Background())
-		for _, c := range list {
-			drv.Delete(context.Background(), c.AgentID)
-		}
-		drv.Close()
-	})
+	t.Cleanup(func() { drivertest.Close(drv) })
 	return drv
 }
 

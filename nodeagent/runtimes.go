@@ -84,19 +84,6 @@ func (r *runtimes) closeAll() {
 	}
 }
 
-// busyCount reports how many agents are busy.
-func (r *runtimes) busyCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, l := range r.byID {
-		if l.rt.Busy() {
-			n++
-		}
-	}
-	return n
-}
-
 // Runtime returns the adapter of an agent running on this node, making it
 // when needed (after a node agent restart, running agents are adopted
 // without a health check). It fails with ErrAgentNotRunning for an agent
@@ -153,9 +140,6 @@ func (a *Agent) pruneRuntimes(desired map[string]Assignment, containers map[stri
 		a.runtimes.drop(id)
 	}
 }
-
-// BusyAgents counts the agents on this node that are busy now.
-func (a *Agent) BusyAgents() int { return a.runtimes.busyCount() }
 
 // Workspace returns the host directory of an agent's workspace, for uploads.
 func (a *Agent) Workspace(agentID string) (string, error) {

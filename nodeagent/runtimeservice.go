@@ -10,7 +10,6 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/agenthost/agenthost/nodeagent/runtime"
-	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	runtimev1 "github.com/agenthost/agenthost/proto/agenthost/runtime/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
 )
@@ -314,7 +313,7 @@ func (s *runtimeService) WatchEvents(ctx context.Context, req *connect.Request[r
 	unsubscribe := src.Subscribe(events)
 	defer unsubscribe()
 	busy := rt.Busy()
-	if err := stream.Send(&runtimev1.WatchEventsResponse{Type: opencode.BusyEvent, Busy: busy}); err != nil {
+	if err := stream.Send(&runtimev1.WatchEventsResponse{Type: runtime.BusyEvent, Busy: busy}); err != nil {
 		return err
 	}
 	for {

@@ -208,6 +208,10 @@ type QuestionOption struct {
 	Description string `json:"description"`
 }
 
+// BusyEvent is the type of the event an adapter publishes when its busy
+// state flips; every other event is the runtime's own.
+const BusyEvent = "agenthost.busy"
+
 // Event is one event from a runtime's own stream, as the runtime sent it.
 type Event struct {
 	Type string          `json:"type"`

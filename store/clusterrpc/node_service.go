@@ -62,9 +62,6 @@ func (n *NodeService) agentEnv(st *store.State, a *store.Agent) map[string]strin
 	}
 	env := map[string]string{}
 	for _, sec := range secrets {
-		if sec.OrgID != a.OrgID || sec.ScopeID != a.ScopeID { // belt and braces: only this agent's own
-			continue
-		}
 		v, err := n.keyring.Open(sec.KeyID, sec.Ciphertext, keyring.SecretAAD(sec.OrgID, sec.ScopeID, sec.Key))
 		if err != nil {
 			n.logger.Error("a secret does not open; the agent starts without it", "org", sec.OrgID, "scope", sec.ScopeID, "key", sec.Key, "error", err)

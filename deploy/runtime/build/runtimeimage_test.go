@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,7 +21,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
-	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd/drivertest"
 )
 
 // agentSubnet is this test's agent network; other packages' tests use
@@ -66,34 +65,15 @@ func TestImageRunsOpenCodeOnContainerd(t *testing.T) {
 		t.Fatalf("start containerd: %v", err)
 	}
 	t.Cleanup(daemon.Stop)
-	quiet := slog.New(slog.DiscardHandler)
-	ncfg := network.DefaultConfig()
-	ncfg.Subnet = agentSubnet
-	ncfg.StateDir = t.TempDir()
-	ncfg.Logger = quiet
-	agentNet, err := network.New(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dcfg := containerd.DefaultConfig()
-	dcfg.Address = daemon.Address
-	dcfg.DataDir = t.TempDir()
-	dcfg.Network = agentNet
-	dcfg.Logger = quiet
-	d, err := containerd.New(dcfg)
+	d, err := drivertest.New(drivertest.Options{Address: daemon.Address, Subnet: agentSubnet, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() { drivertest.Close(d) })
 
 	start := time.Now()
-	f, err := os.Open(cfg.ArchivePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := d.ImportImage(ctx, f)
-	f.Close()
+	names, err := drivertest.Import(d, cfg.ArchivePath())
 	if err != nil {
 		t.Fatalf("import %s: %v", cfg.ArchivePath(), err)
 	}

@@ -38,9 +38,6 @@ type pendingSend struct {
 	sawBusy bool
 }
 
-// BusyEvent is the event type published when the busy state flips.
-const BusyEvent = "agenthost.busy"
-
 func newBusyTracker() *busyTracker {
 	return &busyTracker{busy: map[string]bool{}, pending: map[string]*pendingSend{}, subs: map[chan<- runtime.Event]struct{}{}}
 }
@@ -65,7 +62,7 @@ func (b *busyTracker) flipped() {
 	if now {
 		data = []byte(`{"busy":true}`)
 	}
-	b.publishLocked(runtime.Event{Type: BusyEvent, Data: data})
+	b.publishLocked(runtime.Event{Type: runtime.BusyEvent, Data: data})
 }
 
 func (b *busyTracker) sending(sessionID string) {

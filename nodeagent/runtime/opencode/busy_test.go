@@ -88,7 +88,7 @@ func TestBusyTrackerPublishesFlips(t *testing.T) {
 		ev := <-ch
 		got = append(got, ev.Type+string(ev.Data))
 	}
-	want := []string{BusyEvent + `{"busy":true}`, BusyEvent + `{"busy":false}`}
+	want := []string{runtime.BusyEvent + `{"busy":true}`, runtime.BusyEvent + `{"busy":false}`}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("published %v, want %v", got, want)
 	}

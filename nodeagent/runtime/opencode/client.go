@@ -7,6 +7,7 @@ package opencode
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -222,7 +224,9 @@ func (c *Client) Sessions(ctx context.Context) ([]runtime.Session, error) {
 			out = append(out, s.session())
 		}
 	}
-	sortSessions(out)
+	slices.SortFunc(out, func(a, b runtime.Session) int {
+		return cmp.Or(cmp.Compare(a.Created, b.Created), cmp.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
 
@@ -382,7 +386,7 @@ func (c *Client) AbortAll(ctx context.Context) ([]string, error) {
 		}
 		out = append(out, id)
 	}
-	sortStrings(out)
+	slices.Sort(out)
 	return out, nil
 }
 

@@ -36,7 +36,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
-	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd/drivertest"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
@@ -71,42 +71,14 @@ func run(runs int) error {
 		return err
 	}
 	quiet := slog.New(slog.DiscardHandler)
-
-	ncfg := network.DefaultConfig()
-	ncfg.Subnet = netip.MustParsePrefix("10.213.250.0/24")
-	ncfg.StateDir = filepath.Join(tmp, "cni")
-	ncfg.Logger = quiet
-	netw, err := network.New(ncfg)
+	drv, err := drivertest.New(drivertest.Options{Address: daemon.Address, Subnet: netip.MustParsePrefix("10.213.250.0/24"),
+		Dir: tmp, Archives: []string{archive}})
 	if err != nil {
 		return err
 	}
-	dcfg := containerd.DefaultConfig()
-	dcfg.Address = daemon.Address
-	dcfg.DataDir = filepath.Join(tmp, "node")
-	dcfg.Network = netw
-	dcfg.Logger = quiet
-	drv, err := containerd.New(dcfg)
-	if err != nil {
-		return err
-	}
-	defer drv.Close()
 	// Whatever happens, delete every container through the driver before
 	// containerd stops, so that no network namespace or rule outlives the run.
-	defer func() {
-		list, _ := drv.List(context.Background())
-		for _, c := range list {
-			drv.Delete(context.Background(), c.AgentID)
-		}
-	}()
-	f, err := os.Open(archive)
-	if err != nil {
-		return err
-	}
-	_, err = drv.ImportImage(context.Background(), f)
-	f.Close()
-	if err != nil {
-		return err
-	}
+	defer drivertest.Close(drv)
 
 	ctx := context.Background()
 	control, cleanup, err := startControlPlane(tmp)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -25,7 +24,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
-	"github.com/agenthost/agenthost/nodeagent/network"
+	"github.com/agenthost/agenthost/nodeagent/driver/containerd/drivertest"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 )
 
@@ -65,39 +64,13 @@ func run(runs int) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	quiet := slog.New(slog.DiscardHandler)
-	ncfg := network.DefaultConfig()
-	ncfg.Subnet = netip.MustParsePrefix("10.213.249.0/24")
-	ncfg.StateDir = filepath.Join(tmp, "cni")
-	ncfg.Logger = quiet
-	netw, err := network.New(ncfg)
+	drv, err := drivertest.New(drivertest.Options{Address: daemon.Address, Subnet: netip.MustParsePrefix("10.213.249.0/24"), Dir: tmp})
 	if err != nil {
 		return err
 	}
-	dcfg := containerd.DefaultConfig()
-	dcfg.Address = daemon.Address
-	dcfg.DataDir = filepath.Join(tmp, "node")
-	dcfg.Network = netw
-	dcfg.Logger = quiet
-	drv, err := containerd.New(dcfg)
-	if err != nil {
-		return err
-	}
-	defer drv.Close()
-	defer func() {
-		list, _ := drv.List(context.Background())
-		for _, c := range list {
-			drv.Delete(context.Background(), c.AgentID)
-		}
-	}()
-	f, err := os.Open(archive)
-	if err != nil {
-		return err
-	}
+	defer drivertest.Close(drv)
 	start := time.Now()
-	_, err = drv.ImportImage(context.Background(), f)
-	f.Close()
-	if err != nil {
+	if _, err := drivertest.Import(drv, archive); err != nil {
 		return err
 	}
 	fmt.Printf("runtime image imported in %s\n", time.Since(start).Round(time.Millisecond))

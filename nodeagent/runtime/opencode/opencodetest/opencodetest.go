@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -201,6 +200,3 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-// Contains reports whether the log mentions s (for failure messages).
-func (s *Server) Contains(sub string) bool { return strings.Contains(s.Log(), sub) }
