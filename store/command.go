@@ -166,6 +166,10 @@ type OrgDelete struct {
 // TokenCreate stores a new token (its hash, never the token).
 type TokenCreate struct {
 	Token Token `json:"token"`
+	// Bootstrap makes the command a cluster's first operator token: it is
+	// refused with ErrConflict when any operator token exists, so that of
+	// two racing bootstraps exactly one wins.
+	Bootstrap bool `json:"bootstrap,omitempty"`
 }
 
 // TokenRevoke deletes a token; requests bearing it are refused from then on.
@@ -266,15 +270,22 @@ type SecretDelete struct {
 	Key     string `json:"key"`
 }
 
-// IdempotencyPut stores the response to a mutating request. A record that
-// already exists for the key is kept (the first answer wins).
+// IdempotencyPut stores the response to a mutating request, or claims the
+// key for a request about to run (StatusCode 0). A record that already exists
+// for the key is kept — the first answer wins — except that the claim's owner
+// may complete it, and a claim that expired may be taken over.
 type IdempotencyPut struct {
 	Record IdempotencyRecord `json:"record"`
 }
 
-// IdempotencyDelete removes records that expired before Before.
+// IdempotencyDelete removes records that expired before Before; or, with
+// Key set, releases the claim that Owner holds on OrgID's Key (its request
+// failed in a way a retry should run again).
 type IdempotencyDelete struct {
 	Before time.Time `json:"before"`
+	OrgID  string    `json:"orgId,omitempty"`
+	Key    string    `json:"key,omitempty"`
+	Owner  string    `json:"owner,omitempty"`
 }
 
 // ClusterConfigSet replaces the cluster configuration.

@@ -113,6 +113,18 @@ func applyTokenCreate(txn *memdb.Txn, index uint64, c *TokenCreate) error {
 	if len(t.Hash) != 32 {
 		return invalidf("token hash must be a SHA-256 digest")
 	}
+	if c.Bootstrap {
+		if t.Role != RoleOperator {
+			return invalidf("a bootstrap token must be an operator token")
+		}
+		op, err := first[*Token](txn, tableTokens, "role", string(RoleOperator))
+		if err != nil {
+			return err
+		}
+		if op != nil {
+			return fmt.Errorf("%w: the cluster is bootstrapped already", ErrConflict)
+		}
+	}
 	if existing, err := first[*Token](txn, tableTokens, "id", t.ID); err != nil {
 		return err
 	} else if existing != nil {
@@ -322,16 +334,32 @@ func applyIdempotencyPut(txn *memdb.Txn, index uint64, c *IdempotencyPut) error 
 	if r.OrgID == "" || r.Key == "" {
 		return invalidf("idempotency record needs an org and a key")
 	}
-	if existing, err := first[*IdempotencyRecord](txn, tableIdempotency, "id", r.OrgID, r.Key); err != nil {
+	existing, err := first[*IdempotencyRecord](txn, tableIdempotency, "id", r.OrgID, r.Key)
+	if err != nil {
 		return err
-	} else if existing != nil {
-		return nil // the first answer wins
+	}
+	if existing != nil {
+		completes := existing.StatusCode == 0 && existing.Owner != "" && existing.Owner == r.Owner && r.StatusCode != 0
+		takesOver := existing.StatusCode == 0 && existing.ExpiresAt.Before(r.CreatedAt)
+		if !completes && !takesOver {
+			return nil // the first answer wins
+		}
+		if err := txn.Delete(tableIdempotency, existing); err != nil {
+			return err
+		}
 	}
 	r.CreateIndex = index
 	return txn.Insert(tableIdempotency, &r)
 }
 
 func applyIdempotencyDelete(txn *memdb.Txn, c *IdempotencyDelete) error {
+	if c.Key != "" {
+		r, err := first[*IdempotencyRecord](txn, tableIdempotency, "id", c.OrgID, c.Key)
+		if err != nil || r == nil || r.StatusCode != 0 || r.Owner != c.Owner {
+			return err // only the claim's owner releases it, and only a claim
+		}
+		return txn.Delete(tableIdempotency, r)
+	}
 	records, err := all[*IdempotencyRecord](txn, tableIdempotency, "id")
 	if err != nil {
 		return err

@@ -199,8 +199,14 @@ type IdempotencyRecord struct {
 	// RequestHash identifies the request body; a retry with the same key but
 	// a different body is an error rather than a replay.
 	RequestHash []byte    `json:"requestHash"`
-	StatusCode  int       `json:"statusCode"`
-	Body        []byte    `json:"body"`
+	// StatusCode 0 marks a claim: the request is being executed by the
+	// request with this Owner, and no response is known yet.
+	StatusCode int    `json:"statusCode"`
+	Owner      string `json:"owner,omitempty"`
+	Body       []byte `json:"body"`
+	// BodyKeyID, when set, names the keyring key that sealed Body (a
+	// response that holds a secret, such as a new token).
+	BodyKeyID   string    `json:"bodyKeyId,omitempty"`
 	CreatedAt   time.Time `json:"createdAt"`
 	ExpiresAt   time.Time `json:"expiresAt"`
 	CreateIndex uint64    `json:"createIndex"`

@@ -83,6 +83,7 @@ func schema() *memdb.DBSchema {
 			"hash": {Name: "hash", Unique: true, Indexer: &bytesFieldIndex{field: "Hash"}},
 			// Operator tokens may belong to no org.
 			"org": {Name: "org", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "OrgID"}},
+			"role": str("role", "Role", false),
 		}},
 		tableAgents: {Name: tableAgents, Indexes: map[string]*memdb.IndexSchema{
 			"id":       id("ID"),

@@ -48,6 +48,11 @@ func (s *State) TokensByOrg(orgID string) ([]*Token, error) {
 	return all[*Token](s.txn, tableTokens, "org", orgID)
 }
 
+// TokensByRole returns every token of a role, ordered by id.
+func (s *State) TokensByRole(role TokenRole) ([]*Token, error) {
+	return all[*Token](s.txn, tableTokens, "role", string(role))
+}
+
 // Agent returns the agent with this id.
 func (s *State) Agent(id string) (*Agent, error) {
 	return first[*Agent](s.txn, tableAgents, "id", id)

@@ -254,3 +254,26 @@ func (r *Runtime) Upload(ctx context.Context, name string, content io.Reader) (r
 
 // Close has nothing to release: calls share the HTTP client.
 func (r *Runtime) Close() error { return nil }
+
+// WatchEvents follows the agent's runtime events, calling fn for each with
+// the busy state after it (the first call is a runtime.BusyEvent with the
+// current state), until ctx ends or the stream breaks: the agent stopped or
+// moved, or its node went away. It returns nil only when ctx ended.
+func (r *Runtime) WatchEvents(ctx context.Context, fn func(ev runtime.Event, busy bool)) error {
+	stream, err := r.client.WatchEvents(ctx, connect.NewRequest(&runtimev1.WatchEventsRequest{AgentId: r.agentID}))
+	if err != nil {
+		return fromConnect(err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		m := stream.Msg()
+		fn(runtime.Event{Type: m.GetType(), Data: json.RawMessage(m.GetDataJson())}, m.GetBusy())
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := stream.Err(); err != nil {
+		return fromConnect(err)
+	}
+	return runtime.ErrUnavailable
+}
