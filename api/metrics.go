@@ -10,8 +10,8 @@ import (
 // metrics of the REST API. Labels are the route pattern, never the raw
 // path, so that IDs do not become series.
 type metrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
 	createToReady prometheus.Histogram
 }
 

@@ -108,14 +108,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.RuntimeClient = h2c.NewClient()
 	}
 	s := &Server{
-		cfg:      cfg,
-		store:    cfg.Store,
-		logger:   cfg.Logger.With("component", "api"),
-		auth:     NewAuthenticator(cfg.Store, cfg.Logger),
-		models:   cfg.Models,
-		rtc:      cfg.RuntimeClient,
-		metrics:  newMetrics(cfg.Registerer),
-		mux:      http.NewServeMux(),
+		cfg:     cfg,
+		store:   cfg.Store,
+		logger:  cfg.Logger.With("component", "api"),
+		auth:    NewAuthenticator(cfg.Store, cfg.Logger),
+		models:  cfg.Models,
+		rtc:     cfg.RuntimeClient,
+		metrics: newMetrics(cfg.Registerer),
+		mux:     http.NewServeMux(),
 	}
 	s.keyring.Store(cfg.Keyring)
 	s.routes()

@@ -198,7 +198,7 @@ type IdempotencyRecord struct {
 	Key   string `json:"key"`
 	// RequestHash identifies the request body; a retry with the same key but
 	// a different body is an error rather than a replay.
-	RequestHash []byte    `json:"requestHash"`
+	RequestHash []byte `json:"requestHash"`
 	// StatusCode 0 marks a claim: the request is being executed by the
 	// request with this Owner, and no response is known yet.
 	StatusCode int    `json:"statusCode"`

@@ -82,7 +82,7 @@ func schema() *memdb.DBSchema {
 			"id":   id("ID"),
 			"hash": {Name: "hash", Unique: true, Indexer: &bytesFieldIndex{field: "Hash"}},
 			// Operator tokens may belong to no org.
-			"org": {Name: "org", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "OrgID"}},
+			"org":  {Name: "org", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "OrgID"}},
 			"role": str("role", "Role", false),
 		}},
 		tableAgents: {Name: tableAgents, Indexes: map[string]*memdb.IndexSchema{
