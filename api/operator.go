@@ -468,3 +468,21 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request, _ P
 func (s *Server) revokeOperatorToken(w http.ResponseWriter, r *http.Request, _ Principal) error {
 	return s.revokeToken(w, r, "")
 }
+
+// Bootstrap makes the cluster's first operator token, as POST
+// /api/v1/operator/bootstrap does; store.ErrConflict when one exists.
+func (s *Server) Bootstrap(ctx context.Context, label string) (token string, err error) {
+	t, err := s.mintToken(ctx, "", label, store.RoleOperator, true)
+	return t.Token, err
+}
+
+// CreateOrg makes an org with a plan and a first tenant token for it, for
+// set-ups that script what an operator would do through the API (dev).
+func (s *Server) CreateOrg(ctx context.Context, name string, plan store.Plan, tokenLabel string) (orgID, token string, err error) {
+	o := store.Org{ID: newID(prefixOrg), Name: name, Plan: plan, CreatedAt: time.Now().UTC()}
+	if _, err := s.store.Apply(ctx, &store.OrgCreate{Org: o}); err != nil {
+		return "", "", err
+	}
+	t, err := s.mintToken(ctx, o.ID, tokenLabel, store.RoleTenant, false)
+	return o.ID, t.Token, err
+}

@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 
+	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
@@ -41,13 +45,20 @@ restarts. The edge proxy joins this process when it is built.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			err := runServer(ctx, opts, func(httpAddr string, srv *clusterrpc.Server) {
+			err := runServer(ctx, opts, func(httpAddr string, srv *clusterrpc.Server, apiSrv *api.Server) {
 				out := cmd.OutOrStdout()
 				fmt.Fprintf(out, "agenthost dev is running (Ctrl-C to stop)\n")
 				fmt.Fprintf(out, "  data dir:      %s\n", opts.dataDir)
 				fmt.Fprintf(out, "  cluster addr:  %s\n", srv.Addr())
+				fmt.Fprintf(out, "  REST API:      http://%s/api/v1 (docs at http://%s/docs)\n", httpAddr, httpAddr)
 				fmt.Fprintf(out, "  status:        http://%s/v1/status\n", httpAddr)
 				fmt.Fprintf(out, "  metrics:       http://%s/metrics\n", httpAddr)
+				tokensFile := filepath.Join(opts.dataDir, devTokensFile)
+				if err := devBootstrap(ctx, apiSrv, tokensFile, "http://"+httpAddr); err != nil {
+					slog.Error("could not make the dev tokens", "error", err)
+				} else {
+					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
+				}
 				if noNode {
 					return
 				}
@@ -89,4 +100,37 @@ restarts. The edge proxy joins this process when it is built.`,
 	f.StringVar(&opts.httpAddr, "http-addr", opts.httpAddr, "HTTP address for /metrics and /v1/status")
 	f.BoolVar(&noNode, "no-node", false, "run the control node only, without a node agent")
 	return cmd
+}
+
+// devTokensFile holds the tokens dev makes on its first start: readable by
+// its owner only, since the store keeps nothing but their hashes.
+const devTokensFile = "tokens.env"
+
+// devBootstrap makes, on a fresh data directory, an operator token and a
+// tenant token for the org "default", and writes them to path. Later starts
+// find the cluster bootstrapped and leave the file as it is.
+func devBootstrap(ctx context.Context, apiSrv *api.Server, path, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	operatorToken, err := apiSrv.Bootstrap(ctx, "dev operator")
+	if errors.Is(err, store.ErrConflict) {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("the dev cluster was bootstrapped but %s is gone; make tokens with an operator token, or start afresh with a new --data-dir", path)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, tenantToken, err := apiSrv.CreateOrg(ctx, "default", store.Plan{}, "dev")
+	if err != nil {
+		return err
+	}
+	content := fmt.Sprintf(`# agenthost dev: tokens made on first start. The cluster stores only their
+# hashes; this file is the one copy. Use: source %s
+AGENTHOST_ADDR=%s
+AGENTHOST_TOKEN=%s
+AGENTHOST_OPERATOR_TOKEN=%s
+`, path, addr, tenantToken, operatorToken)
+	return os.WriteFile(path, []byte(content), 0o600)
 }

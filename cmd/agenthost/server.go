@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
@@ -33,6 +35,8 @@ type serverOptions struct {
 	join            []string
 	gossipBind      string
 	secretsKeyFile  string
+	publicURL       string
+	modelsFile      string
 	// createKeyFile makes the key file when it is missing (dev only: a
 	// cluster's servers must share one key file, made once by an operator).
 	createKeyFile bool
@@ -57,6 +61,7 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 			return runServer(cmd.Context(), opts, nil)
 		},
 	}
+	cmd.AddCommand(newBootstrapCommand())
 	f := cmd.Flags()
 	f.StringVar(&opts.dataDir, "data-dir", "/var/lib/agenthost", "directory for Raft state (created if missing)")
 	f.StringVar(&opts.name, "name", host, "this server's id in the cluster; must not change once the data directory exists")
@@ -66,6 +71,8 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 	f.IntVar(&opts.bootstrapExpect, "bootstrap-expect", 1, "servers that form a new cluster: 1, 3 or 5; 0 only joins an existing cluster")
 	f.StringSliceVar(&opts.join, "join", nil, "cluster addresses of other servers, comma-separated")
 	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "gossip (memberlist) address, TCP and UDP, shared with node agents")
+	f.StringVar(&opts.publicURL, "public-url", "", "where users reach agenthost (the edge proxy), e.g. https://agents.example.com; agents get URLs a<port>.<host> (default: http://localhost:<http-addr port>)")
+	f.StringVar(&opts.modelsFile, "models-file", "", `JSON file of models added to the catalog: {"models": [{"id": "vllm/qwen", "name": "Qwen", "kind": "openai-compatible", "baseURL": "http://10.0.0.9:8000/v1"}]}`)
 	f.StringVar(&opts.secretsKeyFile, "secrets-key-file", os.Getenv(keyring.EnvKeyFile),
 		"file of the key-encryption keys that seal secrets (mode 600, the same on every server, never in the data directory's Raft state; env "+keyring.EnvKeyFile+"); without it agents get no secrets")
 	return cmd
@@ -73,7 +80,7 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 
 // runServer runs a control node until ctx ends. ready, when not nil, is
 // called once the HTTP endpoint is up, with its address.
-func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr string, srv *clusterrpc.Server)) error {
+func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr string, srv *clusterrpc.Server, apiSrv *api.Server)) error {
 	logger := slog.Default()
 	id, err := serverID(opts.dataDir, opts.name)
 	if err != nil {
@@ -116,7 +123,29 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	}
 	defer srv.Shutdown()
 
+	publicURL, err := resolvePublicURL(opts.publicURL, opts.httpAddr)
+	if err != nil {
+		return err
+	}
+	acfg := api.DefaultConfig()
+	acfg.Store = srv.Store
+	acfg.Keyring = cfg.Keyring
+	acfg.PublicURL = publicURL
+	acfg.Logger = logger
+	acfg.Registerer = reg
+	if opts.modelsFile != "" {
+		if acfg.Models, err = api.LoadModels(opts.modelsFile); err != nil {
+			return err
+		}
+	}
+	apiSrv, err := api.New(acfg)
+	if err != nil {
+		return err
+	}
+	go apiSrv.Run(ctx)
+
 	mux := http.NewServeMux()
+	mux.Handle("/", apiSrv.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -126,13 +155,13 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", opts.httpAddr, err)
 	}
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 	go httpSrv.Serve(ln)
 	defer httpSrv.Close()
 
 	logger.Info("control node started", "server", id, "cluster_addr", srv.Addr(), "http_addr", ln.Addr().String(), "data_dir", opts.dataDir)
 	if ready != nil {
-		ready(ln.Addr().String(), srv)
+		ready(ln.Addr().String(), srv, apiSrv)
 	}
 	<-ctx.Done()
 	logger.Info("shutting down")
@@ -165,6 +194,24 @@ func serverID(dataDir, name string) (string, error) {
 	default:
 		return "", fmt.Errorf("read server id: %w", err)
 	}
+}
+
+// resolvePublicURL parses --public-url, defaulting to localhost on the HTTP
+// port: agents are then a<port>.localhost, which browsers resolve without
+// any DNS set-up.
+func resolvePublicURL(raw, httpAddr string) (*url.URL, error) {
+	if raw == "" {
+		_, port, err := net.SplitHostPort(httpAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--http-addr %q: %w", httpAddr, err)
+		}
+		raw = "http://localhost:" + port
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("--public-url %q: want http(s)://host[:port]", raw)
+	}
+	return u, nil
 }
 
 func hostOf(addr string) string {
