@@ -396,15 +396,17 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 		}
 		a.checkHealth(ctx, as, c.Address)
 	case ActStart:
-		// The model and hidden prompt may have changed while it was
-		// stopped; the files are read at start.
+		// The model, hidden prompt and secrets may have changed while it
+		// was stopped; the files are read, and the environment set, at start.
+		var env []string
 		if rt, ok := a.cfg.Runtimes[as.Runtime]; ok {
-			if _, err := a.configure(as, rt); err != nil {
+			var err error
+			if env, err = a.configure(as, rt); err != nil {
 				return a.report(ctx, as, statusError, err.Error())
 			}
 		}
 		log.Info("starting agent container")
-		c, err := a.driver.Start(ctx, as.AgentID)
+		c, err := a.driver.Start(ctx, as.AgentID, env)
 		if err != nil {
 			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
 		}

@@ -26,7 +26,16 @@ func newDevCommand() *cobra.Command {
 		bootstrapExpect: 1,
 	}
 	var noNode bool
-	var runtimeArchive string
+	var runtimeArchive, agentPorts string
+	node := defaultNodeOptions()
+	node.name = "dev-node"
+	node.advertise = "127.0.0.1"
+	node.gossipBind = "127.0.0.1:7403"
+	node.serviceBind = "127.0.0.1:7404"
+	// Every flow works with no provider key: new agents talk to the
+	// offline model unless told otherwise.
+	node.offlineModel = ":7490"
+	node.defaultModel = opencode.OfflineModel
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run agenthost on this machine: a single-node cluster in one process",
@@ -59,20 +68,16 @@ restarts. The edge proxy joins this process when it is built.`,
 				} else {
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
 				}
+				if agentPorts != "" {
+					if err := setPortRange(ctx, srv.Store, agentPorts); err != nil {
+						slog.Error("--agent-ports", "error", err)
+					}
+				}
 				if noNode {
 					return
 				}
-				node := defaultNodeOptions()
 				node.control = []string{srv.Addr()}
-				node.name = "dev-node"
-				node.advertise = "127.0.0.1"
 				node.dataDir = filepath.Join(opts.dataDir, "node")
-				node.gossipBind = "127.0.0.1:7403"
-				node.serviceBind = "127.0.0.1:7404"
-				// Every flow works with no provider key: new agents talk
-				// to the offline model unless told otherwise.
-				node.offlineModel = ":7490"
-				node.defaultModel = opencode.OfflineModel
 				if _, err := os.Stat(runtimeArchive); err == nil {
 					node.importImages = []string{runtimeArchive}
 				} else {
@@ -99,6 +104,13 @@ restarts. The edge proxy joins this process when it is built.`,
 	f.StringVar(&opts.bind, "bind", opts.bind, "cluster address to listen on")
 	f.StringVar(&opts.httpAddr, "http-addr", opts.httpAddr, "HTTP address for /metrics and /v1/status")
 	f.BoolVar(&noNode, "no-node", false, "run the control node only, without a node agent")
+	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "the control node's gossip address")
+	f.StringVar(&agentPorts, "agent-ports", "", "agents' port range, START-END (default: the cluster's, 10000-59999)")
+	f.StringVar(&node.containerd, "containerd-address", node.containerd, "containerd socket")
+	f.StringVar(&node.subnet, "subnet", node.subnet, "IPv4 subnet for the agents")
+	f.StringVar(&node.gossipBind, "node-gossip-bind", node.gossipBind, "the node agent's gossip address")
+	f.StringVar(&node.serviceBind, "runtime-service-bind", node.serviceBind, "the node agent's AgentRuntimeService address")
+	f.StringVar(&node.offlineModel, "offline-model", node.offlineModel, "port of the offline model agents use by default")
 	return cmd
 }
 
@@ -133,4 +145,22 @@ AGENTHOST_TOKEN=%s
 AGENTHOST_OPERATOR_TOKEN=%s
 `, path, addr, tenantToken, operatorToken)
 	return os.WriteFile(path, []byte(content), 0o600)
+}
+
+// setPortRange sets the cluster's agent port range from "START-END".
+func setPortRange(ctx context.Context, s *store.Store, spec string) error {
+	var start, end int
+	if _, err := fmt.Sscanf(spec, "%d-%d", &start, &end); err != nil {
+		return fmt.Errorf("%q: want START-END", spec)
+	}
+	cfg, err := s.State().ClusterConfig()
+	if err != nil {
+		return err
+	}
+	if cfg.PortRangeStart == start && cfg.PortRangeEnd == end {
+		return nil
+	}
+	cfg.PortRangeStart, cfg.PortRangeEnd = start, end
+	_, err = s.Apply(ctx, &store.ClusterConfigSet{Config: cfg})
+	return err
 }

@@ -74,8 +74,11 @@ type Stats struct {
 type Driver interface {
 	// Create makes the container and its workspace, and starts it.
 	Create(ctx context.Context, spec AgentSpec) (Container, error)
-	// Start starts a stopped container again, keeping its workspace.
-	Start(ctx context.Context, agentID string) (Container, error)
+	// Start starts a stopped container again, keeping its workspace. env,
+	// when not nil, replaces the environment the container was created
+	// with: secrets may have changed while it was stopped, and a (re)start
+	// is when an agent takes up the current ones.
+	Start(ctx context.Context, agentID string, env []string) (Container, error)
 	// Stop sends SIGTERM, waits up to grace, then SIGKILLs.
 	Stop(ctx context.Context, agentID string, grace time.Duration) error
 	// Delete removes the container, its filesystem, network and workspace.

@@ -318,7 +318,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Cont
 	}
 	ctx = d.ctx(ctx)
 	if _, err := d.client.LoadContainer(ctx, spec.AgentID); err == nil {
-		return d.Start(ctx, spec.AgentID)
+		return d.Start(ctx, spec.AgentID, nil)
 	}
 	image, err := d.client.GetImage(ctx, spec.Image)
 	if errdefs.IsNotFound(err) {
@@ -330,7 +330,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Cont
 		return driver.Container{}, err
 	}
 
-	labels := map[string]string{labelManaged: "true", labelAgent: spec.AgentID}
+	labels := map[string]string{labelManaged: "true", labelAgent: spec.AgentID, labelEnvKeys: envKeys(spec.Env)}
 	for k, v := range spec.Labels {
 		labels[k] = v
 	}
@@ -422,7 +422,7 @@ func (d *Driver) startTask(ctx context.Context, container containerd.Container) 
 }
 
 // Start starts a stopped agent again; its workspace is untouched.
-func (d *Driver) Start(ctx context.Context, agentID string) (driver.Container, error) {
+func (d *Driver) Start(ctx context.Context, agentID string, env []string) (driver.Container, error) {
 	ctx = d.ctx(ctx)
 	container, err := d.client.LoadContainer(ctx, agentID)
 	if errdefs.IsNotFound(err) {
@@ -430,10 +430,66 @@ func (d *Driver) Start(ctx context.Context, agentID string) (driver.Container, e
 	} else if err != nil {
 		return driver.Container{}, err
 	}
+	if env != nil {
+		if err := d.setEnv(ctx, container, env); err != nil {
+			return driver.Container{}, err
+		}
+	}
 	if err := d.startTask(ctx, container); err != nil {
 		return driver.Container{}, err
 	}
 	return d.describe(ctx, container)
+}
+
+// labelEnvKeys lists the names of the variables the agent's spec added to
+// the image's environment, so that a later setEnv can take them out again
+// (a deleted secret must not linger) while keeping the image's own.
+const labelEnvKeys = "agenthost.env-keys"
+
+// setEnv replaces the agent's part of a stopped container's environment.
+// A running task keeps the environment it started with.
+func (d *Driver) setEnv(ctx context.Context, container containerd.Container, env []string) error {
+	labels, err := container.Labels(ctx)
+	if err != nil {
+		return err
+	}
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		return err
+	}
+	old := map[string]bool{}
+	for _, k := range strings.Split(labels[labelEnvKeys], ",") {
+		old[k] = k != ""
+	}
+	var kept []string
+	if spec.Process != nil {
+		for _, kv := range spec.Process.Env {
+			if k, _, _ := strings.Cut(kv, "="); !old[k] {
+				kept = append(kept, kv)
+			}
+		}
+	}
+	if spec.Process == nil {
+		return errors.New("the container has no process spec")
+	}
+	spec.Process.Env = kept
+	if err := oci.WithEnv(env)(ctx, nil, nil, spec); err != nil {
+		return err
+	}
+	if err := container.Update(ctx, containerd.UpdateContainerOpts(containerd.WithSpec(spec))); err != nil {
+		return fmt.Errorf("update the container's environment: %w", err)
+	}
+	_, err = container.SetLabels(ctx, map[string]string{labelEnvKeys: envKeys(env)})
+	return err
+}
+
+func envKeys(env []string) string {
+	keys := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		keys = append(keys, k)
+	}
+	return strings.Join(keys, ",")
 }
 
 // Stop sends SIGTERM, waits up to grace, then SIGKILLs. The exited task is

@@ -115,6 +115,40 @@ func waitFile(t *testing.T, path, want string) string {
 	}
 }
 
+// A start with a new environment replaces the agent's variables — changed,
+// added and removed — and keeps the image's own (PATH).
+func TestStartReplacesEnvironment(t *testing.T) {
+	d := newDriver(t)
+	ctx := context.Background()
+	script := `echo "a=${A:-none} b=${B:-none} c=${C:-none} path=${PATH:+set}" >> /workspace/env; exec sleep 1000`
+	s := spec("agent-env", script)
+	s.Env = append(s.Env, "A=1", "B=2")
+	if _, err := d.Create(ctx, s); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	envFile := filepath.Join(d.WorkspaceDir(s.AgentID), "env")
+	waitFile(t, envFile, "a=1 b=2 c=none path=set")
+	if err := d.Stop(ctx, s.AgentID, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d, s.AgentID, driver.StateStopped)
+	if _, err := d.Start(ctx, s.AgentID, []string{"SCRIPT=" + script, "A=3", "C=4"}); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	waitFile(t, envFile, "a=3 b=none c=4 path=set")
+	// A start without an environment keeps the last one.
+	if err := d.Stop(ctx, s.AgentID, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, d, s.AgentID, driver.StateStopped)
+	if _, err := d.Start(ctx, s.AgentID, nil); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if got := waitFile(t, envFile, "\n"); strings.Count(waitFile(t, envFile, "a=3 b=none c=4 path=set\na=3 b=none c=4 path=set"), "\n") != 3 {
+		t.Fatalf("env file after three boots: %q", got)
+	}
+}
+
 func TestAgentLifecycleKeepsWorkspaceUntilDelete(t *testing.T) {
 	d := newDriver(t)
 	ctx := context.Background()
@@ -154,7 +188,7 @@ func TestAgentLifecycleKeepsWorkspaceUntilDelete(t *testing.T) {
 		t.Fatalf("stopping a stopped agent: %v", err)
 	}
 
-	if _, err := d.Start(ctx, s.AgentID); err != nil {
+	if _, err := d.Start(ctx, s.AgentID, nil); err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	waitState(t, d, s.AgentID, driver.StateRunning)

@@ -110,11 +110,11 @@ func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Cont
 	if err := os.MkdirAll(d.workspace(spec.AgentID), 0o700); err != nil {
 		return driver.Container{}, err
 	}
-	return d.Start(ctx, spec.AgentID)
+	return d.Start(ctx, spec.AgentID, nil)
 }
 
-// Start starts a stopped agent's process again.
-func (d *Driver) Start(_ context.Context, id string) (driver.Container, error) {
+// Start starts a stopped agent's process again, with env when it is given.
+func (d *Driver) Start(_ context.Context, id string, env []string) (driver.Container, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p, ok := d.procs[id]
@@ -123,6 +123,9 @@ func (d *Driver) Start(_ context.Context, id string) (driver.Container, error) {
 	}
 	if p.running() {
 		return d.describe(id, p), nil
+	}
+	if env != nil {
+		p.spec.Env = env
 	}
 	args := make([]string, len(d.cfg.Command))
 	for i, a := range d.cfg.Command {

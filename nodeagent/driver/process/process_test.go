@@ -90,7 +90,7 @@ func TestProcessDriverLifecycle(t *testing.T) {
 	if len(list) != 1 || list[0].State != driver.StateStopped {
 		t.Fatalf("after stop: %+v", list)
 	}
-	if _, err := d.Start(ctx, "p1"); err != nil {
+	if _, err := d.Start(ctx, "p1", nil); err != nil {
 		t.Fatal(err)
 	}
 	waitHealthy(t, c.Address)
