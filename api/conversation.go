@@ -17,7 +17,14 @@ import (
 
 type sessionMessages struct {
 	SessionID string            `json:"sessionId"`
-	Title     *string           `json:"title,omitempty"`
+	Messages  []runtime.Message `json:"messages"`
+	Usage     runtime.Usage     `json:"usage"`
+}
+
+// titledSessionMessages is one session of the all-sessions history.
+type titledSessionMessages struct {
+	SessionID string            `json:"sessionId"`
+	Title     *string           `json:"title"`
 	Messages  []runtime.Message `json:"messages"`
 	Usage     runtime.Usage     `json:"usage"`
 }
@@ -40,8 +47,8 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, p Principal
 		return err
 	}
 	out := struct {
-		Sessions []sessionMessages `json:"sessions"`
-	}{Sessions: []sessionMessages{}}
+		Sessions []titledSessionMessages `json:"sessions"`
+	}{Sessions: []titledSessionMessages{}}
 	for _, sess := range sessions {
 		msgs, err := rt.Messages(r.Context(), sess.ID)
 		if errors.Is(err, runtime.ErrNotFound) {
@@ -51,8 +58,7 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, p Principal
 			return err
 		}
 		msgs = nonNil(msgs)
-		title := sess.Title
-		out.Sessions = append(out.Sessions, sessionMessages{SessionID: sess.ID, Title: &title, Messages: msgs, Usage: runtime.SumUsage(msgs)})
+		out.Sessions = append(out.Sessions, titledSessionMessages{SessionID: sess.ID, Title: nullable(sess.Title), Messages: msgs, Usage: runtime.SumUsage(msgs)})
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -208,7 +209,19 @@ type ocSession struct {
 }
 
 func (s ocSession) session() runtime.Session {
-	return runtime.Session{ID: s.ID, Title: s.Title, Created: s.Time.Created}
+	return runtime.Session{ID: s.ID, Title: s.title(), Created: s.Time.Created}
+}
+
+// placeholderTitle is what OpenCode calls a session until it has a real
+// title ("New session - 2026-11-23T19:14:16.506Z"); the API reports such a
+// session as untitled (title null), as the reference does for a new one.
+var placeholderTitle = regexp.MustCompile(`^(New|Child) session - \d{4}-\d\d-\d\dT[\d:.]+Z$`)
+
+func (s ocSession) title() string {
+	if placeholderTitle.MatchString(s.Title) {
+		return ""
+	}
+	return s.Title
 }
 
 // Sessions lists the top-level sessions (subagent sessions are internal to
