@@ -43,7 +43,8 @@ func NewAuthenticator(s *store.Store, logger *slog.Logger) *Authenticator {
 
 // Authenticate returns the principal of a request's bearer token. It reads
 // the local state: a token revoked a moment ago on the leader may still pass
-// on a follower for the time replication takes (milliseconds).
+// on a follower for the time replication takes (milliseconds); a token made
+// a moment ago is looked up again in a consistent state before it is refused.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
@@ -56,6 +57,20 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	t, err := a.store.State().TokenByHash(hash)
 	if err != nil {
 		return Principal{}, err
+	}
+	if t == nil && !a.store.IsLeader() {
+		// A token made a moment ago on another server may not have
+		// reached this one yet: look once more in a state that has every
+		// acknowledged write. Only well-formed tokens with a valid
+		// checksum get this far.
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		st, err := a.store.ConsistentState(ctx)
+		cancel()
+		if err == nil {
+			if t, err = st.TokenByHash(hash); err != nil {
+				return Principal{}, err
+			}
+		}
 	}
 	if t == nil {
 		return Principal{}, ErrUnauthenticated

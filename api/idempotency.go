@@ -78,7 +78,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 	hash := h256.Sum(nil)
 	scope := idempotencyScope(p)
 
-	if done, err := s.replay(w, scope, key, hash); done || err != nil {
+	if done, err := s.replay(r.Context(), w, scope, key, hash, false); done || err != nil {
 		return err
 	}
 	owner := requestID(r)
@@ -96,8 +96,9 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 		return err
 	}
 	if rec == nil || rec.Owner != owner || rec.StatusCode != 0 {
-		// Another request claimed the key first.
-		if done, err := s.replay(w, scope, key, hash); done || err != nil {
+		// Another request claimed the key first. (This state has applied
+		// our claim's index, so it knows every write before it.)
+		if done, err := s.replay(r.Context(), w, scope, key, hash, true); done || err != nil {
 			return err
 		}
 		return apiError(http.StatusConflict, CodeIdempotencyInUse, "a request with this Idempotency-Key is still in progress")
@@ -128,8 +129,13 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 				return err
 			}
 		}
-		if _, err := s.store.Apply(sctx, &store.IdempotencyPut{Record: final}); err != nil {
+		index, err := s.store.Apply(sctx, &store.IdempotencyPut{Record: final})
+		if err != nil {
 			s.logger.Warn("could not record an idempotent response; a retry will run again", "key", key, "error", err)
+		} else if err := s.store.WaitForIndex(sctx, index); err != nil {
+			// A retry on this server before it applies the record would
+			// see the claim and answer 409, which is wrong but safe.
+			s.logger.Warn("idempotent response recorded but not yet applied here", "key", key, "error", err)
 		}
 	}
 	for k, v := range rw.header {
@@ -145,13 +151,24 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 
 // replay answers from a stored response: done is true when it did (or
 // found the key used with another body, the 422).
-func (s *Server) replay(w http.ResponseWriter, scope, key string, hash []byte) (done bool, err error) {
+// fresh says the caller read a consistent state already.
+func (s *Server) replay(ctx context.Context, w http.ResponseWriter, scope, key string, hash []byte, fresh bool) (done bool, err error) {
 	rec, err := s.store.State().Idempotency(scope, key)
 	if err != nil || rec == nil {
 		return false, err
 	}
 	if !bytes.Equal(rec.RequestHash, hash) {
 		return true, apiError(http.StatusUnprocessableEntity, CodeIdempotencyReused, "this Idempotency-Key was used with a different request")
+	}
+	if rec.StatusCode == 0 && !fresh {
+		// This server may lag: the claim may be settled on the leader.
+		st, err := s.store.ConsistentState(ctx)
+		if err != nil {
+			return false, err
+		}
+		if rec, err = st.Idempotency(scope, key); err != nil || rec == nil {
+			return false, err
+		}
 	}
 	if rec.StatusCode == 0 {
 		if rec.ExpiresAt.Before(time.Now()) {

@@ -53,7 +53,12 @@ func (s *Server) mintToken(ctx context.Context, orgID, label string, role store.
 		return createdToken{}, err
 	}
 	t := store.Token{ID: newID(prefixToken), OrgID: orgID, Label: label, Role: role, Hash: hash, Last4: last4, CreatedAt: time.Now().UTC()}
-	if _, err := s.store.Apply(ctx, &store.TokenCreate{Token: t, Bootstrap: bootstrap}); err != nil {
+	index, err := s.store.Apply(ctx, &store.TokenCreate{Token: t, Bootstrap: bootstrap})
+	if err != nil {
+		return createdToken{}, err
+	}
+	// The token works here as soon as it is handed out.
+	if err := s.store.WaitForIndex(ctx, index); err != nil {
 		return createdToken{}, err
 	}
 	return createdToken{tokenView: viewToken(&t), Token: secret}, nil

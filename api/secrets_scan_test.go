@@ -1,0 +1,164 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agenthost/agenthost/api"
+	"github.com/agenthost/agenthost/internal/keyring"
+	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+// scanNeedles are the forms in which a value could sit in the store's files:
+// as it is, or base64-encoded inside a JSON []byte field, at any alignment.
+func scanNeedles(v string) [][]byte {
+	out := [][]byte{[]byte(v)}
+	for off := range 3 {
+		b64 := base64.StdEncoding.EncodeToString(append(make([]byte, off), v...))
+		// The first 4 characters carry the padding bytes, the last 4 the
+		// tail's alignment: the middle is the value's alone.
+		out = append(out, []byte(b64[4:len(b64)-4]))
+	}
+	return out
+}
+
+// TestNoSecretOrTokenInRaftLogBoltOrSnapshots writes secrets and makes tokens
+// through the API of a 3-server cluster, snapshots every server, and scans
+// every file of every data directory (the Raft log and stable store in
+// bolt, the snapshots) for the secret values and tokens, in plain and in
+// base64: none may appear. A canary stored in the clear (a scope name) must
+// be found, in the bolt file and in a snapshot, or the scan proves nothing.
+func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
+	var dataDirs []string
+	line, err := keyring.NewKeyLine("k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Parse([]byte(line + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := clusterrpc.NewTestClusterWith(t, 3, func(c *clusterrpc.ServerConfig) {
+		dataDirs = append(dataDirs, c.Store.DataDir)
+		c.Keyring = kr
+	})
+	leader := tc.WaitForLeader()
+	follower := (leader + 1) % 3
+	srv, err := api.New(api.Config{Store: tc.Servers[follower].Store, Keyring: kr, PublicURL: &url.URL{Scheme: "http", Host: "localhost:7480"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	ctx := context.Background()
+	operatorToken, err := srv.Bootstrap(ctx, "op")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tenantToken, err := srv.CreateOrg(ctx, "acme", store.Plan{}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(token, method, path, idemKey string, body any) map[string]any {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, hs.URL+"/api/v1"+path, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if idemKey != "" {
+			req.Header.Set("Idempotency-Key", idemKey)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, _ := io.ReadAll(res.Body)
+		if res.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, out)
+		}
+		var m map[string]any
+		json.Unmarshal(out, &m)
+		return m
+	}
+	const canary = "scan-canary-scope-name-7d1c2b"
+	secrets := []string{
+		"sk-ant-org-level-value-0123456789abcdef",
+		"sk-ant-replaced-value-fedcba9876543210",
+		"sk-ant-scope-value-aaaabbbbccccdddd0000",
+	}
+	scope := call(tenantToken, "POST", "/scopes", "", map[string]string{"name": canary})
+	call(tenantToken, "PUT", "/secrets", "", map[string]string{"key": "ORG_KEY", "value": secrets[0]})
+	call(tenantToken, "PUT", "/secrets", "", map[string]string{"key": "ORG_KEY", "value": secrets[1]})
+	call(tenantToken, "PUT", "/scopes/"+scope["id"].(string)+"/secrets", "", map[string]string{"key": "SCOPE_KEY", "value": secrets[2]})
+	tokens := []string{operatorToken, tenantToken}
+	// Tokens made through the API, one with an Idempotency-Key (its
+	// response, holding the token, is kept for replays).
+	tokens = append(tokens, call(tenantToken, "POST", "/tokens", "idem-1", map[string]string{"label": "ci"})["token"].(string))
+	replayed := call(tenantToken, "POST", "/tokens", "idem-1", map[string]string{"label": "ci"})["token"].(string)
+	if replayed != tokens[2] {
+		t.Fatal("the idempotent replay returned another token")
+	}
+	orgs := call(operatorToken, "GET", "/orgs", "", nil)["orgs"].([]any)
+	orgID := orgs[0].(map[string]any)["id"].(string)
+	tokens = append(tokens, call(operatorToken, "POST", "/orgs/"+orgID+"/tokens", "", map[string]string{"label": "ops"})["token"].(string))
+
+	// Every server has applied everything; each takes a snapshot.
+	st, err := tc.Servers[leader].Store.ConsistentState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.WaitForIndex(st.Index())
+	for i, s := range tc.Servers {
+		if err := s.Store.Raft().Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot server %d: %v", i, err)
+		}
+	}
+	tc.Shutdown()
+
+	canaryIn := map[string]bool{}
+	for _, dir := range dataDirs {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, v := range append(append([]string{}, secrets...), tokens...) {
+				for _, n := range scanNeedles(v) {
+					if bytes.Contains(b, n) {
+						t.Errorf("%s holds a secret or token (%q…)", path, v[:12])
+					}
+				}
+			}
+			if bytes.Contains(b, []byte(canary)) {
+				switch {
+				case strings.HasSuffix(path, ".db"):
+					canaryIn["bolt"] = true
+				case strings.Contains(path, "snapshots"):
+					canaryIn["snapshot"] = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !canaryIn["bolt"] || !canaryIn["snapshot"] {
+		t.Fatalf("the canary was found in %v; the scan must see the bolt files and the snapshots", canaryIn)
+	}
+}
