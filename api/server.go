@@ -161,6 +161,7 @@ func (s *Server) handle(path string, routes ...route) {
 	}
 	allow := strings.Join(allowed, ", ")
 	s.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = withRequestID(w, r)
 		w.Header().Set("Allow", allow)
 		s.writeError(w, r, apiError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "%s is not allowed here; use %s", r.Method, allow))
 	}))

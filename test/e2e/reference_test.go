@@ -79,9 +79,7 @@ var createdAtPattern = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3
 // its Quick Start cURL sequence, step by step, against `agenthost dev`.
 func TestReferenceSequences(t *testing.T) {
 	d := startDev(t, "10.213.41.0/24", "32100-32199")
-	if check := openAPIChecker(t); check != nil {
-		d.check = check
-	}
+	d.check = openAPIChecker(t)
 
 	t.Run("full integration example", func(t *testing.T) {
 		d := *d
