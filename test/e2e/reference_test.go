@@ -125,8 +125,10 @@ func TestReferenceSequences(t *testing.T) {
 		d.must(200, "POST", "/agents", map[string]string{"name": "my-agent", "initialPrompt": "Build a REST API for user management"}, &created)
 		id := created.AgentID
 		// Check Agent Status.
-		var st agentStatus
-		d.must(200, "GET", "/agents/"+id, nil, &st)
+		// Sessions are fetched live from the agent; an OpenCode busy with
+		// its first reply can be slow to list them, and GET agent then
+		// shows none rather than failing the poll.
+		st := waitFor(&d, "/agents/"+id, "session in GET agent", func(a agentStatus) bool { return len(a.Sessions) == 1 })
 		if st.Status != "RUNNING" || st.Name != "my-agent" || st.URL != created.URL || len(st.Sessions) != 1 || st.ErrorMsg != nil || !createdAtPattern.MatchString(st.CreatedAt) {
 			t.Fatalf("status = %+v", st)
 		}
