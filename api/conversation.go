@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/agenthost/agenthost/nodeagent/runtime"
 )
@@ -35,6 +36,9 @@ func (s *Server) getMessages(w http.ResponseWriter, r *http.Request, p Principal
 		return err
 	}
 	if sid := r.URL.Query().Get("sessionId"); sid != "" {
+		if !utf8.ValidString(sid) {
+			return notFound("session %q not found", sid) // the node cannot be asked about it
+		}
 		msgs, err := rt.Messages(r.Context(), sid)
 		if err != nil {
 			return err
@@ -168,16 +172,35 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request, p Principal)
 		if part.FileName() == "" {
 			return badRequest("the \"file\" field needs a file name")
 		}
-		up, err := rt.Upload(r.Context(), part.FileName(), part)
+		if !utf8.ValidString(part.FileName()) {
+			return badRequest("the file name is not valid UTF-8")
+		}
+		content := &partReader{r: part}
+		up, err := rt.Upload(r.Context(), part.FileName(), content)
 		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				return uploadBodyError(err)
+			if content.err != nil {
+				// The request's body broke off, was malformed or too big:
+				// the client's fault, not the agent's.
+				return uploadBodyError(content.err)
 			}
 			return err
 		}
 		return writeJSON(w, http.StatusOK, up)
 	}
+}
+
+// partReader remembers why reading the uploaded file failed, if it did.
+type partReader struct {
+	r   io.Reader
+	err error
+}
+
+func (p *partReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF && p.err == nil {
+		p.err = err
+	}
+	return n, err
 }
 
 func uploadBodyError(err error) error {
@@ -238,6 +261,9 @@ func (s *Server) replyPermission(w http.ResponseWriter, r *http.Request, p Princ
 	if err != nil {
 		return err
 	}
+	if !utf8.ValidString(r.PathValue("permissionId")) {
+		return notFound("permission request %q not found", r.PathValue("permissionId"))
+	}
 	if err := rt.ReplyPermission(r.Context(), r.PathValue("permissionId"), req.Reply, req.Message); err != nil {
 		return err
 	}
@@ -279,6 +305,9 @@ func (s *Server) replyQuestion(w http.ResponseWriter, r *http.Request, p Princip
 	_, rt, err := s.runningAgent(r, p)
 	if err != nil {
 		return err
+	}
+	if !utf8.ValidString(r.PathValue("questionId")) {
+		return apiError(http.StatusBadGateway, CodeNotFound, "question %q is not pending on this agent", r.PathValue("questionId"))
 	}
 	if err := rt.ReplyQuestion(r.Context(), r.PathValue("questionId"), answers); err != nil {
 		if errors.Is(err, runtime.ErrNotFound) {

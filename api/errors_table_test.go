@@ -358,6 +358,7 @@ func TestErrorTable(t *testing.T) {
 		{name: "messages/unknown agent", method: "GET", path: agentPath("agnope", "/messages"), token: a.Token, status: 404, code: CodeNotFound},
 		{name: "messages/another org's agent", method: "GET", path: agentPath(bAgent, "/messages"), token: a.Token, status: 404, code: CodeNotFound},
 		{name: "messages/unknown session", method: "GET", path: agentPath(running, "/messages?sessionId=ses_nope"), token: a.Token, status: 404, code: CodeNotFound},
+		{name: "messages/session ID not UTF-8", method: "GET", path: agentPath(running, "/messages?sessionId=%EF"), token: a.Token, status: 404, code: CodeNotFound},
 		{name: "messages/not responding", method: "GET", path: agentPath(broken, "/messages"), token: a.Token, status: 502, code: CodeAgentNotResponding},
 		{name: "messages/session, not responding", method: "GET", path: agentPath(broken, "/messages?sessionId="+session), token: a.Token, status: 502, code: CodeAgentNotResponding},
 
@@ -375,6 +376,7 @@ func TestErrorTable(t *testing.T) {
 			}},
 		{name: "send/unknown session", method: "POST", path: agentPath(running, "/messages"), token: a.Token, body: map[string]any{"message": "hi", "sessionId": "ses_nope"}, status: 404, code: CodeNotFound},
 		{name: "send/not responding", method: "POST", path: agentPath(broken, "/messages"), token: a.Token, body: map[string]any{"message": "hi"}, status: 502, code: CodeAgentNotResponding},
+		{name: "send/not responding, to a session", method: "POST", path: agentPath(broken, "/messages"), token: a.Token, body: map[string]any{"message": "hi", "sessionId": session}, status: 502, code: CodeAgentNotResponding},
 
 		// POST /api/v1/agents/:agentId/start
 		{name: "start/provisioning", method: "POST", path: agentPath(provisioning, "/start"), token: a.Token, status: 400, code: CodeInvalidRequest},
@@ -429,6 +431,17 @@ func TestErrorTable(t *testing.T) {
 		// The two big uploads' bodies are streamed when the rows run, below.
 		{name: "files/over 50MB", method: "POST", path: agentPath(running, "/files"), token: a.Token, status: 400, code: CodeInvalidRequest},
 		{name: "files/agent total over 100MB", method: "POST", path: agentPath(quota, "/files"), token: a.Token, status: 400, code: CodeInvalidRequest},
+		{name: "files/body cut off", method: "POST", path: agentPath(running, "/files"), token: a.Token,
+			body:    "--cut\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.txt\"\r\n\r\nhello",
+			headers: ct("multipart/form-data; boundary=cut"), status: 400, code: CodeInvalidRequest,
+			after: func(t *testing.T, _ *htResp) {
+				if _, err := os.Stat(filepath.Join(h.rt.workspace(running), runtime.UploadsDir, "cut.txt")); !os.IsNotExist(err) {
+					t.Errorf("the cut-off file was stored: %v", err)
+				}
+			}},
+		{name: "files/name not UTF-8", method: "POST", path: agentPath(running, "/files"), token: a.Token,
+			body:    "--n\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\xef.txt\"\r\n\r\nhello\r\n--n--\r\n",
+			headers: ct("multipart/form-data; boundary=n"), status: 400, code: CodeInvalidRequest},
 		{name: "files/not running", method: "POST", path: agentPath(stopped, "/files"), token: a.Token, body: upload, headers: ct(uploadCT), status: 400, code: CodeAgentNotRunning},
 		{name: "files/unknown agent", method: "POST", path: agentPath("agnope", "/files"), token: a.Token, body: upload, headers: ct(uploadCT), status: 404, code: CodeNotFound},
 		{name: "files/another org's agent", method: "POST", path: agentPath(bAgent, "/files"), token: a.Token, body: upload, headers: ct(uploadCT), status: 404, code: CodeNotFound},
@@ -448,6 +461,7 @@ func TestErrorTable(t *testing.T) {
 		{name: "permission reply/unknown agent", method: "POST", path: agentPath("agnope", "/permissions/perm_1/reply"), token: a.Token, body: map[string]any{"reply": "once"}, status: 404, code: CodeNotFound},
 		{name: "permission reply/another org's agent", method: "POST", path: agentPath(bAgent, "/permissions/perm_1/reply"), token: a.Token, body: map[string]any{"reply": "once"}, status: 404, code: CodeNotFound},
 		{name: "permission reply/unknown permission", method: "POST", path: agentPath(running, "/permissions/perm_nope/reply"), token: a.Token, body: map[string]any{"reply": "once"}, status: 404, code: CodeNotFound},
+		{name: "permission reply/permission ID not UTF-8", method: "POST", path: agentPath(running, "/permissions/%EF/reply"), token: a.Token, body: map[string]any{"reply": "once"}, status: 404, code: CodeNotFound},
 		{name: "permission reply/not responding", method: "POST", path: agentPath(broken, "/permissions/perm_1/reply"), token: a.Token, body: map[string]any{"reply": "reject"}, status: 502, code: CodeAgentNotResponding},
 
 		// GET /api/v1/agents/:agentId/questions
@@ -466,6 +480,7 @@ func TestErrorTable(t *testing.T) {
 		{name: "question reply/unknown agent", method: "POST", path: agentPath("agnope", "/questions/q_1/reply"), token: a.Token, body: map[string]any{"answers": [][]string{{"Simple"}}}, status: 404, code: CodeNotFound},
 		{name: "question reply/another org's agent", method: "POST", path: agentPath(bAgent, "/questions/q_1/reply"), token: a.Token, body: map[string]any{"answers": [][]string{{"Simple"}}}, status: 404, code: CodeNotFound},
 		{name: "question reply/invalid question ID", method: "POST", path: agentPath(running, "/questions/q_nope/reply"), token: a.Token, body: map[string]any{"answers": [][]string{{"Simple"}}}, status: 502, code: CodeNotFound},
+		{name: "question reply/question ID not UTF-8", method: "POST", path: agentPath(running, "/questions/%EF/reply"), token: a.Token, body: map[string]any{"answers": [][]string{{"Simple"}}}, status: 502, code: CodeNotFound},
 		{name: "question reply/not responding", method: "POST", path: agentPath(broken, "/questions/q_1/reply"), token: a.Token, body: map[string]any{"answers": [][]string{{"Simple"}}}, status: 502, code: CodeAgentNotResponding},
 
 		// GET /api/v1/agents/:agentId/events (beyond the reference)
@@ -637,7 +652,8 @@ func TestErrorTable(t *testing.T) {
 		"restart/container failed to start": "failed to start", "restart/container failed to stop": "failed to stop",
 		"abort/invalid JSON":  "invalid JSON",
 		"files/not multipart": "multipart/form-data", "files/missing file": "missing file", "files/disallowed type": "is not allowed",
-		"files/over 50MB": "exceeds 50MB", "files/agent total over 100MB": "exceed 100MB",
+		"files/over 50MB": "exceeds 50MB", "files/body cut off": "invalid multipart body", "files/name not UTF-8": "UTF-8",
+		"messages/session ID not UTF-8": "session", "permission reply/permission ID not UTF-8": "permission", "question reply/question ID not UTF-8": "question", "files/agent total over 100MB": "exceed 100MB",
 		"permission reply/invalid JSON": "invalid JSON", "permission reply/bad reply": "reply must be", "permission reply/missing reply": "reply must be",
 		"permission reply/unknown permission": "perm_nope",
 		"question reply/answers missing":      "answers must be", "question reply/answers null": "answers must be",

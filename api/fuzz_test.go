@@ -89,6 +89,14 @@ func FuzzAPIRequest(f *testing.F) {
 		{"POST", "/api/v1/agents/{agent}/files", string(upload("notes.txt", "hello")), asTenant | multipart},
 		{"POST", "/api/v1/agents/{agent}/files", string(upload("tool.exe", "MZ")), asTenant | multipart},
 		{"POST", "/api/v1/agents/{agent}/files", "--htfuzz--\r\n", asTenant | multipart},
+		// Found by the fuzzer: IDs and names that are not UTF-8 cannot be
+		// sent to the node (they were 502s), and a body that ends inside the
+		// file was a 500.
+		{"GET", "/api/v1/agents/{agent}/messages?sessionId=%EF", "", asTenant},
+		{"POST", "/api/v1/agents/{agent}/permissions/%EF/reply", `{"reply":"once"}`, asTenant},
+		{"POST", "/api/v1/agents/{agent}/questions/%EF/reply", `{"answers":[["Simple"]]}`, asTenant},
+		{"POST", "/api/v1/agents/{agent}/files", string(upload("\xef.txt", "x")), asTenant | multipart},
+		{"POST", "/api/v1/agents/{agent}/files", "--htfuzz\nContent-Disposition:form-dAtA;nAme=\"file\";filenAme=\"0\"\n\n", asTenant | multipart},
 		{"POST", "/api/v1/agents/{agent}/files", `{"file":"x"}`, asTenant},
 		{"GET", "/api/v1/agents/{agent}/permissions", "", asTenant},
 		{"POST", "/api/v1/agents/{agent}/permissions/{perm}/reply", `{"reply":"once","message":"ok"}`, asTenant},

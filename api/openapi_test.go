@@ -8,12 +8,14 @@ package api
 // the package.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -397,22 +399,34 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 
 	// The event stream: the status first, then deleted when the agent goes.
 	x.do(t, oaCall{method: "GET", path: "/api/v1/agents/ag-missing/events", token: tenant}, 404)
+	ts := httptest.NewServer(x.srv.Handler())
+	defer ts.Close()
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	stream := make(chan oaResult, 1)
-	go func() {
-		r := httptest.NewRequestWithContext(sctx, "GET", ag+"/events", nil)
-		r.Header.Set("Authorization", "Bearer "+tenant)
-		rec := httptest.NewRecorder()
-		x.srv.Handler().ServeHTTP(rec, r)
-		stream <- oaResult{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
-	}()
-	time.Sleep(200 * time.Millisecond)
-	x.do(t, oaCall{method: "DELETE", path: ag, token: tenant}, 200)
-	ev := <-stream
-	if sctx.Err() != nil {
-		t.Fatal("the event stream did not end when the agent was deleted")
+	sreq, _ := http.NewRequestWithContext(sctx, "GET", ts.URL+ag+"/events", nil)
+	sreq.Header.Set("Authorization", "Bearer "+tenant)
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer sresp.Body.Close()
+	// The first event (the status) is there before the agent is deleted.
+	sr := bufio.NewReader(sresp.Body)
+	var streamed bytes.Buffer
+	for !bytes.HasSuffix(streamed.Bytes(), []byte("\n\n")) {
+		line, err := sr.ReadBytes('\n')
+		streamed.Write(line)
+		if err != nil {
+			t.Fatalf("event stream: %v after %q", err, streamed.Bytes())
+		}
+	}
+	x.do(t, oaCall{method: "DELETE", path: ag, token: tenant}, 200)
+	rest, err := io.ReadAll(sr)
+	if err != nil || sctx.Err() != nil {
+		t.Fatalf("the event stream did not end when the agent was deleted: %v", err)
+	}
+	streamed.Write(rest)
+	ev := oaResult{status: sresp.StatusCode, header: sresp.Header, body: streamed.Bytes()}
 	if ev.status != 200 || !strings.Contains(string(ev.body), "event: status") || !strings.Contains(string(ev.body), "event: deleted") {
 		t.Fatalf("event stream: %d %q", ev.status, ev.body)
 	}
