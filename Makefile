@@ -174,13 +174,16 @@ test: setup lint runtime-image
 # create-to-healthy through the node agent beside `ctr run` on a private containerd
 # (root), with the node agent's memory; container start to a healthy OpenCode from the
 # runtime image beside `ctr run` of it; first-token latency through the OpenCode adapter
-# beside OpenCode's own API.
+# beside OpenCode's own API; create-to-ready through the REST API beside the node-agent-only
+# path (root), and GET agent / list agents on a 3-server cluster beside direct HTTP.
 bench: setup
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
 	$(GO) run ./test/bench/nodeagent
 	$(GO) run ./test/bench/runtime
 	$(GO) test -run '^$$' -bench FirstToken -benchtime=30x ./nodeagent/runtime/opencode/
+	$(GO) test -run '^$$' -bench CreateToReady -benchtime=1x -timeout 30m ./test/bench/api/
+	$(GO) test -run '^$$' -bench Reads -benchtime=3s ./test/bench/api/
 
 # runtime-image: build the default agent runtime image (Debian bookworm from mmdebstrap,
 # the packages in deploy/runtime/packages.txt, OpenCode $(OPENCODE_VERSION) from npm) into

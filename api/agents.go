@@ -374,21 +374,21 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p Principal)
 		return badRequest("status must be PROVISIONING, RUNNING, STOPPED or ERROR")
 	}
 	tag, cursor := q.Get("tag"), q.Get("cursor")
-	agents, err := s.store.State().AgentsByOrg(p.OrgID)
-	if err != nil {
-		return err
-	}
 	resp := listAgentsResponse{Agents: []agentView{}}
-	for _, a := range agents {
-		if a.ID <= cursor || (status != "" && string(a.Status) != status) || (tag != "" && !slices.Contains(a.Tags, tag)) {
-			continue
+	err := s.store.State().EachOrgAgentAfter(p.OrgID, cursor, func(a *store.Agent) bool {
+		if (status != "" && string(a.Status) != status) || (tag != "" && !slices.Contains(a.Tags, tag)) {
+			return true
 		}
 		if len(resp.Agents) == limit {
 			next := resp.Agents[len(resp.Agents)-1].AgentID
 			resp.NextCursor = &next
-			break
+			return false
 		}
 		resp.Agents = append(resp.Agents, s.agentView(a))
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	return writeJSON(w, http.StatusOK, resp)
 }

@@ -89,9 +89,12 @@ func schema() *memdb.DBSchema {
 			"id":       id("ID"),
 			"org":      str("org", "OrgID", false),
 			"org_name": compound("org_name", false, false, "OrgID", "Name"),
-			"node":     str("node", "NodeID", false),
-			"port":     {Name: "port", Unique: true, Indexer: &memdb.IntFieldIndex{Field: "Port"}},
-			"scope":    {Name: "scope", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ScopeID"}},
+			// org_id lets a list page start at its cursor without reading
+			// the org's agents before it.
+			"org_id": compound("org_id", true, false, "OrgID", "ID"),
+			"node":   str("node", "NodeID", false),
+			"port":   {Name: "port", Unique: true, Indexer: &memdb.IntFieldIndex{Field: "Port"}},
+			"scope":  {Name: "scope", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ScopeID"}},
 		}},
 		tableNodes: {Name: tableNodes, Indexes: map[string]*memdb.IndexSchema{
 			"id":   id("ID"),

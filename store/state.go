@@ -76,6 +76,28 @@ func (s *State) AgentsByOrg(orgID string) ([]*Agent, error) {
 	return all[*Agent](s.txn, tableAgents, "org", orgID)
 }
 
+// EachOrgAgentAfter calls fn with an org's agents whose IDs sort after
+// after ("" for all), in ID order, until fn returns false.
+func (s *State) EachOrgAgentAfter(orgID, after string, fn func(*Agent) bool) error {
+	it, err := s.txn.LowerBound(tableAgents, "org_id", orgID, after)
+	if err != nil {
+		return fmt.Errorf("list agents by org: %w", err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		a := raw.(*Agent)
+		if a.OrgID != orgID {
+			return nil
+		}
+		if a.ID == after {
+			continue
+		}
+		if !fn(a) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // AgentsByOrgName returns an org's agents with this name (names need not be unique).
 func (s *State) AgentsByOrgName(orgID, name string) ([]*Agent, error) {
 	return all[*Agent](s.txn, tableAgents, "org_name", orgID, name)
