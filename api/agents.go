@@ -179,6 +179,7 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 	if err != nil {
 		return err
 	}
+	model, provider := s.models.resolve(s.store.State(), p.OrgID, req.Model)
 	id := newID(prefixAgent)
 	key := idempotencyKey(r)
 	if key != "" {
@@ -189,7 +190,8 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 		OrgID:           p.OrgID,
 		Name:            *req.Name,
 		ScopeID:         scopeID,
-		Model:           req.Model,
+		Model:           model,
+		ModelProvider:   provider,
 		Runtime:         s.cfg.AgentRuntime,
 		Resources:       s.cfg.AgentResources,
 		Tags:            slices.Compact(slices.Sorted(slices.Values(req.Tags))),

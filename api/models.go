@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/agenthost/agenthost/store"
 )
 
 // ProviderKind says how a model is reached.
@@ -32,6 +34,20 @@ type Model struct {
 	// provider answers (…/v1).
 	Kind    ProviderKind `json:"kind"`
 	BaseURL string       `json:"baseURL,omitempty"`
+	// APIKeyEnv names the secret (an environment variable in the agent)
+	// that holds an openai-compatible server's API key; empty when it
+	// needs none. anthropic and openai models read their usual variables
+	// (ANTHROPIC_API_KEY, OPENAI_API_KEY).
+	APIKeyEnv string `json:"apiKeyEnv,omitempty"`
+}
+
+// provider is what a node needs to reach the model, for the kinds OpenCode
+// does not know by itself.
+func (m Model) provider() *store.ModelProvider {
+	if m.Kind != ProviderOpenAICompatible || m.ID == OfflineModelID {
+		return nil
+	}
+	return &store.ModelProvider{Kind: string(m.Kind), BaseURL: m.BaseURL, APIKeyEnv: m.APIKeyEnv, Name: m.Name}
 }
 
 // Models is the catalog: the reference's models, the offline model, and
@@ -108,6 +124,12 @@ func (m Model) validate() error {
 	if m.Name == "" {
 		return errors.New("model " + m.ID + ": name is required")
 	}
+	if m.APIKeyEnv != "" && (m.Kind != ProviderOpenAICompatible || !store.ValidSecretKey(m.APIKeyEnv)) {
+		return fmt.Errorf("model %s: apiKeyEnv is for openai-compatible models and must match ^[A-Z0-9_]+$", m.ID)
+	}
+	if provider == "agenthost" {
+		return fmt.Errorf("model %s: the agenthost provider is the offline model's own", m.ID)
+	}
 	return nil
 }
 
@@ -122,6 +144,25 @@ func (m *Models) Lookup(id string) (Model, bool) {
 
 // All lists the catalog in order.
 func (m *Models) All() []Model { return slices.Clone(m.list) }
+
+// resolve picks an agent's model: the one asked for, else the org's
+// default (both were checked against the catalog), with the provider a node
+// needs to reach it. "" leaves the choice to the node's default.
+func (m *Models) resolve(st *store.State, orgID, asked string) (string, *store.ModelProvider) {
+	id := asked
+	if id == "" {
+		if o, err := st.Org(orgID); err == nil && o != nil {
+			id = o.DefaultModel
+		}
+	}
+	model, ok := m.Lookup(id)
+	if !ok {
+		// An org default the catalog has lost since: the node is told the
+		// name alone, as before the catalog changed.
+		return id, nil
+	}
+	return id, model.provider()
+}
 
 // checkModel is the 400 for a model outside the catalog.
 func (m *Models) checkModel(id string) error {

@@ -304,7 +304,9 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 		desired = append(desired, Assignment{
 			AgentID: as.GetAgentId(), OrgID: as.GetOrgId(), Desired: as.GetDesired(), Port: int(as.GetPort()),
 			Runtime: as.GetRuntime(), CPUMillis: as.GetCpuMillis(), MemoryMB: as.GetMemoryMb(),
-			Model: as.GetModel(), HiddenPrompt: as.GetHiddenPrompt(), RuntimePassword: as.GetRuntimePassword(), Env: as.GetEnv(),
+			Model: as.GetModel(), ModelProvider: opencode.Provider{Kind: as.GetModelProvider().GetKind(), BaseURL: as.GetModelProvider().GetBaseUrl(),
+				APIKeyEnv: as.GetModelProvider().GetApiKeyEnv(), Name: as.GetModelProvider().GetName()},
+			HiddenPrompt: as.GetHiddenPrompt(), RuntimePassword: as.GetRuntimePassword(), Env: as.GetEnv(),
 			Status: as.GetStatus(), ErrorMsg: as.GetErrorMsg(),
 		})
 	}

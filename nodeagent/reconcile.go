@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/agenthost/agenthost/nodeagent/driver"
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 )
 
 // Assignment is one agent this node should host, as the control plane wants it.
@@ -17,7 +18,10 @@ type Assignment struct {
 	CPUMillis int64
 	MemoryMB  int64
 	// Model is "provider/model", empty for the node's default.
-	Model           string
+	Model string
+	// ModelProvider says how to reach Model when OpenCode does not know
+	// its provider; the zero value for built-in providers.
+	ModelProvider   opencode.Provider
 	HiddenPrompt    string
 	RuntimePassword string
 	// Env is the runtime's environment from secrets (provider keys).

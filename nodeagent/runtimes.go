@@ -178,7 +178,7 @@ func (a *Agent) configure(as Assignment, rt Runtime) ([]string, error) {
 	}
 	dirs := a.driver.Dirs(as.AgentID)
 	err := opencode.WriteConfig(dirs.Config, dirs.ConfigSeenAt, opencode.AgentConfig{
-		Model: model, OfflineModelURL: a.cfg.OfflineModelURL, HiddenPrompt: as.HiddenPrompt, Permission: a.cfg.PermissionPolicy,
+		Model: model, Provider: as.ModelProvider, OfflineModelURL: a.cfg.OfflineModelURL, HiddenPrompt: as.HiddenPrompt, Permission: a.cfg.PermissionPolicy,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("write the agent's runtime configuration: %w", err)

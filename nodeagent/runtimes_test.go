@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/agenthost/agenthost/nodeagent/driver/process"
+	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 )
 
 func TestSecretEnv(t *testing.T) {
@@ -85,6 +86,35 @@ func TestConfigureWritesTheRuntimeConfigAndEnvironment(t *testing.T) {
 	}
 	if p, _ := os.ReadFile(filepath.Join(drv.Dirs("a1").Config, "instructions.md")); string(p) != "house rules" {
 		t.Fatalf("instructions = %q", p)
+	}
+
+	// A model server from the operator's catalog is declared as a provider,
+	// its key named, not written.
+	as = Assignment{AgentID: "a4", Runtime: "opencode", RuntimePassword: "pw", Model: "selfhosted/coder-7b",
+		ModelProvider: opencode.Provider{Kind: opencode.ProviderOpenAICompatible, BaseURL: "http://models.internal:8000/v1", APIKeyEnv: "SELFHOSTED_KEY"},
+		Env:           map[string]string{"SELFHOSTED_KEY": "sk-self"}}
+	if env, err = a.configure(as, rt); err != nil || !slices.Contains(env, "SELFHOSTED_KEY=sk-self") {
+		t.Fatalf("configure with a provider: %v, env %v", err, env)
+	}
+	b, err = os.ReadFile(filepath.Join(drv.Dirs("a4").Config, "opencode.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withProvider struct {
+		Model    string `json:"model"`
+		Provider map[string]struct {
+			NPM     string            `json:"npm"`
+			Options map[string]string `json:"options"`
+			Models  map[string]any    `json:"models"`
+		} `json:"provider"`
+	}
+	if err := json.Unmarshal(b, &withProvider); err != nil {
+		t.Fatal(err)
+	}
+	p := withProvider.Provider["selfhosted"]
+	if withProvider.Model != "selfhosted/coder-7b" || p.NPM != "@ai-sdk/openai-compatible" || p.Models["coder-7b"] == nil ||
+		p.Options["baseURL"] != "http://models.internal:8000/v1" || p.Options["apiKey"] != "{env:SELFHOSTED_KEY}" || strings.Contains(string(b), "sk-self") {
+		t.Fatalf("opencode.json with a provider = %s", b)
 	}
 
 	// No password: refused. The offline model on a node without it: refused.

@@ -82,6 +82,18 @@ const (
 	StatusError        AgentStatus = "ERROR"
 )
 
+// ModelProvider is a model server from the operator's catalog.
+type ModelProvider struct {
+	// Kind is "openai-compatible".
+	Kind string `json:"kind"`
+	// BaseURL is where the server answers (…/v1).
+	BaseURL string `json:"baseURL"`
+	// APIKeyEnv names the environment variable (a secret) holding the key.
+	APIKeyEnv string `json:"apiKeyEnv,omitempty"`
+	// Name is the model's display name.
+	Name string `json:"name,omitempty"`
+}
+
 // Resources an agent reserves on its node while it should be running.
 type Resources struct {
 	CPUMillis int64 `json:"cpuMillis"`
@@ -90,13 +102,17 @@ type Resources struct {
 
 // Agent is one coding agent: a container on one node, reachable on one port.
 type Agent struct {
-	ID        string    `json:"id"`
-	OrgID     string    `json:"orgId"`
-	Name      string    `json:"name"`
-	ScopeID   string    `json:"scopeId,omitempty"`
-	Model     string    `json:"model,omitempty"`
-	Runtime   string    `json:"runtime"`
-	Resources Resources `json:"resources"`
+	ID      string `json:"id"`
+	OrgID   string `json:"orgId"`
+	Name    string `json:"name"`
+	ScopeID string `json:"scopeId,omitempty"`
+	Model   string `json:"model,omitempty"`
+	// ModelProvider is how to reach Model when the runtime does not know
+	// its provider (an operator's openai-compatible server), copied from
+	// the catalog when the agent is created; nil for built-in providers.
+	ModelProvider *ModelProvider `json:"modelProvider,omitempty"`
+	Runtime       string         `json:"runtime"`
+	Resources     Resources      `json:"resources"`
 	// Constraints are node labels the agent needs; every one must match.
 	Constraints  map[string]string `json:"constraints,omitempty"`
 	Tags         []string          `json:"tags,omitempty"`

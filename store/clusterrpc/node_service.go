@@ -48,6 +48,13 @@ func agentModel(st *store.State, a *store.Agent) string {
 	return ""
 }
 
+func modelProvider(p *store.ModelProvider) *nodev1.ModelProvider {
+	if p == nil {
+		return nil
+	}
+	return &nodev1.ModelProvider{Kind: p.Kind, BaseUrl: p.BaseURL, ApiKeyEnv: p.APIKeyEnv, Name: p.Name}
+}
+
 // agentEnv opens the secrets an agent gets: its scope's only when it has a
 // scope, the org-level ones otherwise. A secret that does not open is left
 // out and logged (by key, never by value).
@@ -152,7 +159,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
 				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
-				Model: agentModel(st, a), HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+				Model: agentModel(st, a), ModelProvider: modelProvider(a.ModelProvider), HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
 				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)

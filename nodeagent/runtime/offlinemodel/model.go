@@ -224,7 +224,7 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.calls.Add(1)
-	s.remember(req)
+	s.remember(req, r.Header.Get("Authorization"))
 	rep := decide(req)
 	id := fmt.Sprintf("chatcmpl-offline-%d", s.calls.Load())
 	created := time.Now().Unix()
@@ -247,12 +247,13 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	s.stream(w, r, req, rep, id, created)
 }
 
-func (s *Server) remember(req chatRequest) {
+func (s *Server) remember(req chatRequest, authorization string) {
 	if !s.record {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.seen = append(s.seen, seenText{"model", req.Model}, seenText{"authorization", authorization})
 	for _, m := range req.Messages {
 		if m.Role == "system" || m.Role == "tool" {
 			t := m.text()
@@ -273,6 +274,20 @@ func (s *Server) SawSystemText(sub string) bool { return s.saw("system", sub) }
 // SawToolResult reports whether a recent request carried a tool result
 // holding sub.
 func (s *Server) SawToolResult(sub string) bool { return s.saw("tool", sub) }
+
+// SawRequest reports whether a recent request asked for model with this
+// Authorization header: how a test sees that a client was configured to
+// reach this server as some other provider.
+func (s *Server) SawRequest(model, authorization string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i+1 < len(s.seen); i++ {
+		if s.seen[i] == (seenText{"model", model}) && s.seen[i+1] == (seenText{"authorization", authorization}) {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *Server) saw(role, sub string) bool {
 	s.mu.Lock()

@@ -29,6 +29,9 @@ type AgentConfig struct {
 	// Model is "provider/model", e.g. anthropic/claude-sonnet-4-6 or
 	// agenthost/offline.
 	Model string
+	// Provider, when its Kind is set, declares Model's provider: a model
+	// server OpenCode does not know by itself.
+	Provider Provider
 	// OfflineModelURL is the offline model's base URL as the container
 	// reaches it (…/v1); empty leaves the offline provider out.
 	OfflineModelURL string
@@ -39,6 +42,21 @@ type AgentConfig struct {
 	// (edit, bash, webfetch): "ask" (the default, so that requests reach the
 	// API), "allow" or "deny".
 	Permission string
+}
+
+// ProviderOpenAICompatible is the one provider kind declared in the config:
+// anthropic and openai are OpenCode's own, keyed by their usual variables.
+const ProviderOpenAICompatible = "openai-compatible"
+
+// Provider is a model server from the operator's catalog.
+type Provider struct {
+	Kind    string
+	BaseURL string
+	// APIKeyEnv names the environment variable holding the key; OpenCode
+	// reads it when it starts ({env:NAME}), so the key stays out of files.
+	APIKeyEnv string
+	// Name is the model's display name.
+	Name string
 }
 
 // WriteConfig writes opencode.json and the instructions file into dir, which
@@ -62,21 +80,44 @@ func WriteConfig(dir, mountedAt string, cfg AgentConfig) error {
 		"autoupdate": false,
 		"share":      "disabled",
 	}
+	providers := map[string]any{}
+	doc["provider"] = providers
+	if cfg.Provider.Kind != "" {
+		if cfg.Provider.Kind != ProviderOpenAICompatible {
+			return fmt.Errorf("opencode: model %s: provider kind %q cannot be declared (want %s)", cfg.Model, cfg.Provider.Kind, ProviderOpenAICompatible)
+		}
+		providerID, modelID, _ := strings.Cut(cfg.Model, "/")
+		if providerID == OfflineProvider {
+			return fmt.Errorf("opencode: model %s: provider %s is agenthost's offline model", cfg.Model, OfflineProvider)
+		}
+		options := map[string]any{"baseURL": cfg.Provider.BaseURL}
+		if cfg.Provider.APIKeyEnv != "" {
+			options["apiKey"] = "{env:" + cfg.Provider.APIKeyEnv + "}"
+		}
+		name := cfg.Provider.Name
+		if name == "" {
+			name = modelID
+		}
+		providers[providerID] = map[string]any{
+			"npm":     "@ai-sdk/openai-compatible",
+			"name":    providerID,
+			"options": options,
+			"models":  map[string]any{modelID: map[string]any{"name": name, "tool_call": true}},
+		}
+	}
 	if cfg.OfflineModelURL != "" {
-		doc["provider"] = map[string]any{
-			OfflineProvider: map[string]any{
-				"npm":     "@ai-sdk/openai-compatible",
-				"name":    "agenthost offline model",
-				"options": map[string]any{"baseURL": cfg.OfflineModelURL, "apiKey": "offline"},
-				"models": map[string]any{
-					"offline": map[string]any{
-						"name":      "agenthost offline model (deterministic replies)",
-						"tool_call": true,
-						// A price, so that cost accounting is exercised too:
-						// USD per million tokens.
-						"cost":  map[string]any{"input": 1, "output": 2},
-						"limit": map[string]any{"context": 128000, "output": 8192},
-					},
+		providers[OfflineProvider] = map[string]any{
+			"npm":     "@ai-sdk/openai-compatible",
+			"name":    "agenthost offline model",
+			"options": map[string]any{"baseURL": cfg.OfflineModelURL, "apiKey": "offline"},
+			"models": map[string]any{
+				"offline": map[string]any{
+					"name":      "agenthost offline model (deterministic replies)",
+					"tool_call": true,
+					// A price, so that cost accounting is exercised too:
+					// USD per million tokens.
+					"cost":  map[string]any{"input": 1, "output": 2},
+					"limit": map[string]any{"context": 128000, "output": 8192},
 				},
 			},
 		}

@@ -72,6 +72,9 @@ type Server struct {
 	Workspace string
 	ConfigDir string
 	Model     *offlinemodel.Server
+	// ProviderKey is the API key OpenCode was given in cfg.Provider's
+	// APIKeyEnv, when it names one.
+	ProviderKey string
 	cmd       *exec.Cmd
 	logFile   string
 }
@@ -89,6 +92,11 @@ func Start(t testing.TB, cfg opencode.AgentConfig) *Server {
 		cfg.Model = opencode.OfflineModel
 	}
 	cfg.OfflineModelURL = ts.URL + "/v1"
+	if cfg.Provider.Kind != "" && cfg.Provider.BaseURL == "" {
+		// A declared provider with no server of its own is the offline
+		// model under another name: as an operator's model server.
+		cfg.Provider.BaseURL = ts.URL + "/v1"
+	}
 
 	dir := t.TempDir()
 	s := &Server{
@@ -115,6 +123,10 @@ func Start(t testing.TB, cfg opencode.AgentConfig) *Server {
 	s.cmd.Dir = s.Workspace
 	s.cmd.Env = append(RuntimeEnv(filepath.Join(dir, "home"), s.ConfigDir),
 		"OPENCODE_SERVER_PASSWORD="+s.Password, "PATH="+os.Getenv("PATH"))
+	if cfg.Provider.APIKeyEnv != "" {
+		s.ProviderKey = "key-" + randomHex(8)
+		s.cmd.Env = append(s.cmd.Env, cfg.Provider.APIKeyEnv+"="+s.ProviderKey)
+	}
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its tools' processes go with it
 	if err := s.cmd.Start(); err != nil {

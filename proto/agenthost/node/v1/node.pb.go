@@ -491,7 +491,11 @@ type Assignment struct {
 	RuntimePassword string `protobuf:"bytes,14,opt,name=runtime_password,json=runtimePassword,proto3" json:"runtime_password,omitempty"`
 	// Environment for the runtime: the org's or the scope's secrets (provider
 	// keys such as ANTHROPIC_API_KEY), decrypted for this node only.
-	Env           map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Env map[string]string `protobuf:"bytes,15,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How to reach the model when the runtime does not know its provider
+	// already (an operator's openai-compatible model server); unset for
+	// built-in providers and the offline model.
+	ModelProvider *ModelProvider `protobuf:"bytes,16,opt,name=model_provider,json=modelProvider,proto3" json:"model_provider,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -631,6 +635,87 @@ func (x *Assignment) GetEnv() map[string]string {
 	return nil
 }
 
+func (x *Assignment) GetModelProvider() *ModelProvider {
+	if x != nil {
+		return x.ModelProvider
+	}
+	return nil
+}
+
+// ModelProvider is a model server the operator added to the catalog.
+type ModelProvider struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "openai-compatible".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Where the server answers, e.g. http://vllm.internal:8000/v1.
+	BaseUrl string `protobuf:"bytes,2,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
+	// The environment variable (a tenant's secret) that holds the API key;
+	// empty when the server needs none.
+	ApiKeyEnv string `protobuf:"bytes,3,opt,name=api_key_env,json=apiKeyEnv,proto3" json:"api_key_env,omitempty"`
+	// The model's display name.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelProvider) Reset() {
+	*x = ModelProvider{}
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelProvider) ProtoMessage() {}
+
+func (x *ModelProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelProvider.ProtoReflect.Descriptor instead.
+func (*ModelProvider) Descriptor() ([]byte, []int) {
+	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ModelProvider) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ModelProvider) GetBaseUrl() string {
+	if x != nil {
+		return x.BaseUrl
+	}
+	return ""
+}
+
+func (x *ModelProvider) GetApiKeyEnv() string {
+	if x != nil {
+		return x.ApiKeyEnv
+	}
+	return ""
+}
+
+func (x *ModelProvider) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ReportAgentStatusRequest is one observed agent status.
 type ReportAgentStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -648,7 +733,7 @@ type ReportAgentStatusRequest struct {
 
 func (x *ReportAgentStatusRequest) Reset() {
 	*x = ReportAgentStatusRequest{}
-	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +745,7 @@ func (x *ReportAgentStatusRequest) String() string {
 func (*ReportAgentStatusRequest) ProtoMessage() {}
 
 func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agenthost_node_v1_node_proto_msgTypes[8]
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +758,7 @@ func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
-	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportAgentStatusRequest) GetNodeId() string {
@@ -715,7 +800,7 @@ type ReportAgentStatusResponse struct {
 
 func (x *ReportAgentStatusResponse) Reset() {
 	*x = ReportAgentStatusResponse{}
-	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +812,7 @@ func (x *ReportAgentStatusResponse) String() string {
 func (*ReportAgentStatusResponse) ProtoMessage() {}
 
 func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agenthost_node_v1_node_proto_msgTypes[9]
+	mi := &file_agenthost_node_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +825,7 @@ func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
-	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_agenthost_node_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReportAgentStatusResponse) GetIndex() uint64 {
@@ -786,7 +871,7 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"afterIndex\"q\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\x88\x04\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\xd1\x04\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x15\n" +
@@ -805,10 +890,16 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\terror_msg\x18\f \x01(\tR\berrorMsg\x12#\n" +
 	"\rhidden_prompt\x18\r \x01(\tR\fhiddenPrompt\x12)\n" +
 	"\x10runtime_password\x18\x0e \x01(\tR\x0fruntimePassword\x128\n" +
-	"\x03env\x18\x0f \x03(\v2&.agenthost.node.v1.Assignment.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\x0f \x03(\v2&.agenthost.node.v1.Assignment.EnvEntryR\x03env\x12G\n" +
+	"\x0emodel_provider\x18\x10 \x01(\v2 .agenthost.node.v1.ModelProviderR\rmodelProvider\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
+	"\rModelProvider\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x19\n" +
+	"\bbase_url\x18\x02 \x01(\tR\abaseUrl\x12\x1e\n" +
+	"\vapi_key_env\x18\x03 \x01(\tR\tapiKeyEnv\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\x83\x01\n" +
 	"\x18ReportAgentStatusRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +
@@ -834,7 +925,7 @@ func file_agenthost_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_agenthost_node_v1_node_proto_rawDescData
 }
 
-var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agenthost_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_agenthost_node_v1_node_proto_goTypes = []any{
 	(*RegisterRequest)(nil),           // 0: agenthost.node.v1.RegisterRequest
 	(*Capacity)(nil),                  // 1: agenthost.node.v1.Capacity
@@ -844,32 +935,34 @@ var file_agenthost_node_v1_node_proto_goTypes = []any{
 	(*WatchAssignmentsRequest)(nil),   // 5: agenthost.node.v1.WatchAssignmentsRequest
 	(*WatchAssignmentsResponse)(nil),  // 6: agenthost.node.v1.WatchAssignmentsResponse
 	(*Assignment)(nil),                // 7: agenthost.node.v1.Assignment
-	(*ReportAgentStatusRequest)(nil),  // 8: agenthost.node.v1.ReportAgentStatusRequest
-	(*ReportAgentStatusResponse)(nil), // 9: agenthost.node.v1.ReportAgentStatusResponse
-	nil,                               // 10: agenthost.node.v1.RegisterRequest.LabelsEntry
-	nil,                               // 11: agenthost.node.v1.Assignment.EnvEntry
-	(*durationpb.Duration)(nil),       // 12: google.protobuf.Duration
+	(*ModelProvider)(nil),             // 8: agenthost.node.v1.ModelProvider
+	(*ReportAgentStatusRequest)(nil),  // 9: agenthost.node.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil), // 10: agenthost.node.v1.ReportAgentStatusResponse
+	nil,                               // 11: agenthost.node.v1.RegisterRequest.LabelsEntry
+	nil,                               // 12: agenthost.node.v1.Assignment.EnvEntry
+	(*durationpb.Duration)(nil),       // 13: google.protobuf.Duration
 }
 var file_agenthost_node_v1_node_proto_depIdxs = []int32{
 	1,  // 0: agenthost.node.v1.RegisterRequest.capacity:type_name -> agenthost.node.v1.Capacity
-	10, // 1: agenthost.node.v1.RegisterRequest.labels:type_name -> agenthost.node.v1.RegisterRequest.LabelsEntry
-	12, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
-	12, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	11, // 1: agenthost.node.v1.RegisterRequest.labels:type_name -> agenthost.node.v1.RegisterRequest.LabelsEntry
+	13, // 2: agenthost.node.v1.RegisterResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
+	13, // 3: agenthost.node.v1.HeartbeatResponse.heartbeat_ttl:type_name -> google.protobuf.Duration
 	7,  // 4: agenthost.node.v1.WatchAssignmentsResponse.assignments:type_name -> agenthost.node.v1.Assignment
-	11, // 5: agenthost.node.v1.Assignment.env:type_name -> agenthost.node.v1.Assignment.EnvEntry
-	0,  // 6: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
-	3,  // 7: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
-	5,  // 8: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
-	8,  // 9: agenthost.node.v1.NodeService.ReportAgentStatus:input_type -> agenthost.node.v1.ReportAgentStatusRequest
-	2,  // 10: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
-	4,  // 11: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
-	6,  // 12: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
-	9,  // 13: agenthost.node.v1.NodeService.ReportAgentStatus:output_type -> agenthost.node.v1.ReportAgentStatusResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	12, // 5: agenthost.node.v1.Assignment.env:type_name -> agenthost.node.v1.Assignment.EnvEntry
+	8,  // 6: agenthost.node.v1.Assignment.model_provider:type_name -> agenthost.node.v1.ModelProvider
+	0,  // 7: agenthost.node.v1.NodeService.Register:input_type -> agenthost.node.v1.RegisterRequest
+	3,  // 8: agenthost.node.v1.NodeService.Heartbeat:input_type -> agenthost.node.v1.HeartbeatRequest
+	5,  // 9: agenthost.node.v1.NodeService.WatchAssignments:input_type -> agenthost.node.v1.WatchAssignmentsRequest
+	9,  // 10: agenthost.node.v1.NodeService.ReportAgentStatus:input_type -> agenthost.node.v1.ReportAgentStatusRequest
+	2,  // 11: agenthost.node.v1.NodeService.Register:output_type -> agenthost.node.v1.RegisterResponse
+	4,  // 12: agenthost.node.v1.NodeService.Heartbeat:output_type -> agenthost.node.v1.HeartbeatResponse
+	6,  // 13: agenthost.node.v1.NodeService.WatchAssignments:output_type -> agenthost.node.v1.WatchAssignmentsResponse
+	10, // 14: agenthost.node.v1.NodeService.ReportAgentStatus:output_type -> agenthost.node.v1.ReportAgentStatusResponse
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agenthost_node_v1_node_proto_init() }
@@ -883,7 +976,7 @@ func file_agenthost_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agenthost_node_v1_node_proto_rawDesc), len(file_agenthost_node_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
