@@ -62,6 +62,9 @@ func (s *Server) agent(r *http.Request, p Principal) (*store.Agent, error) {
 		return nil, notFound("agent %q not found", id)
 	}
 	a, err := s.store.State().OrgAgent(p.OrgID, id)
+	if err == nil && a == nil && s.catchUp(r.Context()) {
+		a, err = s.store.State().OrgAgent(p.OrgID, id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ type createAgentResponse struct {
 
 // validate checks the request and resolves its scope; the answer is a 400
 // before anything is written.
-func (s *Server) validateCreate(st *store.State, orgID string, req *createAgentRequest) (scopeID string, err error) {
+func (s *Server) validateCreate(ctx context.Context, orgID string, req *createAgentRequest) (scopeID string, err error) {
 	if req.Name == nil {
 		return "", badRequest("name is required")
 	}
@@ -140,24 +143,32 @@ func (s *Server) validateCreate(st *store.State, orgID string, req *createAgentR
 			return "", badRequest("tag %q: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", t)
 		}
 	}
-	var byID, byName *store.Scope
-	if req.ScopeID != "" {
-		if plausibleID(req.ScopeID) {
+	find := func(st *store.State) (byID, byName *store.Scope, err error) {
+		if req.ScopeID != "" && plausibleID(req.ScopeID) {
 			if byID, err = st.Scope(orgID, req.ScopeID); err != nil {
-				return "", err
+				return nil, nil, err
 			}
 		}
-		if byID == nil {
-			return "", badRequest("scope %q not found", req.ScopeID)
+		if req.Scope != "" {
+			if byName, err = st.ScopeByName(orgID, req.Scope); err != nil {
+				return nil, nil, err
+			}
 		}
+		return byID, byName, nil
 	}
-	if req.Scope != "" {
-		if byName, err = st.ScopeByName(orgID, req.Scope); err != nil {
-			return "", err
-		}
-		if byName == nil {
-			return "", badRequest("scope %q not found", req.Scope)
-		}
+	byID, byName, err := find(s.store.State())
+	missing := func() bool { return (req.ScopeID != "" && byID == nil) || (req.Scope != "" && byName == nil) }
+	if err == nil && missing() && s.catchUp(ctx) {
+		// Perhaps made through another server a moment ago.
+		byID, byName, err = find(s.store.State())
+	}
+	switch {
+	case err != nil:
+		return "", err
+	case req.ScopeID != "" && byID == nil:
+		return "", badRequest("scope %q not found", req.ScopeID)
+	case req.Scope != "" && byName == nil:
+		return "", badRequest("scope %q not found", req.Scope)
 	}
 	switch {
 	case byID != nil && byName != nil && byID.ID != byName.ID:
@@ -175,7 +186,7 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
-	scopeID, err := s.validateCreate(s.store.State(), p.OrgID, &req)
+	scopeID, err := s.validateCreate(r.Context(), p.OrgID, &req)
 	if err != nil {
 		return err
 	}

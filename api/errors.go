@@ -111,3 +111,7 @@ type errorDetail struct {
 	Message   string `json:"message"`
 	RequestID string `json:"requestId,omitempty"`
 }
+
+// errSecretsUnavailable answers secrets calls on a server started without a
+// key file.
+var errSecretsUnavailable = apiError(http.StatusServiceUnavailable, CodeSecretsUnavailable, "secrets are not available: the server has no secrets key file")

@@ -74,6 +74,8 @@ var htRoutes = []htRoute{
 	{"GET", "/api/v1/operator/tokens", operator},
 	{"POST", "/api/v1/operator/tokens", operator},
 	{"DELETE", "/api/v1/operator/tokens/{token}", operator},
+	{"GET", "/api/v1/operator/secrets/keys", operator},
+	{"POST", "/api/v1/operator/secrets/reseal", operator},
 }
 
 // htRow is one documented error: a request and the status and error code
@@ -509,6 +511,8 @@ func TestErrorTable(t *testing.T) {
 		{name: "secret put/missing key", method: "PUT", path: "/api/v1/secrets", token: a.Token, body: map[string]any{"value": "v"}, status: 400, code: CodeInvalidRequest},
 		{name: "secret put/bad key", method: "PUT", path: "/api/v1/secrets", token: a.Token, body: map[string]any{"key": "lower-case", "value": "v"}, status: 400, code: CodeInvalidRequest},
 		{name: "secret put/missing value", method: "PUT", path: "/api/v1/secrets", token: a.Token, body: map[string]any{"key": "K"}, status: 400, code: CodeInvalidRequest},
+		{name: "secret keys/no keyring", ts: nokeys, method: "GET", path: "/api/v1/operator/secrets/keys", token: h.opToken, status: 503, code: CodeSecretsUnavailable},
+		{name: "secret reseal/no keyring", ts: nokeys, method: "POST", path: "/api/v1/operator/secrets/reseal", token: h.opToken, status: 503, code: CodeSecretsUnavailable},
 		{name: "secret put/no keyring", ts: nokeys, method: "PUT", path: "/api/v1/secrets", token: a.Token, body: map[string]any{"key": "K", "value": "v"}, status: 503, code: CodeSecretsUnavailable},
 		{name: "secret delete/unknown", method: "DELETE", path: "/api/v1/secrets/NOPE", token: a.Token, status: 404, code: CodeNotFound},
 		{name: "secret delete/another org's", method: "DELETE", path: "/api/v1/secrets/B_ONLY", token: a.Token, status: 404, code: CodeNotFound, after: bStillThere},

@@ -327,6 +327,12 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	// A server without a secrets key.
 	nokey := x.newServer(nil)
 	x.do(t, oaCall{srv: nokey, method: "PUT", path: "/api/v1/secrets", token: tenant, body: `{"key":"K","value":"v"}`}, 503)
+	// The secrets keys (operator): which keys seal them, and a reseal.
+	x.do(t, oaCall{method: "GET", path: "/api/v1/operator/secrets/keys", token: op}, 200)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/secrets/reseal", token: op}, 200)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/secrets/reseal", token: tenant}, 403)
+	x.do(t, oaCall{srv: nokey, method: "GET", path: "/api/v1/operator/secrets/keys", token: op}, 503)
+	x.do(t, oaCall{srv: nokey, method: "POST", path: "/api/v1/operator/secrets/reseal", token: op}, 503)
 	x.do(t, oaCall{srv: nokey, method: "POST", path: "/api/v1/tokens", token: tenant, header: []string{"Idempotency-Key", "oa-key-3"}}, 400)
 
 	// Own tokens.

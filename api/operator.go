@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
 // Tokens: an org's tenants manage their own (/tokens), operators any org's
@@ -244,6 +246,9 @@ func (s *Server) writeOrg(w http.ResponseWriter, r *http.Request, index uint64, 
 func (s *Server) org(r *http.Request) (*store.Org, error) {
 	id := r.PathValue("orgId")
 	o, err := s.store.State().Org(id)
+	if err == nil && o == nil && s.catchUp(r.Context()) {
+		o, err = s.store.State().Org(id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -490,4 +495,62 @@ func (s *Server) CreateOrg(ctx context.Context, name string, plan store.Plan, to
 	}
 	t, err := s.mintToken(ctx, o.ID, tokenLabel, store.RoleTenant, false)
 	return o.ID, t.Token, err
+}
+
+// Secrets keys: the key-encryption keys live in each server's key file,
+// outside Raft; these endpoints show which keys seal the stored secrets and
+// re-seal them under the current key, the last step of a rotation
+// (docs/operations.md).
+
+type secretKeysView struct {
+	// CurrentKeyID is the key this server seals with.
+	CurrentKeyID string `json:"currentKeyId"`
+	// SecretsByKey counts the secrets sealed under each key.
+	SecretsByKey map[string]int `json:"secretsByKey"`
+	// Resealed is how many secrets the call re-sealed (reseal only).
+	Resealed *int `json:"resealed,omitempty"`
+}
+
+func (s *Server) secretKeys(ctx context.Context, resealed *int) (secretKeysView, error) {
+	kr := s.keyring.Load()
+	st, err := s.store.ConsistentState(ctx)
+	if err != nil {
+		return secretKeysView{}, err
+	}
+	inUse, err := clusterrpc.SecretKeysInUse(st)
+	if err != nil {
+		return secretKeysView{}, err
+	}
+	return secretKeysView{CurrentKeyID: kr.CurrentID(), SecretsByKey: inUse, Resealed: resealed}, nil
+}
+
+func (s *Server) getSecretKeys(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	if s.keyring.Load() == nil {
+		return errSecretsUnavailable
+	}
+	v, err := s.secretKeys(r.Context(), nil)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) resealSecrets(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	kr := s.keyring.Load()
+	if kr == nil {
+		return errSecretsUnavailable
+	}
+	n, err := clusterrpc.ResealSecrets(r.Context(), s.store, kr)
+	if err != nil {
+		if errors.Is(err, keyring.ErrUnknownKey) {
+			return apiError(http.StatusConflict, CodeConflict,
+				"%d secrets re-sealed, but some are sealed under a key this server's key file lacks: %v", n, err)
+		}
+		return err
+	}
+	v, err := s.secretKeys(r.Context(), &n)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
 }

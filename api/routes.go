@@ -69,6 +69,8 @@ func (s *Server) routes() {
 		route{post, operator, s.createOperatorToken})
 	s.handle("/api/v1/operator/tokens/{tokenId}", route{del, operator, s.revokeOperatorToken})
 	s.handle("/api/v1/operator/bootstrap", route{post, public, s.bootstrap})
+	s.handle("/api/v1/operator/secrets/keys", route{get, operator, s.getSecretKeys})
+	s.handle("/api/v1/operator/secrets/reseal", route{post, operator, s.resealSecrets})
 
 	s.handle("/api/v1/openapi.json", route{get, public, s.openAPIDocument})
 	s.handle("/docs", route{get, public, s.docsPage})

@@ -37,20 +37,26 @@ type secretView struct {
 	UpdatedAt string `json:"updatedAt"`
 }
 
-// scope finds the caller's scope named in the path.
-func (s *Server) scope(st *store.State, r *http.Request, p Principal) (*store.Scope, error) {
+// scope finds the caller's scope named in the path, and returns the state
+// it was found in.
+func (s *Server) scope(r *http.Request, p Principal) (*store.Scope, *store.State, error) {
 	id := r.PathValue("scopeId")
-	var sc *store.Scope
-	if plausibleID(id) {
-		var err error
-		if sc, err = st.Scope(p.OrgID, id); err != nil {
-			return nil, err
-		}
+	if !plausibleID(id) {
+		return nil, nil, notFound("scope %q not found", id)
+	}
+	st := s.store.State()
+	sc, err := st.Scope(p.OrgID, id)
+	if err == nil && sc == nil && s.catchUp(r.Context()) {
+		st = s.store.State()
+		sc, err = st.Scope(p.OrgID, id)
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	if sc == nil {
-		return nil, notFound("scope %q not found", id)
+		return nil, nil, notFound("scope %q not found", id)
 	}
-	return sc, nil
+	return sc, st, nil
 }
 
 func (s *Server) listScopes(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -117,8 +123,7 @@ func scopeNameTaken(err error, name string) error {
 }
 
 func (s *Server) getScope(w http.ResponseWriter, r *http.Request, p Principal) error {
-	st := s.store.State()
-	sc, err := s.scope(st, r, p)
+	sc, st, err := s.scope(r, p)
 	if err != nil {
 		return err
 	}
@@ -164,7 +169,7 @@ func (s *Server) updateScope(w http.ResponseWriter, r *http.Request, p Principal
 			return err
 		}
 	}
-	sc, err := s.scope(s.store.State(), r, p)
+	sc, _, err := s.scope(r, p)
 	if err != nil {
 		return err
 	}
@@ -186,7 +191,7 @@ func (s *Server) updateScope(w http.ResponseWriter, r *http.Request, p Principal
 }
 
 func (s *Server) deleteScope(w http.ResponseWriter, r *http.Request, p Principal) error {
-	sc, err := s.scope(s.store.State(), r, p)
+	sc, _, err := s.scope(r, p)
 	if err != nil {
 		return err
 	}
@@ -205,21 +210,21 @@ func secretViews(secrets []*store.Secret) []secretView {
 }
 
 // secretScope is the scope of a secrets route: "" for /secrets, else the
-// caller's scope named in the path (404 when it is not theirs).
-func (s *Server) secretScope(st *store.State, r *http.Request, p Principal) (string, error) {
+// caller's scope named in the path (404 when it is not theirs); and the
+// state to read the secrets from.
+func (s *Server) secretScope(r *http.Request, p Principal) (string, *store.State, error) {
 	if r.PathValue("scopeId") == "" {
-		return "", nil
+		return "", s.store.State(), nil
 	}
-	sc, err := s.scope(st, r, p)
+	sc, st, err := s.scope(r, p)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return sc.ID, nil
+	return sc.ID, st, nil
 }
 
 func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, p Principal) error {
-	st := s.store.State()
-	scopeID, err := s.secretScope(st, r, p)
+	scopeID, st, err := s.secretScope(r, p)
 	if err != nil {
 		return err
 	}
@@ -256,10 +261,9 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p Principal) 
 	}
 	kr := s.keyring.Load()
 	if kr == nil {
-		return apiError(http.StatusServiceUnavailable, CodeSecretsUnavailable, "secrets are not available: the server has no secrets key file")
+		return errSecretsUnavailable
 	}
-	st := s.store.State()
-	scopeID, err := s.secretScope(st, r, p)
+	scopeID, _, err := s.secretScope(r, p)
 	if err != nil {
 		return err
 	}
@@ -305,8 +309,7 @@ func (s *Server) secretAfterPut(ctx context.Context, index uint64, orgID, scopeI
 }
 
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p Principal) error {
-	st := s.store.State()
-	scopeID, err := s.secretScope(st, r, p)
+	scopeID, st, err := s.secretScope(r, p)
 	if err != nil {
 		return err
 	}

@@ -379,3 +379,17 @@ func jsonKind(k reflect.Kind) string {
 	}
 	return "of another type"
 }
+
+// catchUp is called when a lookup found nothing. On a follower the object
+// may have been made through another server a moment ago: the follower
+// catches up with every write acknowledged so far, and reports that the
+// lookup is worth repeating. On the leader, whose state already holds every
+// acknowledged write, and when no leader answers, it reports false. Only
+// misses pay for this; hits are served from the local state.
+func (s *Server) catchUp(ctx context.Context) bool {
+	if s.store.IsLeader() {
+		return false
+	}
+	_, err := s.store.ConsistentState(ctx)
+	return err == nil
+}

@@ -261,6 +261,10 @@ type ScopeDelete struct {
 // one exists, its id and CreatedAt are kept and the ciphertext replaced.
 type SecretPut struct {
 	Secret Secret `json:"secret"`
+	// IfModifyIndex, when set, applies the put only to the secret as it was
+	// at that index (ErrConflict if it changed since, ErrNotFound if it is
+	// gone): re-sealing must never put back a value a tenant replaced.
+	IfModifyIndex uint64 `json:"ifModifyIndex,omitempty"`
 }
 
 // SecretDelete deletes the secret with this org, scope and key.

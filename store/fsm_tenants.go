@@ -299,6 +299,14 @@ func applySecretPut(txn *memdb.Txn, index uint64, c *SecretPut) error {
 	if err != nil {
 		return err
 	}
+	if c.IfModifyIndex != 0 {
+		switch {
+		case existing == nil:
+			return fmt.Errorf("%w: secret %s", ErrNotFound, s.Key)
+		case existing.ModifyIndex != c.IfModifyIndex:
+			return fmt.Errorf("%w: secret %s changed at index %d", ErrConflict, s.Key, existing.ModifyIndex)
+		}
+	}
 	if existing != nil {
 		updated := *existing
 		updated.Ciphertext, updated.KeyID = s.Ciphertext, s.KeyID

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/internal/keyring"
+	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
@@ -61,7 +64,7 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 			return runServer(cmd.Context(), opts, nil)
 		},
 	}
-	cmd.AddCommand(newBootstrapCommand())
+	cmd.AddCommand(newBootstrapCommand(), newKeysCommand())
 	f := cmd.Flags()
 	f.StringVar(&opts.dataDir, "data-dir", "/var/lib/agenthost", "directory for Raft state (created if missing)")
 	f.StringVar(&opts.name, "name", host, "this server's id in the cluster; must not change once the data directory exists")
@@ -122,6 +125,9 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 		return err
 	}
 	defer srv.Shutdown()
+	if cfg.Keyring != nil {
+		go reloadKeyringOnHangup(ctx, srv.Store, cfg.Keyring, opts.secretsKeyFile, logger)
+	}
 
 	publicURL, err := resolvePublicURL(opts.publicURL, opts.httpAddr)
 	if err != nil {
@@ -166,6 +172,26 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return nil
+}
+
+// reloadKeyringOnHangup re-reads the secrets key file on SIGHUP: the step of
+// a key rotation that makes a new first key seal (docs/operations.md).
+func reloadKeyringOnHangup(ctx context.Context, s *store.Store, kr *keyring.Keyring, path string, logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := clusterrpc.ReloadKeyring(s.State(), kr, path); err != nil {
+				logger.Error("secrets key file not reloaded", "path", path, "error", err)
+				continue
+			}
+			logger.Info("secrets key file reloaded", "path", path, "sealing_key", kr.CurrentID())
+		}
+	}
 }
 
 // serverID returns the id recorded in the data directory, recording name on

@@ -21,6 +21,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // EnvKeyFile names the key file when no flag does.
@@ -32,7 +33,10 @@ var ErrUnknownKey = errors.New("keyring: sealed under a key this keyring does no
 var keyID = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // Keyring holds the key that seals and the keys that may still open.
+// It is safe for concurrent use; Replace swaps in a reloaded key file for
+// everyone holding it.
 type Keyring struct {
+	mu      sync.RWMutex
 	current string
 	aeads   map[string]cipher.AEAD
 }
@@ -138,23 +142,128 @@ func LoadOrCreate(path string) (*Keyring, error) {
 }
 
 // CurrentID names the key that seals.
-func (k *Keyring) CurrentID() string { return k.current }
+func (k *Keyring) CurrentID() string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.current
+}
+
+// Has reports whether the ring holds key id.
+func (k *Keyring) Has(id string) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	_, ok := k.aeads[id]
+	return ok
+}
+
+// Replace makes k hold next's keys, for a key file reloaded in place.
+func (k *Keyring) Replace(next *Keyring) {
+	next.mu.RLock()
+	current, aeads := next.current, next.aeads
+	next.mu.RUnlock()
+	k.mu.Lock()
+	k.current, k.aeads = current, aeads
+	k.mu.Unlock()
+}
+
+// Rotate puts a fresh key, named id, first in the key file at path, so that
+// it seals from the next load on; the other keys stay to open what they
+// sealed. The file is replaced atomically and stays readable by its owner
+// only.
+func Rotate(path, id string) error {
+	old, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if old.Has(id) {
+		return fmt.Errorf("keyring: %s already holds a key %s", path, id)
+	}
+	line, err := NewKeyLine(id)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	return writeKeyFile(path, append([]byte(line+"\n"), b...))
+}
+
+// Retire removes key id from the key file at path. The sealing key cannot be
+// retired; nor should a key that still seals a secret (see the reseal
+// command), which the caller checks.
+func Retire(path, id string) error {
+	k, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if !k.Has(id) {
+		return fmt.Errorf("keyring: %s holds no key %s", path, id)
+	}
+	if k.CurrentID() == id {
+		return fmt.Errorf("keyring: %s is the key that seals; rotate first", id)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	var out bytes.Buffer
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if kid, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && kid == id {
+			continue
+		}
+		out.WriteString(line)
+	}
+	return writeKeyFile(path, out.Bytes())
+}
+
+// writeKeyFile replaces path with b, mode 0600, checking that b parses.
+func writeKeyFile(path string, b []byte) error {
+	if _, err := Parse(b); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("keyring: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("keyring: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("keyring: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("keyring: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
 
 // Seal encrypts plaintext under the current key. aad binds the value to where
 // it belongs (see SecretAAD): a sealed value moved to another secret's record
 // does not open.
 func (k *Keyring) Seal(plaintext []byte, aad string) (sealed []byte, id string, err error) {
-	aead := k.aeads[k.current]
+	k.mu.RLock()
+	current := k.current
+	aead := k.aeads[current]
+	k.mu.RUnlock()
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, "", err
 	}
-	return aead.Seal(nonce, nonce, plaintext, []byte(aad)), k.current, nil
+	return aead.Seal(nonce, nonce, plaintext, []byte(aad)), current, nil
 }
 
 // Open decrypts a value sealed under key id with the same aad.
 func (k *Keyring) Open(id string, sealed []byte, aad string) ([]byte, error) {
+	k.mu.RLock()
 	aead, ok := k.aeads[id]
+	k.mu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, id)
 	}

@@ -2,6 +2,7 @@ package clusterrpc
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -52,5 +53,41 @@ func TestResealSecretsRotatesTheKey(t *testing.T) {
 	}
 	if n, err := ResealSecrets(ctx, s, ring); err != nil || n != 0 {
 		t.Fatalf("second run resealed %d, %v", n, err)
+	}
+}
+
+// TestResealNeverPutsBackAReplacedValue: the re-sealing put is conditional
+// on the secret not having changed since it was read.
+func TestResealNeverPutsBackAReplacedValue(t *testing.T) {
+	tc := NewTestCluster(t, 1)
+	s := tc.Servers[0].Store
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if _, err := s.Apply(ctx, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(value string, ifIndex uint64) error {
+		_, err := s.Apply(ctx, &store.SecretPut{Secret: store.Secret{ID: "K", OrgID: "org", Key: "K", Ciphertext: []byte(value), KeyID: "k1",
+			CreatedAt: now, UpdatedAt: now}, IfModifyIndex: ifIndex})
+		return err
+	}
+	if err := put("old", 0); err != nil {
+		t.Fatal(err)
+	}
+	read, _ := s.State().Secret("org", "", "K")
+	if err := put("tenant's new value", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("old, re-sealed", read.ModifyIndex); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale conditional put: %v", err)
+	}
+	if got, _ := s.State().Secret("org", "", "K"); string(got.Ciphertext) != "tenant's new value" {
+		t.Fatalf("value now %q", got.Ciphertext)
+	}
+	if _, err := s.Apply(ctx, &store.SecretDelete{OrgID: "org", Key: "K"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("old, re-sealed", read.ModifyIndex); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("conditional put of a deleted secret: %v", err)
 	}
 }

@@ -157,9 +157,6 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	}
 	health := NewNodeHealth(st, cfg.NodeHeartbeatTTL, cfg.Store.Logger)
 	st.RegisterLeadershipHook(health)
-	if cfg.Keyring != nil {
-		st.RegisterLeadershipHook(&secretResealer{store: st, keyring: cfg.Keyring, logger: cfg.Store.Logger})
-	}
 	gcfg := gossip.DefaultConfig()
 	gcfg.Name = gossip.ServerPrefix + cfg.Store.ServerID
 	gcfg.BindAddr, gcfg.AdvertiseAddr = cfg.GossipBind, cfg.GossipAdvertise

@@ -75,8 +75,8 @@ type Server struct {
 	// ProviderKey is the API key OpenCode was given in cfg.Provider's
 	// APIKeyEnv, when it names one.
 	ProviderKey string
-	cmd       *exec.Cmd
-	logFile   string
+	cmd         *exec.Cmd
+	logFile     string
 }
 
 // Start runs OpenCode configured with cfg (Model defaults to the offline
