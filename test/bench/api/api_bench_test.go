@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -83,6 +84,7 @@ func BenchmarkCreateToReady(b *testing.B) {
 	cfg.HealthInterval = 50 * time.Millisecond
 	cfg.GossipBind = "127.0.0.1:0"
 	cfg.RuntimeServiceBind = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
 		b.Fatal(err)
