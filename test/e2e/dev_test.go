@@ -76,6 +76,23 @@ func startDev(t *testing.T, subnet, agentPorts string) *dev {
 		t.Fatal(err)
 	}
 	t.Cleanup(ctrd.Stop)
+	// Once dev has stopped (its agents deleted, below), no port forwarding
+	// rule of the dev subnet may be left in the nat table: a teardown cut
+	// short leaks them, and a stale rule for a port hijacks that port for
+	// whatever uses it next on the machine.
+	t.Cleanup(func() {
+		out, err := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput()
+		if err != nil {
+			t.Errorf("iptables -t nat -S: %v\n%s", err, out)
+			return
+		}
+		prefix := strings.TrimSuffix(strings.Split(subnet, "/")[0], ".0")
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "DNAT") && strings.Contains(line, prefix+".") {
+				t.Errorf("a port forwarding rule outlived dev's agents: %s", line)
+			}
+		}
+	})
 
 	dataDir := filepath.Join(t.TempDir(), "dev")
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))

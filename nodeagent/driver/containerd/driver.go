@@ -537,6 +537,10 @@ func (d *Driver) Stop(ctx context.Context, agentID string, grace time.Duration) 
 	}
 }
 
+// networkTeardownTimeout bounds an agent's network teardown, which Delete
+// does not let its caller's cancellation cut short.
+const networkTeardownTimeout = 30 * time.Second
+
 // Delete removes the container, its snapshot, its network and its directory
 // (workspace, config, logs).
 func (d *Driver) Delete(ctx context.Context, agentID string) error {
@@ -554,15 +558,24 @@ func (d *Driver) Delete(ctx context.Context, agentID string) error {
 		if err := deleteTask(ctx, container); err != nil {
 			return err
 		}
-		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete container: %w", err)
-		}
+		// The network goes before the container record: the record holds
+		// what teardown needs (namespace, ports), so a teardown that fails
+		// leaves it for the next try instead of leaking the namespace and
+		// the port's forwarding rules. Teardown runs to its end even when
+		// ctx is cancelled (a node agent shutting down): a CNI plugin
+		// killed half-way leaves rules behind.
 		if d.cfg.Network != nil && labels[labelNetNS] != "" {
 			hostPort, _ := strconv.Atoi(labels["agenthost.host-port"])
 			runtimePort, _ := strconv.Atoi(labels["agenthost.runtime-port"])
-			if err := d.cfg.Network.Teardown(ctx, agentID, labels[labelNetNS], hostPort, runtimePort); err != nil {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), networkTeardownTimeout)
+			err := d.cfg.Network.Teardown(tctx, agentID, labels[labelNetNS], hostPort, runtimePort)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("tear down network: %w", err)
 			}
+		}
+		if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete container: %w", err)
 		}
 	}
 	if err := os.RemoveAll(d.AgentDir(agentID)); err != nil {
