@@ -81,7 +81,6 @@ func WriteConfig(dir, mountedAt string, cfg AgentConfig) error {
 		"share":      "disabled",
 	}
 	providers := map[string]any{}
-	doc["provider"] = providers
 	if cfg.Provider.Kind != "" {
 		if cfg.Provider.Kind != ProviderOpenAICompatible {
 			return fmt.Errorf("opencode: model %s: provider kind %q cannot be declared (want %s)", cfg.Model, cfg.Provider.Kind, ProviderOpenAICompatible)
@@ -121,6 +120,9 @@ func WriteConfig(dir, mountedAt string, cfg AgentConfig) error {
 				},
 			},
 		}
+	}
+	if len(providers) > 0 {
+		doc["provider"] = providers
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
