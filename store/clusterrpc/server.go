@@ -19,6 +19,7 @@ import (
 	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/proto/agenthost/cluster/v1/clusterv1connect"
 	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
+	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/placement"
 )
@@ -173,6 +174,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
+	mux.Handle(routev1connect.NewRouteServiceHandler(NewRouteService(st, cfg.Store.Logger)))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member, cfg.Keyring, cfg.Store.Logger), connect.WithReadMaxBytes(maxMessageBytes)))
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.

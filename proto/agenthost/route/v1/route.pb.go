@@ -142,12 +142,23 @@ type Route struct {
 	Port uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
 	// ID of the node hosting the agent.
 	NodeId string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Address (host:port) of the node agent hosting the agent.
+	// Host (IP or name) the node is reached at; the proxy dials node_address:port.
 	NodeAddress string `protobuf:"bytes,4,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
 	// Agent status: "PROVISIONING", "RUNNING", "STOPPED" or "ERROR".
 	Status string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
 	// True when the agent was deleted and the proxy must drop the route.
-	Deleted       bool `protobuf:"varint,6,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Deleted bool `protobuf:"varint,6,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// The runtime's own credential (OPENCODE_SERVER_PASSWORD): the proxy adds
+	// it to requests it forwards, so that the embedded UI needs no login while
+	// the runtime refuses anyone who bypasses the proxy.
+	RuntimePassword string `protobuf:"bytes,7,opt,name=runtime_password,json=runtimePassword,proto3" json:"runtime_password,omitempty"`
+	// True for an agent created with autostart: a request to it while it is
+	// stopped starts it (wake on request).
+	Autostart bool `protobuf:"varint,8,opt,name=autostart,proto3" json:"autostart,omitempty"`
+	// Desired state: "running" or "stopped".
+	Desired string `protobuf:"bytes,9,opt,name=desired,proto3" json:"desired,omitempty"`
+	// True when the hosting node is down: the proxy answers 502 at once.
+	NodeDown      bool `protobuf:"varint,10,opt,name=node_down,json=nodeDown,proto3" json:"node_down,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,6 +235,34 @@ func (x *Route) GetDeleted() bool {
 	return false
 }
 
+func (x *Route) GetRuntimePassword() string {
+	if x != nil {
+		return x.RuntimePassword
+	}
+	return ""
+}
+
+func (x *Route) GetAutostart() bool {
+	if x != nil {
+		return x.Autostart
+	}
+	return false
+}
+
+func (x *Route) GetDesired() string {
+	if x != nil {
+		return x.Desired
+	}
+	return ""
+}
+
+func (x *Route) GetNodeDown() bool {
+	if x != nil {
+		return x.NodeDown
+	}
+	return false
+}
+
 var File_agenthost_route_v1_route_proto protoreflect.FileDescriptor
 
 const file_agenthost_route_v1_route_proto_rawDesc = "" +
@@ -235,14 +274,19 @@ const file_agenthost_route_v1_route_proto_rawDesc = "" +
 	"\x13WatchRoutesResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\bR\bsnapshot\x121\n" +
-	"\x06routes\x18\x03 \x03(\v2\x19.agenthost.route.v1.RouteR\x06routes\"\xa4\x01\n" +
+	"\x06routes\x18\x03 \x03(\v2\x19.agenthost.route.v1.RouteR\x06routes\"\xa4\x02\n" +
 	"\x05Route\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12!\n" +
 	"\fnode_address\x18\x04 \x01(\tR\vnodeAddress\x12\x16\n" +
 	"\x06status\x18\x05 \x01(\tR\x06status\x12\x18\n" +
-	"\adeleted\x18\x06 \x01(\bR\adeleted2p\n" +
+	"\adeleted\x18\x06 \x01(\bR\adeleted\x12)\n" +
+	"\x10runtime_password\x18\a \x01(\tR\x0fruntimePassword\x12\x1c\n" +
+	"\tautostart\x18\b \x01(\bR\tautostart\x12\x18\n" +
+	"\adesired\x18\t \x01(\tR\adesired\x12\x1b\n" +
+	"\tnode_down\x18\n" +
+	" \x01(\bR\bnodeDown2p\n" +
 	"\fRouteService\x12`\n" +
 	"\vWatchRoutes\x12&.agenthost.route.v1.WatchRoutesRequest\x1a'.agenthost.route.v1.WatchRoutesResponse0\x01BAZ?github.com/agenthost/agenthost/proto/agenthost/route/v1;routev1b\x06proto3"
 

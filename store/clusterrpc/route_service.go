@@ -1,0 +1,108 @@
+package clusterrpc
+
+import (
+	"context"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
+	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
+	"github.com/agenthost/agenthost/store"
+)
+
+// RouteService streams the routing table to edge proxies: every agent with
+// the node that hosts it, from this server's own state (any server serves
+// it; a proxy watches one and moves to another when it goes).
+type RouteService struct {
+	store  *store.Store
+	logger *slog.Logger
+}
+
+var _ routev1connect.RouteServiceHandler = (*RouteService)(nil)
+
+// NewRouteService returns the RouteService handler.
+func NewRouteService(s *store.Store, logger *slog.Logger) *RouteService {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &RouteService{store: s, logger: logger}
+}
+
+// routeTable is the table as of one state.
+func routeTable(st *store.State) (map[string]*routev1.Route, error) {
+	agents, err := st.Agents()
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := st.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*store.Node, len(nodes))
+	for _, n := range nodes {
+		byID[n.ID] = n
+	}
+	table := make(map[string]*routev1.Route, len(agents))
+	for _, a := range agents {
+		r := &routev1.Route{
+			AgentId: a.ID, Port: uint32(a.Port), NodeId: a.NodeID, Status: string(a.Status),
+			RuntimePassword: a.RuntimePassword, Autostart: a.Autostart, Desired: string(a.Desired),
+		}
+		if n := byID[a.NodeID]; n != nil {
+			r.NodeAddress = n.Address
+			r.NodeDown = n.Status == store.NodeDown
+		}
+		table[a.ID] = r
+	}
+	return table, nil
+}
+
+func sameRoute(a, b *routev1.Route) bool {
+	return a.AgentId == b.AgentId && a.Port == b.Port && a.NodeId == b.NodeId && a.NodeAddress == b.NodeAddress &&
+		a.Status == b.Status && a.RuntimePassword == b.RuntimePassword && a.Autostart == b.Autostart &&
+		a.Desired == b.Desired && a.NodeDown == b.NodeDown
+}
+
+// WatchRoutes sends the whole table, then the routes that change as the
+// state moves on. A watch always starts with a snapshot: the store keeps no
+// record of deletions to resume from, and a snapshot replaces all the proxy
+// holds, so nothing is missed across a reconnect.
+func (r *RouteService) WatchRoutes(ctx context.Context, req *connect.Request[routev1.WatchRoutesRequest], stream *connect.ServerStream[routev1.WatchRoutesResponse]) error {
+	var sent map[string]*routev1.Route
+	for {
+		applied := r.store.AppliedIndex() // before the state: see Store.AppliedIndex
+		st := r.store.State()
+		table, err := routeTable(st)
+		if err != nil {
+			return toConnectError(err)
+		}
+		resp := &routev1.WatchRoutesResponse{Index: st.Index()}
+		if sent == nil {
+			resp.Snapshot = true
+			for _, route := range table {
+				resp.Routes = append(resp.Routes, route)
+			}
+		} else {
+			for id, route := range table {
+				if old, ok := sent[id]; !ok || !sameRoute(old, route) {
+					resp.Routes = append(resp.Routes, route)
+				}
+			}
+			for id := range sent {
+				if _, ok := table[id]; !ok {
+					resp.Routes = append(resp.Routes, &routev1.Route{AgentId: id, Port: sent[id].Port, Deleted: true})
+				}
+			}
+		}
+		if resp.Snapshot || len(resp.Routes) > 0 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		sent = table
+		if err := r.store.WaitForIndex(ctx, applied+1); err != nil {
+			return nil // the proxy went away
+		}
+	}
+}
