@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,7 +27,7 @@ func newDevCommand() *cobra.Command {
 		bootstrapExpect: 1,
 	}
 	var noNode bool
-	var runtimeArchive, agentPorts string
+	var runtimeArchive, agentPorts, proxyAddr string
 	node := defaultNodeOptions()
 	node.name = "dev-node"
 	node.advertise = "127.0.0.1"
@@ -42,7 +43,9 @@ func newDevCommand() *cobra.Command {
 		Long: `Run the embedded single-machine cluster in one process: a control node with
 a one-server Raft and a node agent running agents in containerd (make dev starts
 containerd when it is not running). State lives in --data-dir and survives
-restarts. The edge proxy joins this process when it is built.`,
+restarts. The edge proxy runs in it too, on --proxy-addr with the domain
+localhost: agents are at http://a<port>.localhost:<proxy port>, which browsers
+resolve with no DNS set-up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// dev keeps its key file beside its state, made on first start.
@@ -51,6 +54,13 @@ restarts. The edge proxy joins this process when it is built.`,
 			if opts.secretsKeyFile == "" {
 				opts.secretsKeyFile = filepath.Join(opts.dataDir, "secrets.key")
 				opts.createKeyFile = true
+			}
+			if opts.publicURL == "" && proxyAddr != "" {
+				_, port, err := net.SplitHostPort(proxyAddr)
+				if err != nil {
+					return fmt.Errorf("--proxy-addr: %w", err)
+				}
+				opts.publicURL = "http://localhost:" + port
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -67,6 +77,21 @@ restarts. The edge proxy joins this process when it is built.`,
 					slog.Error("could not make the dev tokens", "error", err)
 				} else {
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
+				}
+				if proxyAddr != "" {
+					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr}
+					started := make(chan struct{})
+					go func() {
+						err := runProxy(ctx, popts, func(string, string) { close(started) })
+						if err != nil && ctx.Err() == nil {
+							slog.Error("the dev proxy stopped", "error", err)
+						}
+					}()
+					select {
+					case <-started:
+						fmt.Fprintf(out, "  proxy:         http://localhost:%s (agents at http://a<port>.localhost:%s)\n", portOf(proxyAddr), portOf(proxyAddr))
+					case <-time.After(5 * time.Second):
+					}
 				}
 				if agentPorts != "" {
 					if err := setPortRange(ctx, srv.Store, agentPorts); err != nil {
@@ -105,6 +130,8 @@ restarts. The edge proxy joins this process when it is built.`,
 	f.StringVar(&opts.httpAddr, "http-addr", opts.httpAddr, "HTTP address for /metrics and /v1/status")
 	f.BoolVar(&noNode, "no-node", false, "run the control node only, without a node agent")
 	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "the control node's gossip address")
+	f.StringVar(&proxyAddr, "proxy-addr", "127.0.0.1:7481", "the edge proxy's address (empty: no proxy); agents' URLs point at it")
+	f.StringVar(&opts.publicURL, "public-url", "", "where users reach agenthost (default: http://localhost:<proxy port>)")
 	f.StringVar(&agentPorts, "agent-ports", "", "agents' port range, START-END (default: the cluster's, 10000-59999)")
 	f.StringVar(&node.containerd, "containerd-address", node.containerd, "containerd socket")
 	f.StringVar(&node.subnet, "subnet", node.subnet, "IPv4 subnet for the agents")
@@ -163,4 +190,9 @@ func setPortRange(ctx context.Context, s *store.Store, spec string) error {
 	cfg.PortRangeStart, cfg.PortRangeEnd = start, end
 	_, err = s.Apply(ctx, &store.ClusterConfigSet{Config: cfg})
 	return err
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }

@@ -13,6 +13,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,7 @@ type dev struct {
 	token         string
 	operatorToken string
 	dataDir       string
+	proxyAddr     string // the embedded edge proxy
 	check         func(method, path string, res *http.Response, body []byte)
 }
 
@@ -96,6 +98,7 @@ func startDev(t *testing.T, subnet, agentPorts string) *dev {
 
 	dataDir := filepath.Join(t.TempDir(), "dev")
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	logPath := filepath.Join(t.TempDir(), "dev.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -105,6 +108,7 @@ func startDev(t *testing.T, subnet, agentPorts string) *dev {
 		"--data-dir", dataDir,
 		"--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--http-addr", httpAddr,
+		"--proxy-addr", proxyAddr,
 		"--gossip-bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--node-gossip-bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--runtime-service-bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
@@ -136,7 +140,7 @@ func startDev(t *testing.T, subnet, agentPorts string) *dev {
 		}
 	})
 
-	d := &dev{t: t, base: "http://" + httpAddr + "/api/v1", dataDir: dataDir}
+	d := &dev{t: t, base: "http://" + httpAddr + "/api/v1", dataDir: dataDir, proxyAddr: proxyAddr}
 	deadline := time.Now().Add(60 * time.Second)
 	for d.token == "" {
 		if env, err := os.ReadFile(filepath.Join(dataDir, "tokens.env")); err == nil {
@@ -362,4 +366,32 @@ func withTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// throughProxy asks the dev proxy for path on the host of agentURL (the
+// test cannot rely on *.localhost resolving, so it dials the proxy and
+// names the host) and wants 200 with want in the body.
+func (d *dev) throughProxy(agentURL, path, want string) {
+	d.t.Helper()
+	u, err := url.Parse(agentURL)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", "http://"+d.proxyAddr+path, nil)
+		req.Host = u.Host
+		res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		res.Body.Close()
+		if res.StatusCode == 200 && strings.Contains(string(b), want) {
+			return
+		}
+		last = fmt.Sprintf("%d %.300s", res.StatusCode, b)
+	}
+	d.t.Fatalf("GET %s%s through the proxy: %s", agentURL, path, last)
 }

@@ -97,6 +97,11 @@ func TestReferenceSequences(t *testing.T) {
 		if want := created.URL + "/L3dvcmtzcGFjZQ/session/" + sessionID; created.Sessions[0].URL != want {
 			t.Fatalf("session url %q, want %q", created.Sessions[0].URL, want)
 		}
+		// The agent's URL is the edge proxy's: OpenCode itself answers
+		// there with no login (the proxy presents the runtime credential),
+		// and its web UI is served.
+		d.throughProxy(created.URL, "/global/health", `"healthy":true`)
+		d.throughProxy(created.URL, "/", "<html")
 		// 2. Wait for the initial prompt to finish.
 		d.waitUntilIdle(created.AgentID)
 		// 3. A follow-up in the same session.

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/agenthost/agenthost/proxy"
+)
+
+// proxyOptions are the flags of `agenthost proxy`.
+type proxyOptions struct {
+	domain      string
+	control     []string
+	api         []string
+	httpAddr    string
+	httpsAddr   string
+	certFile    string
+	keyFile     string
+	metricsAddr string
+}
+
+func newProxyCommand() *cobra.Command {
+	opts := proxyOptions{}
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run an edge proxy: agent subdomains to their nodes, /api/ to control servers",
+		Long: `Run an edge proxy.
+
+  a<port>.<domain>, <agentId>.<domain>   the agent's own server (its web UI), on the node that hosts it
+  <domain>/api/…, api.<domain>/api/…     the REST API, on a control server
+
+The routing table streams from the control servers and is held in memory.
+Point a wildcard DNS record (*.<domain>) and the apex at the proxy; for HTTPS
+give a wildcard certificate.`,
+		Example: `  agenthost proxy --domain agents.example.com --control 10.0.0.1:7400,10.0.0.2:7400 \
+    --api 10.0.0.1:7480,10.0.0.2:7480 --https-addr :443 --tls-cert wildcard.pem --tls-key wildcard.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runProxy(cmd.Context(), opts, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.domain, "domain", "localhost", "base domain: agents are a<port>.<domain> and <agentId>.<domain>")
+	f.StringSliceVar(&opts.control, "control", []string{"127.0.0.1:7400"}, "control servers' cluster addresses (route stream)")
+	f.StringSliceVar(&opts.api, "api", []string{"127.0.0.1:7480"}, "control servers' HTTP addresses (REST API)")
+	f.StringVar(&opts.httpAddr, "http-addr", "127.0.0.1:8080", "plain HTTP address to listen on (empty: none)")
+	f.StringVar(&opts.httpsAddr, "https-addr", "", "HTTPS address to listen on (needs --tls-cert and --tls-key)")
+	f.StringVar(&opts.certFile, "tls-cert", "", "certificate file (PEM; a wildcard for *.<domain> and the apex)")
+	f.StringVar(&opts.keyFile, "tls-key", "", "private key file (PEM)")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7490", "address for /metrics")
+	return cmd
+}
+
+// runProxy runs the proxy until ctx ends; ready, when not nil, gets the
+// addresses it listens on.
+func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, httpsAddr string)) error {
+	logger := slog.Default()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := proxy.DefaultConfig()
+	cfg.Domain, cfg.ControlAddrs, cfg.APIAddrs = opts.domain, opts.control, opts.api
+	cfg.Logger, cfg.Registerer = logger, reg
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	go p.Run(ctx)
+	if opts.httpAddr == "" && opts.httpsAddr == "" {
+		return errors.New("give --http-addr, --https-addr or both")
+	}
+	var servers []*http.Server
+	serve := func(addr string, tlsConfig *tls.Config) (string, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		srv := proxy.NewServer(p.Handler())
+		srv.TLSConfig = tlsConfig
+		servers = append(servers, srv)
+		if tlsConfig != nil {
+			go srv.ServeTLS(ln, "", "")
+		} else {
+			go srv.Serve(ln)
+		}
+		return ln.Addr().String(), nil
+	}
+	var httpAddr, httpsAddr string
+	if opts.httpAddr != "" {
+		if httpAddr, err = serve(opts.httpAddr, nil); err != nil {
+			return err
+		}
+	}
+	if opts.httpsAddr != "" {
+		cert, err := tls.LoadX509KeyPair(opts.certFile, opts.keyFile)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		if httpsAddr, err = serve(opts.httpsAddr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}); err != nil {
+			return err
+		}
+	}
+	if opts.metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		ln, err := net.Listen("tcp", opts.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", opts.metricsAddr, err)
+		}
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, msrv)
+		go msrv.Serve(ln)
+	}
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	logger.Info("proxy started", "domain", opts.domain, "http_addr", httpAddr, "https_addr", httpsAddr)
+	if ready != nil {
+		ready(httpAddr, httpsAddr)
+	}
+	<-ctx.Done()
+	return nil
+}

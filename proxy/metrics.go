@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	wakes    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "agenthost", Subsystem: "proxy", Name: "requests_total",
+			Help: "Requests the edge proxy answered, by route kind (api, agent_port, agent_id, none) and status code.",
+		}, []string{"kind", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "agenthost", Subsystem: "proxy", Name: "request_duration_seconds",
+			Help:    "Time to answer a request through the edge proxy (for streams and WebSockets: until they close), by route kind.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"kind"}),
+		wakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "agenthost", Subsystem: "proxy", Name: "agent_wakes_total",
+			Help: "Stopped autostart agents the proxy started because a request came for them.",
+		}),
+	}
+	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "routes",
+		Help: "Agents in the proxy's routing table.",
+	}, func() float64 { return float64(t.size()) })
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, routes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(kind RouteKind, code int, d time.Duration) {
+	m.requests.WithLabelValues(kind.String(), strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(kind.String()).Observe(d.Seconds())
+}

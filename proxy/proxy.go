@@ -1,0 +1,390 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+// Config configures an edge proxy.
+type Config struct {
+	// Domain is the base domain: agents are a<port>.<Domain> and
+	// <agentId>.<Domain>, the API is <Domain>/api/ and api.<Domain>/api/.
+	Domain string
+	// ControlAddrs are control servers' cluster addresses, for the route
+	// stream and for waking agents.
+	ControlAddrs []string
+	// APIAddrs are control servers' HTTP addresses, for /api/.
+	APIAddrs []string
+	// WakeTimeout bounds how long a request to a stopped autostart agent
+	// waits for it to run (30 s).
+	WakeTimeout time.Duration
+	// MaxAPIBodyBytes bounds request bodies to the API (uploads are 50 MB).
+	MaxAPIBodyBytes int64
+	// RuntimeUsername is the user the runtime's basic auth expects.
+	RuntimeUsername string
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
+// DefaultConfig returns the defaults for a proxy of domain.
+func DefaultConfig() Config {
+	return Config{
+		Domain:          "localhost",
+		WakeTimeout:     30 * time.Second,
+		MaxAPIBodyBytes: 64 << 20,
+		RuntimeUsername: "opencode",
+	}
+}
+
+// Proxy is the edge proxy: it routes agent subdomains to the node hosting
+// the agent and /api/ to control servers.
+type Proxy struct {
+	cfg     Config
+	domain  Domain
+	table   *table
+	logger  *slog.Logger
+	metrics *metrics
+	cluster *clusterrpc.Client
+	control *http.Client
+
+	agentProxy *httputil.ReverseProxy
+	apiProxy   *httputil.ReverseProxy
+	nextAPI    atomic.Uint64
+}
+
+// New returns a proxy; Run keeps its routing table up to date.
+func New(cfg Config) (*Proxy, error) {
+	d, err := NewDomain(cfg.Domain)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.ControlAddrs) == 0 || len(cfg.APIAddrs) == 0 {
+		return nil, errors.New("proxy: needs control servers' cluster and HTTP addresses")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	def := DefaultConfig()
+	if cfg.WakeTimeout <= 0 {
+		cfg.WakeTimeout = def.WakeTimeout
+	}
+	if cfg.MaxAPIBodyBytes <= 0 {
+		cfg.MaxAPIBodyBytes = def.MaxAPIBodyBytes
+	}
+	if cfg.RuntimeUsername == "" {
+		cfg.RuntimeUsername = def.RuntimeUsername
+	}
+	p := &Proxy{
+		cfg: cfg, domain: d, table: newTable(), logger: cfg.Logger.With("component", "proxy"),
+		cluster: clusterrpc.NewClient(), control: h2c.NewClient(),
+	}
+	p.metrics, err = newMetrics(cfg.Registerer, p.table)
+	if err != nil {
+		return nil, err
+	}
+	transport := &http.Transport{
+		Proxy:                 nil, // never an environment proxy: nodes are internal
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // agents stream; the client decides how long to wait
+		ForceAttemptHTTP2:     false,
+	}
+	p.agentProxy = &httputil.ReverseProxy{
+		Rewrite:       p.rewriteAgent,
+		Transport:     transport,
+		FlushInterval: -1, // server-sent events and streamed replies pass through at once
+		ErrorHandler:  p.agentError,
+	}
+	p.apiProxy = &httputil.ReverseProxy{
+		Rewrite:       p.rewriteAPI,
+		Transport:     &retryTransport{next: transport, proxy: p},
+		FlushInterval: -1, // the API's event stream
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.logger.Warn("no control server answered", "path", r.URL.Path, "error", err)
+			writeJSONError(w, http.StatusBadGateway, "unavailable", "no control server answered; retry")
+		},
+	}
+	return p, nil
+}
+
+// Run watches the routing table until ctx ends.
+func (p *Proxy) Run(ctx context.Context) {
+	p.table.watch(ctx, p.control, p.cfg.ControlAddrs, p.logger)
+}
+
+// Synced reports whether the proxy has received a routing table.
+func (p *Proxy) Synced() bool { return p.table.isSynced() }
+
+// Handler is the proxy's HTTP handler.
+func (p *Proxy) Handler() http.Handler { return p }
+
+type ctxKey int
+
+const routeKey ctxKey = 0
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	kind := p.serve(rec, r)
+	p.metrics.observe(kind, rec.status(), time.Since(start))
+	p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
+		"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) RouteKind {
+	if r.URL.IsAbs() {
+		// An absolute-form target (GET http://host/ HTTP/1.1) is what a
+		// client sends to a forward proxy, never to an origin; Go routes it
+		// by the URL's host and drops the Host header, so the two cannot be
+		// compared. Refused: no browser or API client sends it here.
+		writeJSONError(w, http.StatusBadRequest, "invalid_request", "absolute-form request targets are not accepted")
+		return RouteNone
+	}
+	// Duplicate Host headers never get here: net/http refuses them (400).
+	t := p.domain.Match(r.Host)
+	switch t.Kind {
+	case RouteAPI:
+		if len(r.URL.Path) < 5 || r.URL.Path[:5] != "/api/" {
+			writeJSONError(w, http.StatusNotFound, "not_found", "no such endpoint")
+			return t.Kind
+		}
+		p.serveAPI(w, r)
+	case RouteAgentPort:
+		p.serveAgent(w, r, t, p.table.lookupPort(t.Port))
+	case RouteAgentID:
+		p.serveAgent(w, r, t, p.table.lookupID(t.AgentID))
+	default:
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such host")
+	}
+	return t.Kind
+}
+
+func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, t Target, rt *route) {
+	if rt == nil {
+		p.page(w, http.StatusNotFound, "No such agent", "There is no agent at this address.")
+		return
+	}
+	if rt.nodeDown {
+		p.page(w, http.StatusBadGateway, "Agent unreachable", "The machine that hosts this agent is down. It will be moved or restarted; try again shortly.")
+		return
+	}
+	if !rt.running() {
+		if rt.desired == "stopped" && !rt.autostart {
+			p.page(w, http.StatusServiceUnavailable, "Agent stopped", "This agent is stopped. Start it with POST /api/v1/agents/"+rt.agentID+"/start.")
+			return
+		}
+		if rt.status == "ERROR" && rt.desired == "running" {
+			p.page(w, http.StatusServiceUnavailable, "Agent failed", "This agent failed to start. See GET /api/v1/agents/"+rt.agentID+" for why.")
+			return
+		}
+		woken, err := p.wake(r.Context(), rt, t)
+		if err != nil {
+			p.page(w, http.StatusServiceUnavailable, "Agent not running", err.Error())
+			return
+		}
+		rt = woken
+	}
+	r = r.WithContext(context.WithValue(r.Context(), routeKey, rt))
+	p.agentProxy.ServeHTTP(w, r)
+}
+
+// rewriteAgent points the request at the agent's port on its node and
+// presents the runtime's credential: the user never sees it, and the
+// runtime refuses whoever comes without it.
+func (p *Proxy) rewriteAgent(pr *httputil.ProxyRequest) {
+	rt := pr.In.Context().Value(routeKey).(*route)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = net.JoinHostPort(rt.nodeAddress, strconv.Itoa(rt.port))
+	pr.Out.Host = pr.Out.URL.Host
+	pr.Out.Header.Del("Authorization")
+	pr.Out.Header.Del("Cookie") // the platform's own cookies stay with the platform
+	pr.Out.SetBasicAuth(p.cfg.RuntimeUsername, rt.password)
+	pr.SetXForwarded()
+}
+
+func (p *Proxy) agentError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	p.logger.Warn("agent unreachable", "host", r.Host, "error", err)
+	p.page(w, http.StatusBadGateway, "Agent unreachable", "The agent did not answer. Try again shortly.")
+}
+
+// wake starts a stopped autostart agent (or waits for one already starting)
+// and waits, up to WakeTimeout, until it runs.
+func (p *Proxy) wake(ctx context.Context, rt *route, t Target) (*route, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WakeTimeout)
+	defer cancel()
+	if rt.desired == "stopped" {
+		if err := p.start(ctx, rt.agentID); err != nil && !errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("The agent could not be started: %v", err)
+		}
+		p.metrics.wakes.Inc()
+	}
+	for {
+		changed := p.table.changes()
+		cur := p.table.lookupID(rt.agentID)
+		switch {
+		case cur == nil:
+			return nil, errors.New("The agent was deleted.")
+		case cur.running() && !cur.nodeDown:
+			return cur, nil
+		case cur.status == "ERROR" && cur.desired == "running":
+			return nil, errors.New("The agent failed to start.")
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("The agent did not start within %s; it may still be starting.", p.cfg.WakeTimeout)
+		}
+	}
+}
+
+// start asks the leader to run the agent, trying each control server until
+// the leader answers.
+func (p *Proxy) start(ctx context.Context, agentID string) error {
+	cmd, err := store.Encode(&store.AgentSetDesired{ID: agentID, Desired: store.DesiredRunning, Status: store.StatusProvisioning})
+	if err != nil {
+		return err
+	}
+	var last error
+	for _, addr := range p.cfg.ControlAddrs {
+		_, err := p.cluster.ForwardApply(ctx, addr, cmd)
+		if err == nil || !errors.Is(err, store.ErrNoLeader) && !errors.Is(err, store.ErrNotLeader) {
+			return err
+		}
+		last = err
+	}
+	return last
+}
+
+func (p *Proxy) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > p.cfg.MaxAPIBodyBytes {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, "invalid_request", "request body too large")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxAPIBodyBytes)
+	p.apiProxy.ServeHTTP(w, r)
+}
+
+func (p *Proxy) rewriteAPI(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
+	pr.SetXForwarded()
+}
+
+// retryTransport sends an API request to the next control server when the
+// one it tried could not be reached — only for requests a retry cannot
+// repeat the effect of: reads, and writes with an Idempotency-Key.
+type retryTransport struct {
+	next  http.RoundTripper
+	proxy *Proxy
+}
+
+func (t *retryTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	retriable := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions ||
+		r.Header.Get("Idempotency-Key") != "" && (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil)
+	for i := 1; err != nil && retriable && notConnected(err) && i < len(t.proxy.cfg.APIAddrs); i++ {
+		r2 := r.Clone(r.Context())
+		if r.GetBody != nil {
+			if r2.Body, err = r.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		r2.URL.Host = t.proxy.cfg.APIAddrs[int(t.proxy.nextAPI.Add(1)%uint64(len(t.proxy.cfg.APIAddrs)))]
+		resp, err = t.next.RoundTrip(r2)
+	}
+	return resp, err
+}
+
+// notConnected reports whether err means the request never reached a
+// server (so repeating it elsewhere cannot do anything twice).
+func notConnected(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// page answers a browser (the embedded UI) with a short HTML page, and
+// says the same in the status line for scripts.
+func (p *Proxy) page(w http.ResponseWriter, status int, title, text string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>%s</title></head>`+
+		`<body style="font-family:system-ui,sans-serif;margin:3rem auto;max-width:36rem"><h1>%s</h1><p>%s</p></body></html>`+"\n",
+		html.EscapeString(title), html.EscapeString(title), html.EscapeString(text))
+}
+
+func writeJSONError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`+"\n", code, message)
+}
+
+// statusRecorder remembers the status and size of a response, and passes
+// through what streaming and upgrades need.
+type statusRecorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+// Unwrap lets http.ResponseController reach flushing and hijacking (SSE,
+// WebSocket upgrades).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+var _ io.Writer = (*statusRecorder)(nil)

@@ -1,0 +1,352 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+
+	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+// agentBackend stands in for an agent's runtime on its node port: it
+// demands the runtime credential, like OpenCode with
+// OPENCODE_SERVER_PASSWORD, and serves a page, a server-sent event stream
+// released step by step, and a WebSocket echo.
+type agentBackend struct {
+	port     int
+	password atomic.Pointer[string]
+	release  chan struct{}
+	seen     chan *http.Request
+}
+
+func startAgentBackend(t *testing.T, password string) *agentBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &agentBackend{port: ln.Addr().(*net.TCPAddr).Port, release: make(chan struct{}), seen: make(chan *http.Request, 100)}
+	b.password.Store(&password)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "hello from the agent at %s", r.URL.Path) })
+	mux.HandleFunc("/event", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "data: second\n\n")
+	})
+	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case b.seen <- r:
+		default:
+		}
+		if u, p, ok := r.BasicAuth(); !ok || u != "opencode" || p != *b.password.Load() {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return b
+}
+
+type proxyHarness struct {
+	t      *testing.T
+	st     *store.Store
+	proxy  *Proxy
+	url    string // the proxy's listener
+	client *http.Client
+}
+
+func (h *proxyHarness) apply(cmd store.Command) {
+	h.t.Helper()
+	if _, err := h.st.Apply(context.Background(), cmd); err != nil {
+		h.t.Fatalf("%s: %v", cmd.CommandType(), err)
+	}
+}
+
+// get asks the proxy for path on host.
+func (h *proxyHarness) get(host, path string, header ...string) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest("GET", h.url+path, nil)
+	req.Host = host
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitRoute waits until the proxy's table agrees with ok.
+func (h *proxyHarness) waitRoute(id string, ok func(*route) bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r := h.proxy.table.lookupID(id); r == nil || !ok(r); r = h.proxy.table.lookupID(id) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("route of %s never got there: %+v", id, r)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newProxyHarness starts a one-server cluster with a node at 127.0.0.1 whose
+// agent ports are the backends' ports, an API stand-in, and the proxy.
+func newProxyHarness(t *testing.T, ports []int) *proxyHarness {
+	t.Helper()
+	tc := clusterrpc.NewTestCluster(t, 1)
+	st := tc.Servers[tc.WaitForLeader()].Store
+	h := &proxyHarness{t: t, st: st, client: &http.Client{Timeout: 30 * time.Second}}
+	cfg, err := st.State().ClusterConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := ports[0], ports[0]
+	for _, p := range ports {
+		lo, hi = min(lo, p), max(hi, p)
+	}
+	cfg.PortRangeStart, cfg.PortRangeEnd = lo, hi
+	h.apply(&store.ClusterConfigSet{Config: cfg})
+	h.apply(&store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
+	h.apply(&store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "127.0.0.1",
+		Capacity: store.NodeCapacity{CPUMillis: 1 << 20, MemoryMB: 1 << 20, MaxAgents: 1000}, Runtimes: []string{"opencode"}, LastSeen: time.Now().UTC()}})
+
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "api %s %s forwarded-host=%s", r.Method, r.URL.Path, r.Header.Get("X-Forwarded-Host"))
+	}))
+	t.Cleanup(api.Close)
+	pc := DefaultConfig()
+	pc.Domain = "Example.Test"
+	pc.ControlAddrs = []string{tc.Servers[0].Addr()}
+	pc.APIAddrs = []string{strings.TrimPrefix(api.URL, "http://")}
+	pc.WakeTimeout = 10 * time.Second
+	if h.proxy, err = New(pc); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.proxy.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = NewServer(h.proxy.Handler())
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	for deadline := time.Now().Add(10 * time.Second); !h.proxy.Synced(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never got a routing table")
+		}
+	}
+	return h
+}
+
+// runningAgent creates an agent and reports it RUNNING, as its node would.
+func (h *proxyHarness) runningAgent(id, password string, autostart bool) {
+	h.t.Helper()
+	h.apply(&store.AgentCreate{Agent: store.Agent{ID: id, OrgID: "org", Name: id, Runtime: "opencode", RuntimePassword: password,
+		Autostart: autostart, Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+	h.apply(&store.AgentSetStatus{ID: id, FromNode: "n1", Status: store.StatusRunning})
+	h.waitRoute(id, func(r *route) bool { return r.running() })
+}
+
+func TestProxyRoutesAgentsAndTheAPI(t *testing.T) {
+	b := startAgentBackend(t, "pw-one")
+	h := newProxyHarness(t, []int{b.port})
+	const id = "agaaaaaaaaaaaaaaaaaaaa"
+	h.runningAgent(id, "pw-one", false)
+
+	// By port and by ID, case and trailing dot as a browser may send them;
+	// the proxy presents the runtime credential, replacing the client's.
+	for _, host := range []string{fmt.Sprintf("a%d.example.test", b.port), fmt.Sprintf("A%d.EXAMPLE.TEST.", b.port), id + ".example.test:8080"} {
+		if code, body := h.get(host, "/some/page", "Authorization", "Basic bm9wZTpub3Bl"); code != 200 || body != "hello from the agent at /some/page" {
+			t.Fatalf("%s: %d %q", host, code, body)
+		}
+	}
+	seen := <-b.seen
+	if seen.Header.Get("X-Forwarded-Host") == "" || seen.Header.Get("X-Forwarded-Proto") != "http" || seen.Header.Get("X-Forwarded-For") == "" {
+		t.Fatalf("forwarded headers: %v", seen.Header)
+	}
+
+	// The API, on the apex and on api.<domain>; nothing else on the apex.
+	for _, host := range []string{"example.test", "api.example.test"} {
+		if code, body := h.get(host, "/api/v1/agents"); code != 200 || !strings.HasPrefix(body, "api GET /api/v1/agents forwarded-host="+host) {
+			t.Fatalf("API on %s: %d %q", host, code, body)
+		}
+	}
+	for _, c := range []struct{ host, path string }{
+		{"example.test", "/"}, {"example.test", "/metrics"}, {"other.example.test", "/"}, {"a1.example.test", "/"},
+		{"agbbbbbbbbbbbbbbbbbbbb.example.test", "/"}, {"example.com", "/api/v1/agents"}, {fmt.Sprintf("x.a%d.example.test", b.port), "/"},
+	} {
+		if code, _ := h.get(c.host, c.path); code != 404 {
+			t.Errorf("%s%s: %d, want 404", c.host, c.path, code)
+		}
+	}
+}
+
+func TestProxyStreamsEventsAndWebSockets(t *testing.T) {
+	b := startAgentBackend(t, "pw-two")
+	other := startAgentBackend(t, "pw-other")
+	h := newProxyHarness(t, []int{b.port, other.port})
+	const id = "agcccccccccccccccccccc"
+	h.runningAgent(id, "pw-two", false)
+	host := id + ".example.test"
+	// The agent got one of the two ports; the other backend is for a
+	// second agent.
+	backend, spare := b, other
+	if h.proxy.table.lookupID(id).port == other.port {
+		backend, spare = other, b
+	}
+	pw, spw := "pw-two", "pw-spare"
+	backend.password.Store(&pw)
+	spare.password.Store(&spw)
+
+	// Server-sent events arrive as they are sent: the first before the
+	// backend has been allowed to send the second.
+	req, _ := http.NewRequest("GET", h.url+"/event", nil)
+	req.Host = host
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	if line, err := rd.ReadString('\n'); err != nil || line != "data: first\n" {
+		t.Fatalf("first event: %q %v", line, err)
+	}
+	// The table changes while the stream is open (another agent comes):
+	// the stream carries on.
+	h.runningAgent("agdddddddddddddddddddd", "pw-spare", false)
+	close(backend.release)
+	rd.ReadString('\n')
+	if line, err := rd.ReadString('\n'); err != nil || line != "data: second\n" {
+		t.Fatalf("second event: %q %v", line, err)
+	}
+
+	// A WebSocket upgrade passes through both ways.
+	cfg, err := websocket.NewConfig("ws://"+host+"/ws", "http://"+host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		t.Fatalf("websocket through the proxy: %v", err)
+	}
+	defer ws.Close()
+	for _, msg := range []string{"ping", "a longer message through the proxy"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		ws.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+	}
+}
+
+func TestProxyStoppedDownAndWakeOnRequest(t *testing.T) {
+	b := startAgentBackend(t, "pw-wake")
+	h := newProxyHarness(t, []int{b.port})
+	const id = "ageeeeeeeeeeeeeeeeeeee"
+	h.runningAgent(id, "pw-wake", false)
+	host := id + ".example.test"
+
+	// Stopped, without autostart: a page that says so, at once.
+	h.apply(&store.AgentSetDesired{ID: id, Desired: store.DesiredStopped})
+	h.apply(&store.AgentSetStatus{ID: id, FromNode: "n1", Status: store.StatusStopped})
+	h.waitRoute(id, func(r *route) bool { return r.desired == "stopped" })
+	if code, body := h.get(host, "/"); code != 503 || !strings.Contains(body, "stopped") {
+		t.Fatalf("stopped agent: %d %q", code, body)
+	}
+
+	// The node down: 502 at once, never a hang.
+	h.apply(&store.AgentSetDesired{ID: id, Desired: store.DesiredRunning, Status: store.StatusProvisioning})
+	h.apply(&store.AgentSetStatus{ID: id, FromNode: "n1", Status: store.StatusRunning})
+	h.apply(&store.NodeSetStatus{ID: "n1", Status: store.NodeDown})
+	h.waitRoute(id, func(r *route) bool { return r.nodeDown })
+	start := time.Now()
+	if code, body := h.get(host, "/"); code != 502 || !strings.Contains(body, "down") {
+		t.Fatalf("agent on a down node: %d %q", code, body)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("the 502 took %s", time.Since(start))
+	}
+	h.apply(&store.NodeSetStatus{ID: "n1", Status: store.NodeReady})
+
+	// An autostart agent, stopped: the request starts it, waits, and is
+	// answered by the agent. The test plays the node: when the agent
+	// should run again, it reports RUNNING.
+	const wake = "agffffffffffffffffffff"
+	h.apply(&store.AgentDelete{ID: id})
+	h.runningAgent(wake, "pw-wake", true)
+	h.apply(&store.AgentSetDesired{ID: wake, Desired: store.DesiredStopped})
+	h.apply(&store.AgentSetStatus{ID: wake, FromNode: "n1", Status: store.StatusStopped})
+	h.waitRoute(wake, func(r *route) bool { return r.status == "STOPPED" })
+	go func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if a, _ := h.st.State().Agent(wake); a != nil && a.Desired == store.DesiredRunning {
+				time.Sleep(200 * time.Millisecond) // a container takes a moment
+				h.st.Apply(context.Background(), &store.AgentSetStatus{ID: wake, FromNode: "n1", Status: store.StatusRunning})
+				return
+			}
+		}
+	}()
+	if code, body := h.get(wake+".example.test", "/woken"); code != 200 || body != "hello from the agent at /woken" {
+		t.Fatalf("wake on request: %d %q", code, body)
+	}
+}
+
+func TestProxyRefusesConflictingHosts(t *testing.T) {
+	b := startAgentBackend(t, "pw-h")
+	h := newProxyHarness(t, []int{b.port})
+	addr := strings.TrimPrefix(h.url, "http://")
+	raw := func(request string) string {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, request)
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return line
+	}
+	for name, req := range map[string]string{
+		"two Host headers":          "GET / HTTP/1.1\r\nHost: example.test\r\nHost: a1.example.test\r\n\r\n",
+		"absolute URI, other host":  "GET http://evil.test/api/v1/agents HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+		"absolute URI, agent host":  fmt.Sprintf("GET http://a%d.example.test/ HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", b.port),
+		"no Host":                   "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+		"header over the size cap ": "GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: " + strings.Repeat("x", 128<<10) + "\r\n\r\n",
+	} {
+		if line := raw(req); !strings.HasPrefix(line, "HTTP/1.1 400") && !strings.HasPrefix(line, "HTTP/1.1 431") && !strings.HasPrefix(line, "HTTP/1.1 404") {
+			t.Errorf("%s: %q", name, line)
+		}
+	}
+}

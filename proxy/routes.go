@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
+	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
+)
+
+// route is where one agent is served, as the proxy holds it. Routes are
+// replaced, never changed in place, so a request may keep the one it
+// looked up while the table moves on.
+type route struct {
+	agentID     string
+	port        int
+	nodeAddress string
+	status      string
+	desired     string
+	password    string
+	autostart   bool
+	nodeDown    bool
+}
+
+func (r *route) running() bool { return r.status == "RUNNING" && r.desired == "running" }
+
+// table is the routing table, held in memory: a request never waits on the
+// control plane for it.
+type table struct {
+	mu     sync.RWMutex
+	byPort map[int]*route
+	byID   map[string]*route
+	index  uint64
+	synced bool
+	// changed is closed and replaced on every update, for requests that
+	// wait for an agent to start.
+	changed chan struct{}
+}
+
+func newTable() *table {
+	return &table{byPort: map[int]*route{}, byID: map[string]*route{}, changed: make(chan struct{})}
+}
+
+// lookupPort and lookupID are the hot path: a read lock and a map read.
+func (t *table) lookupPort(port int) *route {
+	t.mu.RLock()
+	r := t.byPort[port]
+	t.mu.RUnlock()
+	return r
+}
+
+func (t *table) lookupID(id string) *route {
+	t.mu.RLock()
+	r := t.byID[id]
+	t.mu.RUnlock()
+	return r
+}
+
+// changes returns a channel closed at the next update.
+func (t *table) changes() <-chan struct{} {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.changed
+}
+
+// apply takes one message of the route stream.
+func (t *table) apply(m *routev1.WatchRoutesResponse) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m.GetSnapshot() {
+		t.byPort, t.byID = map[int]*route{}, map[string]*route{}
+		t.synced = true
+	}
+	for _, r := range m.GetRoutes() {
+		if old := t.byID[r.GetAgentId()]; old != nil {
+			delete(t.byPort, old.port)
+			delete(t.byID, old.agentID)
+		}
+		if r.GetDeleted() {
+			continue
+		}
+		nr := &route{
+			agentID: r.GetAgentId(), port: int(r.GetPort()), nodeAddress: r.GetNodeAddress(), status: r.GetStatus(),
+			desired: r.GetDesired(), password: r.GetRuntimePassword(), autostart: r.GetAutostart(), nodeDown: r.GetNodeDown(),
+		}
+		t.byID[nr.agentID] = nr
+		if nr.port != 0 {
+			t.byPort[nr.port] = nr
+		}
+	}
+	t.index = m.GetIndex()
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+func (t *table) size() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.byID)
+}
+
+func (t *table) isSynced() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.synced
+}
+
+// watch keeps the table in step with the control plane: it watches one
+// control server and moves to the next when the stream breaks. Every watch
+// starts with a snapshot, so nothing is missed across a reconnect.
+func (t *table) watch(ctx context.Context, client *http.Client, controlAddrs []string, logger *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	for i := 0; ctx.Err() == nil; i++ {
+		addr := controlAddrs[i%len(controlAddrs)]
+		rc := routev1connect.NewRouteServiceClient(client, "http://"+addr)
+		stream, err := rc.WatchRoutes(ctx, connect.NewRequest(&routev1.WatchRoutesRequest{}))
+		if err == nil {
+			received := false
+			for stream.Receive() {
+				if !received {
+					logger.Info("watching routes", "control", addr, "routes", len(stream.Msg().GetRoutes()))
+					received, backoff = true, 100*time.Millisecond
+				}
+				t.apply(stream.Msg())
+			}
+			err = stream.Err()
+			stream.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("stream ended")
+		}
+		logger.Warn("route watch broke; trying the next control server", "control", addr, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
