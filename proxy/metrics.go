@@ -11,6 +11,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	wakes    prometheus.Counter
+	active   *prometheus.GaugeVec
+	sockets  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
@@ -29,11 +31,19 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 			Help: "Stopped autostart agents the proxy started because a request came for them.",
 		}),
 	}
+	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "active_requests",
+		Help: "Requests being answered now, streams included, by route kind.",
+	}, []string{"kind"})
+	m.sockets = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "websockets",
+		Help: "WebSocket connections open through the proxy now, by route kind.",
+	}, []string{"kind"})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "routes",
 		Help: "Agents in the proxy's routing table.",
 	}, func() float64 { return float64(t.size()) })
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, routes} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, routes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -146,13 +146,21 @@ const routeKey ctxKey = 0
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
-	kind := p.serve(rec, r)
+	kind := p.serve(rec, r, p.domain.Match(r.Host))
 	p.metrics.observe(kind, rec.status(), time.Since(start))
 	p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
 		"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
 }
 
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) RouteKind {
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKind {
+	active := p.metrics.active.WithLabelValues(t.Kind.String())
+	active.Inc()
+	defer active.Dec()
+	if r.Header.Get("Upgrade") != "" {
+		sockets := p.metrics.sockets.WithLabelValues(t.Kind.String())
+		sockets.Inc()
+		defer sockets.Dec()
+	}
 	if r.URL.IsAbs() {
 		// An absolute-form target (GET http://host/ HTTP/1.1) is what a
 		// client sends to a forward proxy, never to an origin; Go routes it
@@ -162,7 +170,6 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) RouteKind {
 		return RouteNone
 	}
 	// Duplicate Host headers never get here: net/http refuses them (400).
-	t := p.domain.Match(r.Host)
 	switch t.Kind {
 	case RouteAPI:
 		if len(r.URL.Path) < 5 || r.URL.Path[:5] != "/api/" {

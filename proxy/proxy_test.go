@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/websocket"
 
 	"github.com/agenthost/agenthost/store"
@@ -268,6 +269,15 @@ func TestProxyStreamsEventsAndWebSockets(t *testing.T) {
 			t.Fatalf("echo: %q %v", got, err)
 		}
 	}
+	if n := gaugeValue(h.proxy.metrics.sockets.WithLabelValues("agent_id")); n != 1 {
+		t.Errorf("websockets gauge while one is open: %v", n)
+	}
+	ws.Close()
+	for deadline := time.Now().Add(10 * time.Second); gaugeValue(h.proxy.metrics.sockets.WithLabelValues("agent_id")) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("websockets gauge never went back to 0 after the socket closed")
+		}
+	}
 }
 
 func TestProxyStoppedDownAndWakeOnRequest(t *testing.T) {
@@ -349,4 +359,10 @@ func TestProxyRefusesConflictingHosts(t *testing.T) {
 			t.Errorf("%s: %q", name, line)
 		}
 	}
+}
+
+func gaugeValue(g interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	g.Write(&m)
+	return m.GetGauge().GetValue()
 }
