@@ -16,6 +16,9 @@ APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernet
 # when none is on the PATH.
 APT_PACKAGES += $(if $(shell command -v npm),,nodejs npm)
 
+# Debian packages only make bench needs: wrk drives the proxy benchmark, nginx is its peer.
+BENCH_APT_PACKAGES := wrk nginx-light
+
 # Global npm packages, each pinned as name@version (scoped names work: @scope/name@1.2.3).
 NPM_PACKAGES :=
 
@@ -175,8 +178,10 @@ test: setup lint runtime-image
 # (root), with the node agent's memory; container start to a healthy OpenCode from the
 # runtime image beside `ctr run` of it; first-token latency through the OpenCode adapter
 # beside OpenCode's own API; create-to-ready through the REST API beside the node-agent-only
-# path (root), and GET agent / list agents on a 3-server cluster beside direct HTTP.
+# path (root), and GET agent / list agents on a 3-server cluster beside direct HTTP; the edge
+# proxy with wrk beside direct and nginx, and its route lookup's allocations.
 bench: setup
+	@$(MAKE) --no-print-directory apt-packages APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 	$(GO) run ./test/bench/store
 	$(GO) run ./test/bench/scheduler
 	$(GO) run ./test/bench/nodeagent
@@ -184,6 +189,8 @@ bench: setup
 	$(GO) test -run '^$$' -bench FirstToken -benchtime=30x ./nodeagent/runtime/opencode/
 	$(GO) test -run '^$$' -bench CreateToReady -benchtime=1x -timeout 30m ./test/bench/api/
 	$(GO) test -run '^$$' -bench Reads -benchtime=3s ./test/bench/api/
+	$(GO) run ./test/bench/proxy
+	$(GO) test -run '^$$' -bench 'Match|RouteLookup' -benchmem ./proxy/
 
 # runtime-image: build the default agent runtime image (Debian bookworm from mmdebstrap,
 # the packages in deploy/runtime/packages.txt, OpenCode $(OPENCODE_VERSION) from npm) into

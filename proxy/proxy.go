@@ -38,8 +38,10 @@ type Config struct {
 	MaxAPIBodyBytes int64
 	// RuntimeUsername is the user the runtime's basic auth expects.
 	RuntimeUsername string
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
+	// AccessLog logs a line per request (at Info).
+	AccessLog  bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // DefaultConfig returns the defaults for a proxy of domain.
@@ -49,6 +51,7 @@ func DefaultConfig() Config {
 		WakeTimeout:     30 * time.Second,
 		MaxAPIBodyBytes: 64 << 20,
 		RuntimeUsername: "opencode",
+		AccessLog:       true,
 	}
 }
 
@@ -148,6 +151,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	kind := p.serve(rec, r, p.domain.Match(r.Host))
 	p.metrics.observe(kind, rec.status(), time.Since(start))
+	if !p.cfg.AccessLog {
+		return
+	}
 	p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
 		"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
 }

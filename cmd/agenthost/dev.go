@@ -79,7 +79,7 @@ resolve with no DNS set-up.`,
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
 				}
 				if proxyAddr != "" {
-					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr}
+					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr, accessLog: true}
 					started := make(chan struct{})
 					go func() {
 						err := runProxy(ctx, popts, func(string, string) { close(started) })

@@ -28,6 +28,7 @@ type proxyOptions struct {
 	certFile    string
 	keyFile     string
 	metricsAddr string
+	accessLog   bool
 }
 
 func newProxyCommand() *cobra.Command {
@@ -58,7 +59,8 @@ give a wildcard certificate.`,
 	f.StringVar(&opts.httpsAddr, "https-addr", "", "HTTPS address to listen on (needs --tls-cert and --tls-key)")
 	f.StringVar(&opts.certFile, "tls-cert", "", "certificate file (PEM; a wildcard for *.<domain> and the apex)")
 	f.StringVar(&opts.keyFile, "tls-key", "", "private key file (PEM)")
-	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7490", "address for /metrics")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7490", "address for /metrics (empty: none)")
+	f.BoolVar(&opts.accessLog, "access-log", true, "log a line per request")
 	return cmd
 }
 
@@ -70,7 +72,7 @@ func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, https
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := proxy.DefaultConfig()
 	cfg.Domain, cfg.ControlAddrs, cfg.APIAddrs = opts.domain, opts.control, opts.api
-	cfg.Logger, cfg.Registerer = logger, reg
+	cfg.Logger, cfg.Registerer, cfg.AccessLog = logger, reg, opts.accessLog
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err

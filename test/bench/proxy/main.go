@@ -1,0 +1,300 @@
+// Command proxy measures the edge proxy with wrk on loopback, in one run:
+// straight to a backend, through `agenthost proxy`, and through nginx
+// configured the same way (host-based routing to the backend, the runtime
+// credential added, X-Forwarded-* set, keep-alive to the backend).
+//
+// The proxy is the real binary with its routing table streamed from a real
+// one-server control plane (in this process), where one agent is RUNNING on
+// a node at 127.0.0.1 with the backend's port. Needs wrk and nginx (Debian
+// packages; make bench installs them).
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
+)
+
+func main() {
+	duration := flag.Duration("duration", 10*time.Second, "each wrk run")
+	flag.Parse()
+	if err := run(*duration); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+const agentID = "agbenchbenchbenchbench"
+
+func run(d time.Duration) error {
+	for _, tool := range []string{"wrk", "nginx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is needed (apt-get install wrk nginx-light; make bench does it)", tool)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "ahproxybench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// The backend: a small answer, as an agent's health or API call is.
+	backendLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	backendPort := backendLn.Addr().(*net.TCPAddr).Port
+	body := bytes.Repeat([]byte("x"), 128)
+	go http.Serve(backendLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	}))
+
+	control, stop, err := startControlPlane(tmp, backendPort)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	bin := filepath.Join(tmp, "agenthost")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/agenthost").CombinedOutput(); err != nil {
+		return fmt.Errorf("build agenthost: %v\n%s", err, out)
+	}
+	proxyAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	// No access log, as nginx below has none.
+	proxyCmd := exec.Command(bin, "proxy", "--domain", "example.test", "--control", control.Addr(), "--api", "127.0.0.1:1",
+		"--http-addr", proxyAddr, "--metrics-addr", "", "--access-log=false")
+	proxyLog, _ := os.Create(filepath.Join(tmp, "proxy.log"))
+	proxyCmd.Stdout, proxyCmd.Stderr = proxyLog, proxyLog
+	if err := proxyCmd.Start(); err != nil {
+		return err
+	}
+	defer func() { proxyCmd.Process.Kill(); proxyCmd.Wait() }()
+
+	nginxAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	stopNginx, err := startNginx(tmp, nginxAddr, backendPort)
+	if err != nil {
+		return err
+	}
+	defer stopNginx()
+
+	host := fmt.Sprintf("a%d.example.test", backendPort)
+	targets := []struct{ name, url, host string }{
+		{"direct to the backend", "http://127.0.0.1:" + strconv.Itoa(backendPort) + "/", ""},
+		{"agenthost proxy", "http://" + proxyAddr + "/", host},
+		{"nginx, configured the same", "http://" + nginxAddr + "/", host},
+	}
+	for _, t := range targets[1:] {
+		if err := waitFor(t.url, t.host, body); err != nil {
+			logs, _ := os.ReadFile(proxyLog.Name())
+			return fmt.Errorf("%s: %v\n%s", t.name, err, logs)
+		}
+	}
+
+	type result struct{ rps, p50 float64 }
+	measure := func(url, host string, conns int, dur time.Duration) (result, error) {
+		args := []string{"-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns), "-d", dur.String(), "--latency"}
+		if host != "" {
+			args = append(args, "-H", "Host: "+host)
+		}
+		out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+		if err != nil {
+			return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+		}
+		return parseWrk(string(out))
+	}
+	fmt.Printf("edge proxy on loopback, wrk %s per run, 128-byte answers, Host %s\n\n", d, host)
+	fmt.Printf("%-30s %14s %10s %16s\n", "path", "req/s (64 c)", "vs direct", "p50 at 1 conn")
+	var rows []result
+	var single []result
+	for _, t := range targets {
+		r, err := measure(t.url, t.host, 64, d)
+		if err != nil {
+			return err
+		}
+		s, err := measure(t.url, t.host, 1, d/2)
+		if err != nil {
+			return err
+		}
+		rows, single = append(rows, r), append(single, s)
+	}
+	for i, t := range targets {
+		fmt.Printf("%-30s %14.0f %9.2fx %14.0fµs\n", t.name, rows[i].rps, rows[i].rps/rows[0].rps, single[i].p50)
+	}
+	fmt.Printf("\nagenthost proxy: %.2fx direct (target ≥ 0.6x), %.2fx nginx (target ≥ 1.1x), adds %.0fµs at p50 with 1 connection (target ≤ 100µs)\n",
+		rows[1].rps/rows[0].rps, rows[1].rps/rows[2].rps, single[1].p50-single[0].p50)
+	return nil
+}
+
+var (
+	rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p50Line = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
+)
+
+func parseWrk(out string) (struct{ rps, p50 float64 }, error) {
+	var r struct{ rps, p50 float64 }
+	m := rpsLine.FindStringSubmatch(out)
+	p := p50Line.FindStringSubmatch(out)
+	if m == nil || p == nil {
+		return r, fmt.Errorf("cannot read wrk's output:\n%s", out)
+	}
+	if strings.Contains(out, "Non-2xx") {
+		return r, fmt.Errorf("wrk saw errors:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	r.p50, _ = strconv.ParseFloat(p[1], 64)
+	switch p[2] {
+	case "ms":
+		r.p50 *= 1000
+	case "s":
+		r.p50 *= 1e6
+	}
+	return r, nil
+}
+
+// startControlPlane runs a one-server cluster with one RUNNING agent on a
+// node at 127.0.0.1, on the backend's port.
+func startControlPlane(dir string, port int) (*clusterrpc.Server, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := clusterrpc.DefaultServerConfig()
+	cfg.Store.ServerID = "bench"
+	cfg.Store.DataDir = filepath.Join(dir, "control")
+	cfg.Store.Logger = slog.New(slog.DiscardHandler)
+	cfg.Store.HeartbeatTimeout, cfg.Store.ElectionTimeout, cfg.Store.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	cfg.Listener = ln
+	cfg.GossipBind = "127.0.0.1:0"
+	cfg.NodeHeartbeatTTL = time.Hour
+	srv, err := clusterrpc.StartServer(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for !srv.Store.IsLeader() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx := context.Background()
+	s := srv.Store
+	cc, err := s.State().ClusterConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc.PortRangeStart, cc.PortRangeEnd = port, port
+	now := time.Now().UTC()
+	for _, cmd := range []store.Command{
+		&store.ClusterConfigSet{Config: cc},
+		&store.OrgCreate{Org: store.Org{ID: "bench", Name: "bench", CreatedAt: now}},
+		&store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "127.0.0.1",
+			Capacity: store.NodeCapacity{CPUMillis: 1 << 20, MemoryMB: 1 << 20, MaxAgents: 10}, Runtimes: []string{"opencode"}, LastSeen: now}},
+		&store.AgentCreate{Agent: store.Agent{ID: agentID, OrgID: "bench", Name: "bench", Runtime: "opencode", RuntimePassword: "bench-password",
+			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: now}},
+		&store.AgentSetStatus{ID: agentID, FromNode: "n1", Status: store.StatusRunning},
+	} {
+		if _, err := s.Apply(ctx, cmd); err != nil {
+			srv.Shutdown()
+			return nil, nil, fmt.Errorf("%s: %w", cmd.CommandType(), err)
+		}
+	}
+	return srv, func() { srv.Shutdown() }, nil
+}
+
+// startNginx runs nginx as a reverse proxy doing what agenthost's proxy
+// does for an agent host: match the host, add the credential and the
+// forwarding headers, keep connections to the backend alive.
+func startNginx(dir, addr string, backendPort int) (func(), error) {
+	conf := fmt.Sprintf(`worker_processes auto;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  upstream agent { server 127.0.0.1:%[3]d; keepalive 128; }
+  server {
+    listen %[2]s;
+    server_name ~^a%[3]d\.example\.test$;
+    location / {
+      proxy_pass http://agent;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header Authorization "Basic b3BlbmNvZGU6YmVuY2gtcGFzc3dvcmQ=";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_buffering off;
+    }
+  }
+  server { listen %[2]s default_server; return 404; }
+}
+`, dir, addr, backendPort)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("nginx", "-c", path, "-p", dir)
+	out, _ := os.Create(filepath.Join(dir, "nginx.out"))
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() { cmd.Process.Kill(); cmd.Wait() }, nil
+}
+
+func waitFor(url, host string, want []byte) error {
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && bytes.Equal(b.Bytes(), want) {
+				return nil
+			}
+			last = fmt.Sprintf("%d %.200s", resp.StatusCode, b.String())
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("never answered: %s", last)
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
