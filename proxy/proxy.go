@@ -116,13 +116,16 @@ func New(cfg Config) (*Proxy, error) {
 	p.agentProxy = &httputil.ReverseProxy{
 		Rewrite:       p.rewriteAgent,
 		Transport:     transport,
-		FlushInterval: -1, // server-sent events and streamed replies pass through at once
+		// Streams (text/event-stream, or no Content-Length) are flushed
+		// on every write by ReverseProxy itself; other answers go out in
+		// one write, headers and body together.
+		FlushInterval: 0,
 		ErrorHandler:  p.agentError,
 	}
 	p.apiProxy = &httputil.ReverseProxy{
 		Rewrite:       p.rewriteAPI,
 		Transport:     &retryTransport{next: transport, proxy: p},
-		FlushInterval: -1, // the API's event stream
+		FlushInterval: 0, // the event stream is flushed as a stream (see above)
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.logger.Warn("no control server answered", "path", r.URL.Path, "error", err)
 			writeJSONError(w, http.StatusBadGateway, "unavailable", "no control server answered; retry")
