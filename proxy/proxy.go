@@ -114,8 +114,8 @@ func New(cfg Config) (*Proxy, error) {
 		ForceAttemptHTTP2:     false,
 	}
 	p.agentProxy = &httputil.ReverseProxy{
-		Rewrite:       p.rewriteAgent,
-		Transport:     transport,
+		Rewrite:   p.rewriteAgent,
+		Transport: transport,
 		// Streams (text/event-stream, or no Content-Length) are flushed
 		// on every write by ReverseProxy itself; other answers go out in
 		// one write, headers and body together.
