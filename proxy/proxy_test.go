@@ -31,7 +31,7 @@ type agentBackend struct {
 	seen     chan *http.Request
 }
 
-func startAgentBackend(t *testing.T, password string) *agentBackend {
+func startAgentBackend(t testing.TB, password string) *agentBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,7 +70,7 @@ func startAgentBackend(t *testing.T, password string) *agentBackend {
 }
 
 type proxyHarness struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	proxy  *Proxy
 	url    string // the proxy's listener
@@ -115,7 +115,7 @@ func (h *proxyHarness) waitRoute(id string, ok func(*route) bool) {
 
 // newProxyHarness starts a one-server cluster with a node at 127.0.0.1 whose
 // agent ports are the backends' ports, an API stand-in, and the proxy.
-func newProxyHarness(t *testing.T, ports []int) *proxyHarness {
+func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 	t.Helper()
 	tc := clusterrpc.NewTestCluster(t, 1)
 	st := tc.Servers[tc.WaitForLeader()].Store
