@@ -74,6 +74,20 @@ type Store struct {
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
+
+	// readMu guards the read-index batches of ConsistentState: callers
+	// that arrive while one is in flight share the next.
+	readMu      sync.Mutex
+	readRunning bool
+	readNext    *readBatch
+}
+
+// readBatch is one read index shared by the ConsistentState calls that
+// arrived before it began.
+type readBatch struct {
+	done  chan struct{}
+	index uint64
+	err   error
 }
 
 // Open starts a store on layer (see ClusterListener.RaftLayer). A server with
@@ -408,7 +422,65 @@ func (s *Store) ApplyPlan(plan *PlanApply) (uint64, *PlanResult, error) {
 // before the call, on any server (a linearizable read). The leader proves it
 // still leads with a Raft barrier and reports its applied index; this server
 // waits until it has applied that far.
+//
+// Concurrent callers share read indexes: one is asked for at a time, by all
+// who arrived before it began, so a flood of such reads (unknown tokens on a
+// follower, say) costs the leader one barrier per round trip, not one per
+// read.
 func (s *Store) ConsistentState(ctx context.Context) (*State, error) {
+	s.readMu.Lock()
+	if s.readNext == nil {
+		s.readNext = &readBatch{done: make(chan struct{})}
+	}
+	b := s.readNext
+	if !s.readRunning {
+		s.startReadBatch()
+	}
+	s.readMu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	if err := s.WaitForIndex(ctx, b.index); err != nil {
+		return nil, fmt.Errorf("wait for index %d: %w", b.index, err)
+	}
+	return s.State(), nil
+}
+
+// startReadBatch asks for the pending batch's read index; the next batch
+// starts when it is answered. readMu is held.
+func (s *Store) startReadBatch() {
+	b := s.readNext
+	s.readNext, s.readRunning = nil, true
+	go func() {
+		// The batch is not any one caller's: it runs until answered or
+		// until the store shuts down (retryOnLeader bounds it too).
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.shutdownCh:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		b.index, b.err = s.readIndex(ctx)
+		cancel()
+		close(b.done)
+		s.readMu.Lock()
+		s.readRunning = false
+		if s.readNext != nil {
+			s.startReadBatch()
+		}
+		s.readMu.Unlock()
+	}()
+}
+
+// readIndex asks the leader (this server or another) for a read index.
+func (s *Store) readIndex(ctx context.Context) (uint64, error) {
 	var index uint64
 	err := s.retryOnLeader(ctx, func(ctx context.Context, leaderAddr string) error {
 		var err error
@@ -419,13 +491,7 @@ func (s *Store) ConsistentState(ctx context.Context) (*State, error) {
 		}
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.WaitForIndex(ctx, index); err != nil {
-		return nil, fmt.Errorf("wait for index %d: %w", index, err)
-	}
-	return s.State(), nil
+	return index, err
 }
 
 // ReadIndex is the leader's half of ConsistentState: after a barrier commits
