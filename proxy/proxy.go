@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -181,7 +182,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKin
 	// Duplicate Host headers never get here: net/http refuses them (400).
 	switch t.Kind {
 	case RouteAPI:
-		if len(r.URL.Path) < 5 || r.URL.Path[:5] != "/api/" {
+		if r.URL.Path != "/docs" && !strings.HasPrefix(r.URL.Path, "/api/") {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such endpoint")
 			return t.Kind
 		}

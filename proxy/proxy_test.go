@@ -196,6 +196,10 @@ func TestProxyRoutesAgentsAndTheAPI(t *testing.T) {
 			t.Fatalf("API on %s: %d %q", host, code, body)
 		}
 	}
+	// The API's docs page too.
+	if code, body := h.get("example.test", "/docs"); code != 200 || !strings.HasPrefix(body, "api GET /docs") {
+		t.Fatalf("docs: %d %q", code, body)
+	}
 	for _, c := range []struct{ host, path string }{
 		{"example.test", "/"}, {"example.test", "/metrics"}, {"other.example.test", "/"}, {"a1.example.test", "/"},
 		{"agbbbbbbbbbbbbbbbbbbbb.example.test", "/"}, {"example.com", "/api/v1/agents"}, {fmt.Sprintf("x.a%d.example.test", b.port), "/"},
