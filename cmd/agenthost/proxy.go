@@ -67,7 +67,7 @@ give a wildcard certificate.`,
 	f.StringVar(&opts.httpsAddr, "https-addr", "", "HTTPS address to listen on (needs --tls-cert and --tls-key)")
 	f.StringVar(&opts.certFile, "tls-cert", "", "certificate file (PEM; a wildcard for *.<domain> and the apex)")
 	f.StringVar(&opts.keyFile, "tls-key", "", "private key file (PEM)")
-	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7490", "address for /metrics (empty: none)")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7491", "address for /metrics (empty: none)")
 	f.BoolVar(&opts.accessLog, "access-log", true, "log a line per request")
 	return cmd
 }
