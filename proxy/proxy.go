@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -70,6 +71,8 @@ type Proxy struct {
 	agentProxy *httputil.ReverseProxy
 	apiProxy   *httputil.ReverseProxy
 	nextAPI    atomic.Uint64
+	// leaderAPI is the index in APIAddrs of the leader, -1 when unknown.
+	leaderAPI atomic.Int64
 }
 
 // New returns a proxy; Run keeps its routing table up to date.
@@ -101,6 +104,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg: cfg, domain: d, table: newTable(), logger: cfg.Logger.With("component", "proxy"),
 		cluster: clusterrpc.NewClient(), control: h2c.NewClient(),
 	}
+	p.leaderAPI.Store(-1)
 	p.metrics, err = newMetrics(cfg.Registerer, p.table)
 	if err != nil {
 		return nil, err
@@ -137,7 +141,46 @@ func New(cfg Config) (*Proxy, error) {
 
 // Run watches the routing table until ctx ends.
 func (p *Proxy) Run(ctx context.Context) {
+	go p.watchLeader(ctx)
 	p.table.watch(ctx, p.control, p.cfg.ControlAddrs, p.logger)
+}
+
+// leaderPollInterval is how often the proxy asks the API servers which of
+// them leads.
+const leaderPollInterval = time.Second
+
+// watchLeader keeps track of which API server is the Raft leader (each
+// answers GET /v1/status), so that writes go straight to it instead of
+// being forwarded by a follower.
+func (p *Proxy) watchLeader(ctx context.Context) {
+	client := &http.Client{Timeout: leaderPollInterval}
+	t := time.NewTicker(leaderPollInterval)
+	defer t.Stop()
+	for {
+		leader := int64(-1)
+		for i, addr := range p.cfg.APIAddrs {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				continue
+			}
+			var st struct {
+				State string `json:"state"`
+			}
+			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
+			resp.Body.Close()
+			if err == nil && st.State == "Leader" {
+				leader = int64(i)
+				break
+			}
+		}
+		p.leaderAPI.Store(leader)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Synced reports whether the proxy has received a routing table.
@@ -307,8 +350,18 @@ func (p *Proxy) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 func (p *Proxy) rewriteAPI(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
+	if i := p.leaderAPI.Load(); !readOnly(pr.In.Method) && i >= 0 && int(i) < len(p.cfg.APIAddrs) {
+		// Writes go to the leader when the proxy knows it: a follower
+		// would forward them there anyway, a hop later.
+		pr.Out.URL.Host = p.cfg.APIAddrs[i]
+	} else {
+		pr.Out.URL.Host = p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
+	}
 	pr.SetXForwarded()
+}
+
+func readOnly(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 }
 
 // retryTransport sends an API request to the next control server when the

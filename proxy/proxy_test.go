@@ -370,3 +370,58 @@ func gaugeValue(g interface{ Write(*dto.Metric) error }) float64 {
 	g.Write(&m)
 	return m.GetGauge().GetValue()
 }
+
+// TestProxySendsWritesToTheLeader: with two API servers, of which the
+// second says it leads (GET /v1/status), every write goes to it, while
+// reads are spread over both.
+func TestProxySendsWritesToTheLeader(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 1)
+	tc.WaitForLeader()
+	var addrs []string
+	for i, state := range []string{"Follower", "Leader"} {
+		name := fmt.Sprint(i)
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/status" {
+				fmt.Fprintf(w, `{"state":%q}`, state)
+				return
+			}
+			fmt.Fprint(w, name)
+		}))
+		t.Cleanup(api.Close)
+		addrs = append(addrs, strings.TrimPrefix(api.URL, "http://"))
+	}
+	pc := DefaultConfig()
+	pc.Domain, pc.ControlAddrs, pc.APIAddrs = "example.test", []string{tc.Servers[0].Addr()}, addrs
+	p, err := New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); p.leaderAPI.Load() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy never learnt the leader")
+		}
+	}
+	srv := httptest.NewServer(p.Handler())
+	t.Cleanup(srv.Close)
+	got := map[string]map[string]int{"GET": {}, "POST": {}}
+	for range 10 {
+		for method := range got {
+			req, _ := http.NewRequest(method, srv.URL+"/api/v1/scopes", strings.NewReader("{}"))
+			req.Host = "example.test"
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got[method][string(b)]++
+		}
+	}
+	if got["POST"]["1"] != 10 || got["GET"]["0"] == 0 || got["GET"]["1"] == 0 {
+		t.Fatalf("answered by: %v", got)
+	}
+}
