@@ -1,11 +1,7 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -75,25 +71,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	call := func(server int, token, method, path string, body any) map[string]any {
 		t.Helper()
-		var rd io.Reader
-		if body != nil {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-		req, _ := http.NewRequest(method, bases[server]+path, rd)
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		if res.StatusCode >= 300 {
-			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, out)
-		}
-		var m map[string]any
-		json.Unmarshal(out, &m)
-		return m
+		return mustCall(t, bases[server]+path, token, method, "", body)
 	}
 	scope := call(0, tenant, "POST", "/api/v1/scopes", map[string]string{"name": "prod"})["id"].(string)
 	values := map[[2]string]string{{"", "ORG_KEY"}: "org-value", {scope, "SCOPE_KEY"}: "scope-value", {"", "OTHER"}: "other-value"}

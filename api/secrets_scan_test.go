@@ -34,6 +34,35 @@ func scanNeedles(v string) [][]byte {
 	return out
 }
 
+// mustCall sends a JSON request (no body when body is nil) with a bearer
+// token, and an Idempotency-Key when key is not empty, and returns the
+// decoded answer; a status of 300 or more ends the test.
+func mustCall(t testing.TB, url, token, method, key string, body any) map[string]any {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	if res.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d %s", method, url, res.StatusCode, out)
+	}
+	var m map[string]any
+	json.Unmarshal(out, &m)
+	return m
+}
+
 // TestNoSecretOrTokenInRaftLogBoltOrSnapshots writes secrets and makes tokens
 // through the API of a 3-server cluster, snapshots every server, and scans
 // every file of every data directory (the Raft log and stable store in
@@ -73,24 +102,7 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 	}
 	call := func(token, method, path, idemKey string, body any) map[string]any {
 		t.Helper()
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, hs.URL+"/api/v1"+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		if idemKey != "" {
-			req.Header.Set("Idempotency-Key", idemKey)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		out, _ := io.ReadAll(res.Body)
-		if res.StatusCode >= 300 {
-			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, out)
-		}
-		var m map[string]any
-		json.Unmarshal(out, &m)
-		return m
+		return mustCall(t, hs.URL+"/api/v1"+path, token, method, idemKey, body)
 	}
 	const canary = "scan-canary-scope-name-7d1c2b"
 	secrets := []string{

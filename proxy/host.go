@@ -109,31 +109,6 @@ func (d Domain) Match(host string) Target {
 	return Target{}
 }
 
-// SameHost reports whether two host[:port] values name the same host,
-// case-insensitively and ignoring one trailing dot and the port. It checks
-// that an absolute-form request URI agrees with the Host header. An empty
-// host names nothing and is the same as no host.
-func SameHost(a, b string) bool {
-	a, b = hostOnly(a), hostOnly(b)
-	return a != "" && equalFoldASCII(a, b)
-}
-
-// hostOnly strips the port and one trailing dot from a host[:port]; a
-// bracketed IPv6 literal keeps its brackets, and an unbracketed one (two or
-// more colons) has no port to strip.
-func hostOnly(s string) string {
-	if strings.HasPrefix(s, "[") {
-		if i := strings.IndexByte(s, ']'); i > 0 {
-			return s[:i+1]
-		}
-		return s
-	}
-	if i := strings.LastIndexByte(s, ':'); i >= 0 && strings.IndexByte(s[:i], ':') < 0 {
-		s = s[:i]
-	}
-	return strings.TrimSuffix(s, ".")
-}
-
 // hostName returns host without its port suffix and one trailing dot, and
 // whether what remains is a valid DNS name and the port, if any, 1–5 digits.
 func hostName(host string) (string, bool) {

@@ -309,48 +309,6 @@ func TestNewDomain(t *testing.T) {
 	}
 }
 
-func TestSameHost(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want bool
-	}{
-		{"example.com", "example.com", true},
-		{"Example.COM", "example.com", true},
-		{"example.com.", "example.com", true},
-		{"example.com.", "EXAMPLE.COM.", true},
-		{"example.com:443", "example.com", true},
-		{"example.com:443", "example.com:8443", true},
-		{"example.com.:443", "example.com", true},
-		{"a10042.example.com", "A10042.Example.Com.:80", true},
-		{"[::1]:80", "[::1]", true},
-		{"[::1]:80", "[::1]:443", true},
-		{"[FE80::1]", "[fe80::1]:80", true},
-		{"::1", "::1", true},
-		{"127.0.0.1:80", "127.0.0.1", true},
-
-		{"example.com", "example.org", false},
-		{"a10042.example.com", "a10043.example.com", false},
-		{"a10042.example.com", "example.com", false},
-		{"example.com..", "example.com", false},
-		{"[::1]", "[::2]", false},
-		{"::1", "::2", false},
-		{"[::1]", "::1", false},
-		{"example.com", "ex\u212Ample.com", false},
-		{"example.com", "éxample.com", false},
-		{"", "", false},
-		{"", "example.com", false},
-		{":80", ":443", false},
-		{".", ".", false},
-	} {
-		if got := SameHost(tc.a, tc.b); got != tc.want {
-			t.Errorf("SameHost(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
-		}
-		if got := SameHost(tc.b, tc.a); got != tc.want {
-			t.Errorf("SameHost(%q, %q) = %v, want %v", tc.b, tc.a, got, tc.want)
-		}
-	}
-}
-
 func TestRouteKindString(t *testing.T) {
 	for k, want := range map[RouteKind]string{
 		RouteNone:      "none",

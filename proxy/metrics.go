@@ -13,6 +13,14 @@ type metrics struct {
 	wakes    prometheus.Counter
 	active   *prometheus.GaugeVec
 	sockets  *prometheus.GaugeVec
+	// byKind holds each route kind's series, looked up once here rather
+	// than by label on every request.
+	byKind [RouteAgentID + 1]kindMetrics
+}
+
+type kindMetrics struct {
+	active, sockets prometheus.Gauge
+	duration        prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
@@ -48,10 +56,15 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 			return nil, err
 		}
 	}
+	for k := range m.byKind {
+		kind := RouteKind(k).String()
+		m.byKind[k] = kindMetrics{active: m.active.WithLabelValues(kind), sockets: m.sockets.WithLabelValues(kind),
+			duration: m.duration.WithLabelValues(kind)}
+	}
 	return m, nil
 }
 
 func (m *metrics) observe(kind RouteKind, code int, d time.Duration) {
 	m.requests.WithLabelValues(kind.String(), strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(kind.String()).Observe(d.Seconds())
+	m.byKind[kind].duration.Observe(d.Seconds())
 }

@@ -206,13 +206,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKind {
-	active := p.metrics.active.WithLabelValues(t.Kind.String())
-	active.Inc()
-	defer active.Dec()
+	k := p.metrics.byKind[t.Kind]
+	k.active.Inc()
+	defer k.active.Dec()
 	if r.Header.Get("Upgrade") != "" {
-		sockets := p.metrics.sockets.WithLabelValues(t.Kind.String())
-		sockets.Inc()
-		defer sockets.Dec()
+		k.sockets.Inc()
+		defer k.sockets.Dec()
 	}
 	if r.URL.IsAbs() {
 		// An absolute-form target (GET http://host/ HTTP/1.1) is what a
@@ -231,16 +230,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKin
 		}
 		p.serveAPI(w, r)
 	case RouteAgentPort:
-		p.serveAgent(w, r, t, p.table.lookupPort(t.Port))
+		p.serveAgent(w, r, p.table.lookupPort(t.Port))
 	case RouteAgentID:
-		p.serveAgent(w, r, t, p.table.lookupID(t.AgentID))
+		p.serveAgent(w, r, p.table.lookupID(t.AgentID))
 	default:
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such host")
 	}
 	return t.Kind
 }
 
-func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, t Target, rt *route) {
+func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, rt *route) {
 	if rt == nil {
 		p.page(w, http.StatusNotFound, "No such agent", "There is no agent at this address.")
 		return
@@ -258,7 +257,7 @@ func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, t Target, rt 
 			p.page(w, http.StatusServiceUnavailable, "Agent failed", "This agent failed to start. See GET /api/v1/agents/"+rt.agentID+" for why.")
 			return
 		}
-		woken, err := p.wake(r.Context(), rt, t)
+		woken, err := p.wake(r.Context(), rt)
 		if err != nil {
 			p.page(w, http.StatusServiceUnavailable, "Agent not running", err.Error())
 			return
@@ -293,7 +292,7 @@ func (p *Proxy) agentError(w http.ResponseWriter, r *http.Request, err error) {
 
 // wake starts a stopped autostart agent (or waits for one already starting)
 // and waits, up to WakeTimeout, until it runs.
-func (p *Proxy) wake(ctx context.Context, rt *route, t Target) (*route, error) {
+func (p *Proxy) wake(ctx context.Context, rt *route) (*route, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WakeTimeout)
 	defer cancel()
 	if rt.desired == "stopped" {
@@ -355,9 +354,14 @@ func (p *Proxy) rewriteAPI(pr *httputil.ProxyRequest) {
 		// would forward them there anyway, a hop later.
 		pr.Out.URL.Host = p.cfg.APIAddrs[i]
 	} else {
-		pr.Out.URL.Host = p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
+		pr.Out.URL.Host = p.nextAPIAddr()
 	}
 	pr.SetXForwarded()
+}
+
+// nextAPIAddr is the next API server, round robin.
+func (p *Proxy) nextAPIAddr() string {
+	return p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
 }
 
 func readOnly(method string) bool {
@@ -374,16 +378,12 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(r)
-	retriable := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions ||
-		r.Header.Get("Idempotency-Key") != "" && (r.Body == nil || r.Body == http.NoBody || r.GetBody != nil)
+	// ReverseProxy's outgoing requests cannot be rewound, so only those
+	// without a body are sent again.
+	retriable := readOnly(r.Method) || r.Header.Get("Idempotency-Key") != "" && (r.Body == nil || r.Body == http.NoBody)
 	for i := 1; err != nil && retriable && notConnected(err) && i < len(t.proxy.cfg.APIAddrs); i++ {
 		r2 := r.Clone(r.Context())
-		if r.GetBody != nil {
-			if r2.Body, err = r.GetBody(); err != nil {
-				return nil, err
-			}
-		}
-		r2.URL.Host = t.proxy.cfg.APIAddrs[int(t.proxy.nextAPI.Add(1)%uint64(len(t.proxy.cfg.APIAddrs)))]
+		r2.URL.Host = t.proxy.nextAPIAddr()
 		resp, err = t.next.RoundTrip(r2)
 	}
 	return resp, err
@@ -456,5 +456,3 @@ func (s *statusRecorder) Flush() {
 		f.Flush()
 	}
 }
-
-var _ io.Writer = (*statusRecorder)(nil)

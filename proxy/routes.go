@@ -36,7 +36,6 @@ type table struct {
 	mu     sync.RWMutex
 	byPort map[int]*route
 	byID   map[string]*route
-	index  uint64
 	synced bool
 	// changed is closed and replaced on every update, for requests that
 	// wait for an agent to start.
@@ -94,7 +93,6 @@ func (t *table) apply(m *routev1.WatchRoutesResponse) {
 			t.byPort[nr.port] = nr
 		}
 	}
-	t.index = m.GetIndex()
 	close(t.changed)
 	t.changed = make(chan struct{})
 }

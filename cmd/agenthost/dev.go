@@ -55,12 +55,15 @@ resolve with no DNS set-up.`,
 				opts.secretsKeyFile = filepath.Join(opts.dataDir, "secrets.key")
 				opts.createKeyFile = true
 			}
-			if opts.publicURL == "" && proxyAddr != "" {
-				_, port, err := net.SplitHostPort(proxyAddr)
-				if err != nil {
+			var proxyPort string
+			if proxyAddr != "" {
+				var err error
+				if _, proxyPort, err = net.SplitHostPort(proxyAddr); err != nil {
 					return fmt.Errorf("--proxy-addr: %w", err)
 				}
-				opts.publicURL = "http://localhost:" + port
+				if opts.publicURL == "" {
+					opts.publicURL = "http://localhost:" + proxyPort
+				}
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -89,7 +92,7 @@ resolve with no DNS set-up.`,
 					}()
 					select {
 					case <-started:
-						fmt.Fprintf(out, "  proxy:         http://localhost:%s (agents at http://a<port>.localhost:%s)\n", portOf(proxyAddr), portOf(proxyAddr))
+						fmt.Fprintf(out, "  proxy:         http://localhost:%s (agents at http://a<port>.localhost:%s)\n", proxyPort, proxyPort)
 					case <-time.After(5 * time.Second):
 					}
 				}
@@ -190,9 +193,4 @@ func setPortRange(ctx context.Context, s *store.Store, spec string) error {
 	cfg.PortRangeStart, cfg.PortRangeEnd = start, end
 	_, err = s.Apply(ctx, &store.ClusterConfigSet{Config: cfg})
 	return err
-}
-
-func portOf(addr string) string {
-	_, port, _ := net.SplitHostPort(addr)
-	return port
 }

@@ -43,18 +43,26 @@ type Keyring struct {
 
 // Load reads a key file. It refuses a file others can read.
 func Load(path string) (*Keyring, error) {
+	k, _, err := readKeyFile(path)
+	return k, err
+}
+
+// readKeyFile is Load that also returns the file's bytes, for the
+// commands that rewrite it.
+func readKeyFile(path string) (*Keyring, []byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+		return nil, nil, fmt.Errorf("keyring: %w", err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("keyring: %s is readable by others (mode %v); chmod 600 it", path, info.Mode().Perm())
+		return nil, nil, fmt.Errorf("keyring: %s is readable by others (mode %v); chmod 600 it", path, info.Mode().Perm())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+		return nil, nil, fmt.Errorf("keyring: %w", err)
 	}
-	return Parse(b)
+	k, err := Parse(b)
+	return k, b, err
 }
 
 // Parse reads keys in the key file's format.
@@ -171,7 +179,7 @@ func (k *Keyring) Replace(next *Keyring) {
 // sealed. The file is replaced atomically and stays readable by its owner
 // only.
 func Rotate(path, id string) error {
-	old, err := Load(path)
+	old, b, err := readKeyFile(path)
 	if err != nil {
 		return err
 	}
@@ -182,10 +190,6 @@ func Rotate(path, id string) error {
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("keyring: %w", err)
-	}
 	return writeKeyFile(path, append([]byte(line+"\n"), b...))
 }
 
@@ -193,7 +197,7 @@ func Rotate(path, id string) error {
 // retired; nor should a key that still seals a secret (see the reseal
 // command), which the caller checks.
 func Retire(path, id string) error {
-	k, err := Load(path)
+	k, b, err := readKeyFile(path)
 	if err != nil {
 		return err
 	}
@@ -202,10 +206,6 @@ func Retire(path, id string) error {
 	}
 	if k.CurrentID() == id {
 		return fmt.Errorf("keyring: %s is the key that seals; rotate first", id)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("keyring: %w", err)
 	}
 	var out bytes.Buffer
 	for _, line := range strings.SplitAfter(string(b), "\n") {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
@@ -58,12 +59,6 @@ func routeTable(st *store.State) (map[string]*routev1.Route, error) {
 	return table, nil
 }
 
-func sameRoute(a, b *routev1.Route) bool {
-	return a.AgentId == b.AgentId && a.Port == b.Port && a.NodeId == b.NodeId && a.NodeAddress == b.NodeAddress &&
-		a.Status == b.Status && a.RuntimePassword == b.RuntimePassword && a.Autostart == b.Autostart &&
-		a.Desired == b.Desired && a.NodeDown == b.NodeDown
-}
-
 // WatchRoutes sends the whole table, then the routes that change as the
 // state moves on. A watch always starts with a snapshot: the store keeps no
 // record of deletions to resume from, and a snapshot replaces all the proxy
@@ -85,7 +80,7 @@ func (r *RouteService) WatchRoutes(ctx context.Context, req *connect.Request[rou
 			}
 		} else {
 			for id, route := range table {
-				if old, ok := sent[id]; !ok || !sameRoute(old, route) {
+				if old, ok := sent[id]; !ok || !proto.Equal(old, route) {
 					resp.Routes = append(resp.Routes, route)
 				}
 			}

@@ -97,15 +97,7 @@ func BenchmarkCreateToReady(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	acfg := api.DefaultConfig()
-	acfg.Store = s
-	acfg.PublicURL = &url.URL{Scheme: "http", Host: "localhost:7480"}
-	srv, err := api.New(acfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
+	srv, hs := startAPI(b, s)
 	ctx := context.Background()
 	orgID, token, err := srv.CreateOrg(ctx, "bench", store.Plan{}, "bench")
 	if err != nil {
@@ -123,7 +115,7 @@ func BenchmarkCreateToReady(b *testing.B) {
 		if err := deleteAndDrain(ctx, s, drv, id); err != nil {
 			b.Fatal(err)
 		}
-		d, err = createThroughRaft(ctx, s, orgID, fmt.Sprintf("raft-%d", i), acfg.AgentResources)
+		d, err = createThroughRaft(ctx, s, orgID, fmt.Sprintf("raft-%d", i), api.DefaultConfig().AgentResources)
 		if err != nil {
 			b.Fatalf("node-agent-only create %d: %v", i, err)
 		}
@@ -143,6 +135,21 @@ func BenchmarkCreateToReady(b *testing.B) {
 	fmt.Printf("%-52s %9s %9s\n", "POST /api/v1/agents → 200 (RUNNING)", ms(pct(viaAPI, 50)), ms(pct(viaAPI, 99)))
 	fmt.Printf("API / node agent only at p50: %.2fx (target ≤ 1.10x); at p99: %.2fx\n\n",
 		ratio, float64(pct(viaAPI, 99))/float64(pct(viaRaft, 99)))
+}
+
+// startAPI serves the REST API of one control server, with the defaults.
+func startAPI(b *testing.B, s *store.Store) (*api.Server, *httptest.Server) {
+	b.Helper()
+	acfg := api.DefaultConfig()
+	acfg.Store = s
+	acfg.PublicURL = &url.URL{Scheme: "http", Host: "localhost:7480"}
+	srv, err := api.New(acfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	b.Cleanup(hs.Close)
+	return srv, hs
 }
 
 func createThroughAPI(client *http.Client, base, token, name string) (time.Duration, string, error) {
@@ -225,15 +232,7 @@ func BenchmarkReads(b *testing.B) {
 	var bases []string
 	var servers []*api.Server
 	for _, cs := range tc.Servers {
-		acfg := api.DefaultConfig()
-		acfg.Store = cs.Store
-		acfg.PublicURL = &url.URL{Scheme: "http", Host: "localhost:7480"}
-		srv, err := api.New(acfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		hs := httptest.NewServer(srv.Handler())
-		b.Cleanup(hs.Close)
+		srv, hs := startAPI(b, cs.Store)
 		servers = append(servers, srv)
 		bases = append(bases, hs.URL)
 	}

@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -38,7 +37,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/containerdtest"
 	"github.com/agenthost/agenthost/nodeagent/driver/containerd/drivertest"
 	"github.com/agenthost/agenthost/store"
-	"github.com/agenthost/agenthost/store/clusterrpc"
+	"github.com/agenthost/agenthost/test/bench/internal/benchcluster"
 )
 
 const pollInterval = 50 * time.Millisecond
@@ -81,7 +80,7 @@ func run(runs int) error {
 	defer drivertest.Close(drv)
 
 	ctx := context.Background()
-	control, cleanup, err := startControlPlane(tmp)
+	control, cleanup, err := benchcluster.Start(tmp, nil)
 	if err != nil {
 		return err
 	}
@@ -333,28 +332,6 @@ func shimRSS(address string) int64 {
 		}
 	}
 	return total
-}
-
-func startControlPlane(dir string) (*clusterrpc.Server, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := clusterrpc.DefaultServerConfig()
-	cfg.Store.ServerID = "bench"
-	cfg.Store.DataDir = filepath.Join(dir, "control")
-	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	cfg.Store.HeartbeatTimeout, cfg.Store.ElectionTimeout, cfg.Store.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	cfg.Listener = ln
-	cfg.GossipBind = "127.0.0.1:0"
-	srv, err := clusterrpc.StartServer(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	for !srv.Store.IsLeader() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	return srv, func() { srv.Shutdown() }, nil
 }
 
 func pct(d []time.Duration, p int) time.Duration {

@@ -14,7 +14,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
+	"github.com/agenthost/agenthost/test/bench/internal/benchcluster"
 )
 
 func main() {
@@ -113,7 +113,7 @@ func run(d time.Duration) error {
 
 	type result struct{ rps, p50 float64 }
 	measure := func(url, host string, conns int, dur time.Duration) (result, error) {
-		args := []string{"-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns), "-d", dur.String(), "--latency"}
+		args := []string{"-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", max(1, int(dur.Seconds()))), "--latency"}
 		if host != "" {
 			args = append(args, "-H", "Host: "+host)
 		}
@@ -175,29 +175,16 @@ func parseWrk(out string) (struct{ rps, p50 float64 }, error) {
 // startControlPlane runs a one-server cluster with one RUNNING agent on a
 // node at 127.0.0.1, on the backend's port.
 func startControlPlane(dir string, port int) (*clusterrpc.Server, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// No node agent heartbeats here: the node must not be declared down.
+	srv, stop, err := benchcluster.Start(dir, func(cfg *clusterrpc.ServerConfig) { cfg.NodeHeartbeatTTL = time.Hour })
 	if err != nil {
 		return nil, nil, err
-	}
-	cfg := clusterrpc.DefaultServerConfig()
-	cfg.Store.ServerID = "bench"
-	cfg.Store.DataDir = filepath.Join(dir, "control")
-	cfg.Store.Logger = slog.New(slog.DiscardHandler)
-	cfg.Store.HeartbeatTimeout, cfg.Store.ElectionTimeout, cfg.Store.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	cfg.Listener = ln
-	cfg.GossipBind = "127.0.0.1:0"
-	cfg.NodeHeartbeatTTL = time.Hour
-	srv, err := clusterrpc.StartServer(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	for !srv.Store.IsLeader() {
-		time.Sleep(10 * time.Millisecond)
 	}
 	ctx := context.Background()
 	s := srv.Store
 	cc, err := s.State().ClusterConfig()
 	if err != nil {
+		stop()
 		return nil, nil, err
 	}
 	cc.PortRangeStart, cc.PortRangeEnd = port, port
@@ -212,11 +199,11 @@ func startControlPlane(dir string, port int) (*clusterrpc.Server, func(), error)
 		&store.AgentSetStatus{ID: agentID, FromNode: "n1", Status: store.StatusRunning},
 	} {
 		if _, err := s.Apply(ctx, cmd); err != nil {
-			srv.Shutdown()
+			stop()
 			return nil, nil, fmt.Errorf("%s: %w", cmd.CommandType(), err)
 		}
 	}
-	return srv, func() { srv.Shutdown() }, nil
+	return srv, stop, nil
 }
 
 // startNginx runs nginx as a reverse proxy doing what agenthost's proxy
