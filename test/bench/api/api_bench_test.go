@@ -27,7 +27,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -50,9 +49,7 @@ import (
 const createRuns = 30
 
 func BenchmarkCreateToReady(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root and containerd (make setup)")
-	}
+	containerdtest.Require(b)
 	daemon, err := containerdtest.Start()
 	if err != nil {
 		b.Fatal(err)
