@@ -15,6 +15,7 @@ import (
 	"github.com/agenthost/agenthost/nodeagent/runtime"
 	"github.com/agenthost/agenthost/nodeagent/runtime/remote"
 	"github.com/agenthost/agenthost/store"
+	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
 // Limits on what a create request carries, besides the name's 1–100.
@@ -190,6 +191,10 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 	if err != nil {
 		return err
 	}
+	kr := s.keyring.Load()
+	if kr == nil {
+		return errNoRuntimePasswordKey
+	}
 	model, provider := s.models.resolve(s.store.State(), p.OrgID, req.Model)
 	id := newID(prefixAgent)
 	key := idempotencyKey(r)
@@ -197,21 +202,25 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 		id = derivedID(prefixAgent, p.OrgID, key)
 	}
 	a := store.Agent{
-		ID:              id,
-		OrgID:           p.OrgID,
-		Name:            *req.Name,
-		ScopeID:         scopeID,
-		Model:           model,
-		ModelProvider:   provider,
-		Runtime:         s.cfg.AgentRuntime,
-		Resources:       s.cfg.AgentResources,
-		Tags:            slices.Compact(slices.Sorted(slices.Values(req.Tags))),
-		HiddenPrompt:    req.HiddenPrompt,
-		RuntimePassword: store.NewRuntimePassword(),
-		Autostart:       req.Autostart,
-		Desired:         store.DesiredRunning,
-		Status:          store.StatusProvisioning,
-		CreatedAt:       time.Now().UTC(),
+		ID:            id,
+		OrgID:         p.OrgID,
+		Name:          *req.Name,
+		ScopeID:       scopeID,
+		Model:         model,
+		ModelProvider: provider,
+		Runtime:       s.cfg.AgentRuntime,
+		Resources:     s.cfg.AgentResources,
+		Tags:          slices.Compact(slices.Sorted(slices.Values(req.Tags))),
+		HiddenPrompt:  req.HiddenPrompt,
+		Autostart:     req.Autostart,
+		Desired:       store.DesiredRunning,
+		Status:        store.StatusProvisioning,
+		CreatedAt:     time.Now().UTC(),
+	}
+	// The runtime password reaches Raft sealed only; the control servers
+	// open it for the agent's node and for proxies.
+	if err := clusterrpc.SealRuntimePassword(kr, &a, store.NewRuntimePassword()); err != nil {
+		return err
 	}
 	start := time.Now()
 	index, err := s.store.Apply(r.Context(), &store.AgentCreate{Agent: a})

@@ -71,9 +71,6 @@ type htOptions struct {
 func htNew(t testing.TB, opts htOptions) *htHarness {
 	t.Helper()
 	h := &htHarness{t: t, client: &http.Client{Timeout: 60 * time.Second}}
-	h.tc = clusterrpc.NewTestCluster(t, 1)
-	h.st = h.tc.Servers[h.tc.WaitForLeader()].Store
-
 	line, err := keyring.NewKeyLine("ht1")
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +78,10 @@ func htNew(t testing.TB, opts htOptions) *htHarness {
 	if h.kr, err = keyring.Parse([]byte(line)); err != nil {
 		t.Fatal(err)
 	}
+	// The API seals with the keyring the cluster opens with, as on a
+	// server.
+	h.tc = clusterrpc.NewTestClusterWith(t, 1, func(c *clusterrpc.ServerConfig) { c.Keyring = h.kr })
+	h.st = h.tc.Servers[h.tc.WaitForLeader()].Store
 
 	h.rt = newFakeRuntimeHT(t)
 	h.htApply(&store.NodeRegister{Node: store.Node{

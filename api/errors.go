@@ -115,3 +115,9 @@ type errorDetail struct {
 // errSecretsUnavailable answers secrets calls on a server started without a
 // key file.
 var errSecretsUnavailable = apiError(http.StatusServiceUnavailable, CodeSecretsUnavailable, "secrets are not available: the server has no secrets key file")
+
+// errNoRuntimePasswordKey answers agent creates on a server started without
+// a key file: an agent's runtime password is stored sealed, never in the
+// clear.
+var errNoRuntimePasswordKey = apiError(http.StatusServiceUnavailable, CodeSecretsUnavailable,
+	"agents cannot be created through this server: it has no secrets key file to seal their runtime passwords with")

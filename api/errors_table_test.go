@@ -299,6 +299,7 @@ func TestErrorTable(t *testing.T) {
 		{name: "create/bad tag", method: "POST", path: "/api/v1/agents", token: a.Token, body: map[string]any{"name": "s", "tags": []string{"no spaces"}}, status: 400, code: CodeInvalidRequest},
 		{name: "create/agent limit", method: "POST", path: "/api/v1/agents", token: limited.Token, body: map[string]any{"name": "two"}, status: 429, code: CodeAgentLimit, after: noNewAgent(limited.ID, 1)},
 		{name: "create/running cap", method: "POST", path: "/api/v1/agents", token: capped.Token, body: map[string]any{"name": "third"}, status: 429, code: CodeRunningCap, after: noNewAgent(capped.ID, 2)},
+		{name: "create/no keyring", ts: nokeys, method: "POST", path: "/api/v1/agents", token: limited.Token, body: map[string]any{"name": "unsealable"}, status: 503, code: CodeSecretsUnavailable, after: noNewAgent(limited.ID, 1)},
 		{name: "create/timeout", ts: slow, method: "POST", path: "/api/v1/agents", token: a.Token, body: map[string]any{"name": "hang-row"}, status: 504, code: CodeTimeout},
 		// Beyond the reference: the node reports the new agent ERROR.
 		{name: "create/provisioning failed", method: "POST", path: "/api/v1/agents", token: a.Token, body: map[string]any{"name": "fail-row"}, status: 502, code: CodeProvisioningFailed},

@@ -499,15 +499,19 @@ func (s *Server) CreateOrg(ctx context.Context, name string, plan store.Plan, to
 
 // Secrets keys: the key-encryption keys live in each server's key file,
 // outside Raft; these endpoints show which keys seal the stored secrets and
-// re-seal them under the current key, the last step of a rotation
-// (docs/operations.md).
+// agents' runtime passwords, and re-seal them under the current key, the
+// last step of a rotation (docs/operations.md).
 
 type secretKeysView struct {
 	// CurrentKeyID is the key this server seals with.
 	CurrentKeyID string `json:"currentKeyId"`
 	// SecretsByKey counts the secrets sealed under each key.
 	SecretsByKey map[string]int `json:"secretsByKey"`
-	// Resealed is how many secrets the call re-sealed (reseal only).
+	// RuntimePasswordsByKey counts the agents' runtime passwords sealed
+	// under each key.
+	RuntimePasswordsByKey map[string]int `json:"runtimePasswordsByKey"`
+	// Resealed is how many secrets and runtime passwords the call
+	// re-sealed (reseal only).
 	Resealed *int `json:"resealed,omitempty"`
 }
 
@@ -521,7 +525,7 @@ func (s *Server) secretKeys(ctx context.Context, resealed *int) (secretKeysView,
 	if err != nil {
 		return secretKeysView{}, err
 	}
-	return secretKeysView{CurrentKeyID: kr.CurrentID(), SecretsByKey: inUse, Resealed: resealed}, nil
+	return secretKeysView{CurrentKeyID: kr.CurrentID(), SecretsByKey: inUse.Secrets, RuntimePasswordsByKey: inUse.RuntimePasswords, Resealed: resealed}, nil
 }
 
 func (s *Server) getSecretKeys(w http.ResponseWriter, r *http.Request, _ Principal) error {
@@ -544,7 +548,7 @@ func (s *Server) resealSecrets(w http.ResponseWriter, r *http.Request, _ Princip
 	if err != nil {
 		if errors.Is(err, keyring.ErrUnknownKey) {
 			return apiError(http.StatusConflict, CodeConflict,
-				"%d secrets re-sealed, but some are sealed under a key this server's key file lacks: %v", n, err)
+				"%d secrets and runtime passwords re-sealed, but some are sealed under a key this server's key file lacks: %v", n, err)
 		}
 		return err
 	}

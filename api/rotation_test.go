@@ -2,11 +2,14 @@ package api_test
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/internal/keyring"
@@ -18,8 +21,9 @@ import (
 // cluster whose servers each read their own copy of the key file, as
 // docs/operations.md tells an operator to: rotate the file, copy it, reload
 // every server, reseal through the API, retire the old key, reload again.
-// Every secret must open, to its value, with the new key alone; a reload
-// that would lose a key still in use is refused.
+// Every secret and every agent's runtime password must open, to its value,
+// with the new key alone; a reload that would lose a key still in use is
+// refused.
 func TestKeyRotation(t *testing.T) {
 	dir := t.TempDir()
 	files := []string{filepath.Join(dir, "s0.key"), filepath.Join(dir, "s1.key"), filepath.Join(dir, "s2.key")}
@@ -52,7 +56,10 @@ func TestKeyRotation(t *testing.T) {
 	var bases []string
 	var servers []*api.Server
 	for i, s := range tc.Servers {
-		srv, err := api.New(api.Config{Store: s.Store, Keyring: rings[i], PublicURL: &url.URL{Scheme: "http", Host: "localhost:7480"}})
+		// No node agent runs the agents made here: their creates time
+		// out (504), soon, leaving them in the store.
+		srv, err := api.New(api.Config{Store: s.Store, Keyring: rings[i], PublicURL: &url.URL{Scheme: "http", Host: "localhost:7480"},
+			CreateTimeout: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,6 +89,35 @@ func TestKeyRotation(t *testing.T) {
 		}
 		call(1, tenant, "PUT", path, map[string]string{"key": where[1], "value": v})
 	}
+	if _, err := tc.Servers[leader].Store.Apply(ctx, &store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "127.0.0.1",
+		Capacity: store.NodeCapacity{MaxAgents: 10}, Runtimes: []string{"opencode"}, LastSeen: time.Now().UTC()}}); err != nil {
+		t.Fatal(err)
+	}
+	// passwords are the agents' runtime passwords, opened when made.
+	passwords := map[string]string{}
+	createAgent := func(server int, name string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", bases[server]+"/api/v1/agents", strings.NewReader(`{"name":"`+name+`"}`))
+		req.Header.Set("Authorization", "Bearer "+tenant)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("create %s: %d, want 504 (no node agent)", name, res.StatusCode)
+		}
+		agents, err := tc.Servers[server].Store.State().AgentsByOrgName(orgID, name)
+		if err != nil || len(agents) != 1 {
+			t.Fatalf("agent %s: %v %v", name, agents, err)
+		}
+		if passwords[agents[0].ID], err = clusterrpc.OpenRuntimePassword(rings[server], agents[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	createAgent(0, "first")
+	createAgent(1, "second")
+
 	reload := func() error {
 		t.Helper()
 		var errs []error
@@ -95,11 +131,12 @@ func TestKeyRotation(t *testing.T) {
 		}
 		return nil
 	}
-	byKey := func(server int) map[string]any {
-		return call(server, op, "GET", "/api/v1/operator/secrets/keys", nil)["secretsByKey"].(map[string]any)
+	byKey := func(server int) (secrets, passwords map[string]any) {
+		v := call(server, op, "GET", "/api/v1/operator/secrets/keys", nil)
+		return v["secretsByKey"].(map[string]any), v["runtimePasswordsByKey"].(map[string]any)
 	}
-	if got := byKey(2); len(got) != 1 || got["k1"] != 3.0 {
-		t.Fatalf("before rotation: %v", got)
+	if secrets, pws := byKey(2); len(secrets) != 1 || secrets["k1"] != 3.0 || len(pws) != 1 || pws["k1"] != 2.0 {
+		t.Fatalf("before rotation: %v %v", secrets, pws)
 	}
 
 	// 1-2: a new key first in every server's file, every server reloaded.
@@ -118,6 +155,10 @@ func TestKeyRotation(t *testing.T) {
 	// New values are sealed under the new key at once.
 	values[[2]string{"", "NEW_KEY"}] = "new-value"
 	call(2, tenant, "PUT", "/api/v1/secrets", map[string]string{"key": "NEW_KEY", "value": "new-value"})
+	createAgent(2, "third")
+	if secrets, pws := byKey(0); secrets["k2"] != 1.0 || pws["k1"] != 2.0 || pws["k2"] != 1.0 {
+		t.Fatalf("after the reload: %v %v", secrets, pws)
+	}
 
 	// Retiring k1 before the reseal would lose secrets: the reload is refused.
 	if err := keyring.Retire(files[0], "k1"); err != nil {
@@ -133,11 +174,11 @@ func TestKeyRotation(t *testing.T) {
 
 	// 3: reseal, through any server.
 	resealed := call(1, op, "POST", "/api/v1/operator/secrets/reseal", nil)
-	if resealed["resealed"] != 3.0 || resealed["currentKeyId"] != "k2" {
+	if resealed["resealed"] != 5.0 || resealed["currentKeyId"] != "k2" {
 		t.Fatalf("reseal: %v", resealed)
 	}
-	if got := byKey(0); len(got) != 1 || got["k2"] != 4.0 {
-		t.Fatalf("after reseal: %v", got)
+	if secrets, pws := byKey(0); len(secrets) != 1 || secrets["k2"] != 4.0 || len(pws) != 1 || pws["k2"] != 3.0 {
+		t.Fatalf("after reseal: %v %v", secrets, pws)
 	}
 	if again := call(0, op, "POST", "/api/v1/operator/secrets/reseal", nil); again["resealed"] != 0.0 {
 		t.Fatalf("second reseal: %v", again)
@@ -165,6 +206,15 @@ func TestKeyRotation(t *testing.T) {
 			got, err := rings[i].Open(sec.KeyID, sec.Ciphertext, keyring.SecretAAD(orgID, where[0], where[1]))
 			if err != nil || string(got) != v {
 				t.Fatalf("server %d: secret %v opens to %q, %v", i, where, got, err)
+			}
+		}
+		for id, want := range passwords {
+			a, err := s.Store.State().Agent(id)
+			if err != nil || a == nil {
+				t.Fatalf("server %d: agent %s: %v", i, id, err)
+			}
+			if got, err := clusterrpc.OpenRuntimePassword(rings[i], a); err != nil || got != want {
+				t.Fatalf("server %d: agent %s's runtime password opens to %q, %v", i, id, got, err)
 			}
 		}
 	}

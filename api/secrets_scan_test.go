@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/internal/keyring"
@@ -63,12 +64,13 @@ func mustCall(t testing.TB, url, token, method, key string, body any) map[string
 	return m
 }
 
-// TestNoSecretOrTokenInRaftLogBoltOrSnapshots writes secrets and makes tokens
-// through the API of a 3-server cluster, snapshots every server, and scans
-// every file of every data directory (the Raft log and stable store in
-// bolt, the snapshots) for the secret values and tokens, in plain and in
-// base64: none may appear. A canary stored in the clear (a scope name) must
-// be found, in the bolt file and in a snapshot, or the scan proves nothing.
+// TestNoSecretOrTokenInRaftLogBoltOrSnapshots writes secrets, makes tokens
+// and creates an agent through the API of a 3-server cluster, snapshots
+// every server, and scans every file of every data directory (the Raft log
+// and stable store in bolt, the snapshots) for the secret values, tokens and
+// the agent's runtime password, in plain and in base64: none may appear. A
+// canary stored in the clear (a scope name) must be found, in the bolt file
+// and in a snapshot, or the scan proves nothing.
 func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 	var dataDirs []string
 	line, err := keyring.NewKeyLine("k1")
@@ -85,7 +87,10 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 	})
 	leader := tc.WaitForLeader()
 	follower := (leader + 1) % 3
-	srv, err := api.New(api.Config{Store: tc.Servers[follower].Store, Keyring: kr, PublicURL: &url.URL{Scheme: "http", Host: "localhost:7480"}})
+	// No node agent runs the agent created below: its create times out
+	// (504), soon, leaving the agent in the store.
+	srv, err := api.New(api.Config{Store: tc.Servers[follower].Store, Keyring: kr, PublicURL: &url.URL{Scheme: "http", Host: "localhost:7480"},
+		CreateTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +131,32 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 	orgID := orgs[0].(map[string]any)["id"].(string)
 	tokens = append(tokens, call(operatorToken, "POST", "/orgs/"+orgID+"/tokens", "", map[string]string{"label": "ops"})["token"].(string))
 
+	// An agent: its runtime password is made and sealed by the API; opened
+	// here, it joins the values that must not be found.
+	if _, err := tc.Servers[leader].Store.Apply(ctx, &store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "127.0.0.1",
+		Capacity: store.NodeCapacity{MaxAgents: 10}, Runtimes: []string{"opencode"}, LastSeen: time.Now().UTC()}}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", hs.URL+"/api/v1/agents", strings.NewReader(`{"name":"scanned"}`))
+	req.Header.Set("Authorization", "Bearer "+tenantToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("create with no node agent: %d, want 504", res.StatusCode)
+	}
+	agents, err := tc.Servers[follower].Store.State().AgentsByOrg(orgID)
+	if err != nil || len(agents) != 1 || agents[0].RuntimePasswordKeyID != "k1" {
+		t.Fatalf("agents after create: %+v, %v", agents, err)
+	}
+	password, err := clusterrpc.OpenRuntimePassword(kr, agents[0])
+	if err != nil || len(password) != 64 {
+		t.Fatalf("the agent's runtime password opens to %q, %v", password, err)
+	}
+	secrets = append(secrets, password)
+
 	// Every server has applied everything; each takes a snapshot.
 	st, err := tc.Servers[leader].Store.ConsistentState(ctx)
 	if err != nil {
@@ -152,7 +183,7 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 			for _, v := range append(append([]string{}, secrets...), tokens...) {
 				for _, n := range scanNeedles(v) {
 					if bytes.Contains(b, n) {
-						t.Errorf("%s holds a secret or token (%q…)", path, v[:12])
+						t.Errorf("%s holds a secret, token or runtime password (%q…)", path, v[:12])
 					}
 				}
 			}

@@ -175,9 +175,9 @@ func TestNodeAgentRunsAgentsAsTheControlPlaneSays(t *testing.T) {
 
 	waitNode(t, s) // the node registers itself: no manual step
 
-	agent := store.Agent{ID: "e2e-agent", OrgID: "org", Name: "e2e", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
+	agent := clusterrpc.WithTestRuntimePassword(store.Agent{ID: "e2e-agent", OrgID: "org", Name: "e2e", Runtime: "opencode",
 		Resources: store.Resources{CPUMillis: 500, MemoryMB: 256},
-		Desired:   store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
+		Desired:   store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, store.NewRuntimePassword())
 	apply(t, s, &store.AgentCreate{Agent: agent})
 	a := waitAgent(t, s, agent.ID, "RUNNING", func(a *store.Agent) bool { return a.Status == store.StatusRunning })
 	if a.NodeID != "node-e2e" {
@@ -240,8 +240,8 @@ func TestMissingImageIsReportedAsError(t *testing.T) {
 	})
 	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
 	waitNode(t, s)
-	apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: "e2e-noimage", OrgID: "org", Name: "x", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
-		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+	apply(t, s, &store.AgentCreate{Agent: clusterrpc.WithTestRuntimePassword(store.Agent{ID: "e2e-noimage", OrgID: "org", Name: "x", Runtime: "opencode",
+		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, store.NewRuntimePassword())})
 	a := waitAgent(t, s, "e2e-noimage", "ERROR", func(a *store.Agent) bool { return a.Status == store.StatusError })
 	if !strings.Contains(a.ErrorMsg, "agenthost.local/absent:1") || !strings.Contains(a.ErrorMsg, "not on node") {
 		t.Fatalf("errorMsg %q does not say the image is missing", a.ErrorMsg)
@@ -302,8 +302,8 @@ func TestNodeAgentKilledMidCreateConverges(t *testing.T) {
 
 	const n = 6
 	for i := range n {
-		apply(t, s, &store.AgentCreate{Agent: store.Agent{ID: fmt.Sprintf("kill-%d", i), OrgID: "org", Name: "k", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
-			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+		apply(t, s, &store.AgentCreate{Agent: clusterrpc.WithTestRuntimePassword(store.Agent{ID: fmt.Sprintf("kill-%d", i), OrgID: "org", Name: "k", Runtime: "opencode",
+			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, store.NewRuntimePassword())})
 		if i == n/2 {
 			proc.Process.Signal(syscall.SIGKILL) // mid-create
 			proc.Wait()

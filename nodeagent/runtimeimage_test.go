@@ -74,9 +74,9 @@ func TestRuntimeImageAgentEndToEnd(t *testing.T) {
 	})
 	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: time.Now().UTC()}})
 	waitNode(t, s)
-	a := store.Agent{ID: "img-agent", OrgID: "org", Name: "img", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
+	a := clusterrpc.WithTestRuntimePassword(store.Agent{ID: "img-agent", OrgID: "org", Name: "img", Runtime: "opencode",
 		HiddenPrompt: "Hidden rule 7: keep it short.", Resources: store.Resources{CPUMillis: 1000, MemoryMB: 1024},
-		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
+		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, store.NewRuntimePassword())
 	apply(t, s, &store.AgentCreate{Agent: a})
 	waitAgentFor(t, s, a.ID, "RUNNING", 90*time.Second, func(a *store.Agent) bool { return a.Status == store.StatusRunning })
 	n, _ := s.State().Node("node-e2e")

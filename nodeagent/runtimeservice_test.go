@@ -98,9 +98,12 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	apply(t, s, &store.ScopeCreate{Scope: store.Scope{ID: "scope-1", OrgID: "org", Name: "team", CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}})
 	seal("", "ANTHROPIC_API_KEY", "sk-org-level-4711")
 	seal("scope-1", "SCOPED_TOKEN", "scoped-only-0815")
-	a := store.Agent{ID: "rt-agent", OrgID: "org", Name: "rt", Runtime: "opencode", RuntimePassword: store.NewRuntimePassword(),
+	a := store.Agent{ID: "rt-agent", OrgID: "org", Name: "rt", Runtime: "opencode",
 		HiddenPrompt: "Hidden rule 42: be brief.", Resources: store.Resources{CPUMillis: 500, MemoryMB: 256},
 		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}
+	if err := clusterrpc.SealRuntimePassword(keys, &a, store.NewRuntimePassword()); err != nil {
+		t.Fatal(err)
+	}
 	apply(t, s, &store.AgentCreate{Agent: a})
 	waitAgent(t, s, a.ID, "RUNNING", func(a *store.Agent) bool { return a.Status == store.StatusRunning })
 

@@ -166,8 +166,8 @@ func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 // runningAgent creates an agent and reports it RUNNING, as its node would.
 func (h *proxyHarness) runningAgent(id, password string, autostart bool) {
 	h.t.Helper()
-	h.apply(&store.AgentCreate{Agent: store.Agent{ID: id, OrgID: "org", Name: id, Runtime: "opencode", RuntimePassword: password,
-		Autostart: autostart, Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}})
+	h.apply(&store.AgentCreate{Agent: clusterrpc.WithTestRuntimePassword(store.Agent{ID: id, OrgID: "org", Name: id, Runtime: "opencode",
+		Autostart: autostart, Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, password)})
 	h.apply(&store.AgentSetStatus{ID: id, FromNode: "n1", Status: store.StatusRunning})
 	h.waitRoute(id, func(r *route) bool { return r.running() })
 }

@@ -11,28 +11,29 @@ import (
 type CommandType uint8
 
 const (
-	CmdOrgCreate         CommandType = 1
-	CmdOrgUpdate         CommandType = 2
-	CmdOrgDelete         CommandType = 3
-	CmdTokenCreate       CommandType = 4
-	CmdTokenRevoke       CommandType = 5
-	CmdTokenTouch        CommandType = 6
-	CmdAgentCreate       CommandType = 7
-	CmdAgentSetDesired   CommandType = 8
-	CmdAgentSetStatus    CommandType = 9
-	CmdAgentDelete       CommandType = 10
-	CmdNodeRegister      CommandType = 11
-	CmdNodeSetStatus     CommandType = 12
-	CmdNodeDelete        CommandType = 13
-	CmdScopeCreate       CommandType = 14
-	CmdScopeUpdate       CommandType = 15
-	CmdScopeDelete       CommandType = 16
-	CmdSecretPut         CommandType = 17
-	CmdSecretDelete      CommandType = 18
-	CmdIdempotencyPut    CommandType = 19
-	CmdIdempotencyDelete CommandType = 20
-	CmdClusterConfigSet  CommandType = 21
-	CmdPlanApply         CommandType = 22
+	CmdOrgCreate               CommandType = 1
+	CmdOrgUpdate               CommandType = 2
+	CmdOrgDelete               CommandType = 3
+	CmdTokenCreate             CommandType = 4
+	CmdTokenRevoke             CommandType = 5
+	CmdTokenTouch              CommandType = 6
+	CmdAgentCreate             CommandType = 7
+	CmdAgentSetDesired         CommandType = 8
+	CmdAgentSetStatus          CommandType = 9
+	CmdAgentDelete             CommandType = 10
+	CmdNodeRegister            CommandType = 11
+	CmdNodeSetStatus           CommandType = 12
+	CmdNodeDelete              CommandType = 13
+	CmdScopeCreate             CommandType = 14
+	CmdScopeUpdate             CommandType = 15
+	CmdScopeDelete             CommandType = 16
+	CmdSecretPut               CommandType = 17
+	CmdSecretDelete            CommandType = 18
+	CmdIdempotencyPut          CommandType = 19
+	CmdIdempotencyDelete       CommandType = 20
+	CmdClusterConfigSet        CommandType = 21
+	CmdPlanApply               CommandType = 22
+	CmdAgentSetRuntimePassword CommandType = 23
 )
 
 // IgnoreUnknownFlag may be set on a command type that older servers can safely
@@ -50,6 +51,7 @@ var commandNames = map[CommandType]string{
 	CmdSecretPut: "secret_put", CmdSecretDelete: "secret_delete",
 	CmdIdempotencyPut: "idempotency_put", CmdIdempotencyDelete: "idempotency_delete",
 	CmdClusterConfigSet: "cluster_config_set", CmdPlanApply: "plan_apply",
+	CmdAgentSetRuntimePassword: "agent_set_runtime_password",
 }
 
 func (t CommandType) String() string {
@@ -122,6 +124,8 @@ func newCommand(t CommandType) Command {
 		return &ClusterConfigSet{}
 	case CmdPlanApply:
 		return &PlanApply{}
+	case CmdAgentSetRuntimePassword:
+		return &AgentSetRuntimePassword{}
 	}
 	return nil
 }
@@ -214,6 +218,20 @@ type AgentSetStatus struct {
 // AgentDelete deletes an agent and frees its port.
 type AgentDelete struct {
 	ID string `json:"id"`
+}
+
+// AgentSetRuntimePassword replaces an agent's sealed runtime password with
+// Sealed, sealed under KeyID: the same password re-sealed under another key,
+// during a key rotation. It applies only to the agent as it was read: if the
+// agent is gone it is refused with ErrNotFound (it is never made again), and
+// if its sealed password is no longer IfSealed under IfKeyID, with
+// ErrConflict.
+type AgentSetRuntimePassword struct {
+	ID       string `json:"id"`
+	Sealed   []byte `json:"sealed"`
+	KeyID    string `json:"keyId"`
+	IfSealed []byte `json:"ifSealed,omitempty"`
+	IfKeyID  string `json:"ifKeyId,omitempty"`
 }
 
 // NodeRegister adds a node or updates its address, capacity, labels and
@@ -333,25 +351,26 @@ type PlanResult struct {
 	Errors []error
 }
 
-func (*OrgCreate) CommandType() CommandType         { return CmdOrgCreate }
-func (*OrgUpdate) CommandType() CommandType         { return CmdOrgUpdate }
-func (*OrgDelete) CommandType() CommandType         { return CmdOrgDelete }
-func (*TokenCreate) CommandType() CommandType       { return CmdTokenCreate }
-func (*TokenRevoke) CommandType() CommandType       { return CmdTokenRevoke }
-func (*TokenTouch) CommandType() CommandType        { return CmdTokenTouch }
-func (*AgentCreate) CommandType() CommandType       { return CmdAgentCreate }
-func (*AgentSetDesired) CommandType() CommandType   { return CmdAgentSetDesired }
-func (*AgentSetStatus) CommandType() CommandType    { return CmdAgentSetStatus }
-func (*AgentDelete) CommandType() CommandType       { return CmdAgentDelete }
-func (*NodeRegister) CommandType() CommandType      { return CmdNodeRegister }
-func (*NodeSetStatus) CommandType() CommandType     { return CmdNodeSetStatus }
-func (*NodeDelete) CommandType() CommandType        { return CmdNodeDelete }
-func (*ScopeCreate) CommandType() CommandType       { return CmdScopeCreate }
-func (*ScopeUpdate) CommandType() CommandType       { return CmdScopeUpdate }
-func (*ScopeDelete) CommandType() CommandType       { return CmdScopeDelete }
-func (*SecretPut) CommandType() CommandType         { return CmdSecretPut }
-func (*SecretDelete) CommandType() CommandType      { return CmdSecretDelete }
-func (*IdempotencyPut) CommandType() CommandType    { return CmdIdempotencyPut }
-func (*IdempotencyDelete) CommandType() CommandType { return CmdIdempotencyDelete }
-func (*ClusterConfigSet) CommandType() CommandType  { return CmdClusterConfigSet }
-func (*PlanApply) CommandType() CommandType         { return CmdPlanApply }
+func (*OrgCreate) CommandType() CommandType               { return CmdOrgCreate }
+func (*OrgUpdate) CommandType() CommandType               { return CmdOrgUpdate }
+func (*OrgDelete) CommandType() CommandType               { return CmdOrgDelete }
+func (*TokenCreate) CommandType() CommandType             { return CmdTokenCreate }
+func (*TokenRevoke) CommandType() CommandType             { return CmdTokenRevoke }
+func (*TokenTouch) CommandType() CommandType              { return CmdTokenTouch }
+func (*AgentCreate) CommandType() CommandType             { return CmdAgentCreate }
+func (*AgentSetDesired) CommandType() CommandType         { return CmdAgentSetDesired }
+func (*AgentSetStatus) CommandType() CommandType          { return CmdAgentSetStatus }
+func (*AgentDelete) CommandType() CommandType             { return CmdAgentDelete }
+func (*NodeRegister) CommandType() CommandType            { return CmdNodeRegister }
+func (*NodeSetStatus) CommandType() CommandType           { return CmdNodeSetStatus }
+func (*NodeDelete) CommandType() CommandType              { return CmdNodeDelete }
+func (*ScopeCreate) CommandType() CommandType             { return CmdScopeCreate }
+func (*ScopeUpdate) CommandType() CommandType             { return CmdScopeUpdate }
+func (*ScopeDelete) CommandType() CommandType             { return CmdScopeDelete }
+func (*SecretPut) CommandType() CommandType               { return CmdSecretPut }
+func (*SecretDelete) CommandType() CommandType            { return CmdSecretDelete }
+func (*IdempotencyPut) CommandType() CommandType          { return CmdIdempotencyPut }
+func (*IdempotencyDelete) CommandType() CommandType       { return CmdIdempotencyDelete }
+func (*ClusterConfigSet) CommandType() CommandType        { return CmdClusterConfigSet }
+func (*PlanApply) CommandType() CommandType               { return CmdPlanApply }
+func (*AgentSetRuntimePassword) CommandType() CommandType { return CmdAgentSetRuntimePassword }

@@ -19,9 +19,10 @@ func sampleCommands() []Command {
 		newToken("tok-2", "org-1", RoleTenant),
 		&TokenRevoke{ID: "tok-2"},
 		&TokenTouch{LastUsed: map[string]time.Time{"tok-1": testTime.Add(time.Hour)}},
-		newAgent("agent-2", "org-1", "node-1", 10002, inScope("sc-1"), func(a *Agent) { a.Tags = []string{"t"} }),
+		newAgent("agent-2", "org-1", "node-1", 10002, inScope("sc-1"), func(a *Agent) { a.Tags = []string{"t"} }, withPassword("sealed-k1", "k1")),
 		&AgentSetDesired{ID: "agent-1", Desired: DesiredStopped, Status: StatusStopped},
 		&AgentSetStatus{ID: "agent-2", FromNode: "node-1", Status: StatusError, ErrorMsg: "oom"},
+		&AgentSetRuntimePassword{ID: "agent-2", Sealed: []byte("sealed-k2"), KeyID: "k2", IfSealed: []byte("sealed-k1"), IfKeyID: "k1"},
 		&AgentDelete{ID: "agent-2"},
 		newNode("node-2", NodeCapacity{CPUMillis: 2000, MemoryMB: 2048, MaxAgents: 2}, "opencode"),
 		&NodeSetStatus{ID: "node-2", Status: NodeDraining, LastSeen: testTime.Add(time.Minute)},
@@ -68,6 +69,7 @@ func TestCommandNumbersAreStable(t *testing.T) {
 		{CmdIdempotencyPut, 19, "idempotency_put"}, {CmdIdempotencyDelete, 20, "idempotency_delete"},
 		{CmdClusterConfigSet, 21, "cluster_config_set"},
 		{CmdPlanApply, 22, "plan_apply"},
+		{CmdAgentSetRuntimePassword, 23, "agent_set_runtime_password"},
 	}
 	if len(commandNames) != len(want) {
 		t.Errorf("%d command types are named, want %d: add the new one here", len(commandNames), len(want))
@@ -155,7 +157,7 @@ func badInputs(t reporter) []struct {
 	}{
 		{"empty", nil, ErrMalformedCommand},
 		{"type 0", []byte{0}, ErrUnknownCommand},
-		{"first unassigned type", withType(23, `{}`), ErrUnknownCommand},
+		{"first unassigned type", withType(24, `{}`), ErrUnknownCommand},
 		{"type 100", []byte{100}, ErrUnknownCommand},
 		{"type 127 with a payload", withType(127, `{"org":{"id":"x"}}`), ErrUnknownCommand},
 		{"type byte only", []byte{byte(CmdAgentCreate)}, ErrMalformedCommand},

@@ -26,8 +26,9 @@
 //	  raft/snapshots/        Raft snapshots (file snapshot store; format in snapshot.go)
 //
 // Other components add their own entries beside raft/ (keys, TLS material);
-// nothing secret is ever written to the Raft log or to snapshots: secrets are
-// stored as ciphertext whose key lives outside Raft.
+// nothing secret is ever written to the Raft log or to snapshots: secrets and
+// agents' runtime passwords are stored as ciphertext whose key lives outside
+// Raft.
 //
 // Who may import it: control-plane packages (api, scheduler's caller,
 // cmd/agenthost). The scheduler reads *State but must not import raft; the node

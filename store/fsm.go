@@ -221,6 +221,8 @@ func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) (any, error) {
 		return nil, applyAgentSetStatus(txn, index, c)
 	case *AgentDelete:
 		return nil, applyAgentDelete(txn, c)
+	case *AgentSetRuntimePassword:
+		return nil, applyAgentSetRuntimePassword(txn, index, c)
 	case *NodeRegister:
 		return nil, applyNodeRegister(txn, index, c)
 	case *NodeSetStatus:

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -32,6 +33,9 @@ func applyAgentCreate(txn *memdb.Txn, index uint64, c *AgentCreate) error {
 	}
 	if a.NodeID == "" || a.Port <= 0 {
 		return invalidf("agent must be placed on a node with a port")
+	}
+	if (len(a.RuntimePasswordSealed) == 0) != (a.RuntimePasswordKeyID == "") {
+		return invalidf("agent's sealed runtime password and its key id go together")
 	}
 	if existing, err := first[*Agent](txn, tableAgents, "id", a.ID); err != nil {
 		return err
@@ -158,6 +162,26 @@ func applyAgentSetStatus(txn *memdb.Txn, index uint64, c *AgentSetStatus) error 
 	}
 	a := *existing
 	a.Status, a.ErrorMsg = c.Status, errorMsg
+	a.ModifyIndex = index
+	return putAgent(txn, existing, &a)
+}
+
+// applyAgentSetRuntimePassword is a compare-and-set: the agent must exist (a
+// re-seal racing a deletion never makes it again) and still hold the sealed
+// password the proposer read (nothing written since is overwritten).
+func applyAgentSetRuntimePassword(txn *memdb.Txn, index uint64, c *AgentSetRuntimePassword) error {
+	if len(c.Sealed) == 0 || c.KeyID == "" {
+		return invalidf("a sealed runtime password and its key id are required")
+	}
+	existing, err := mustGetAgent(txn, c.ID)
+	if err != nil {
+		return err
+	}
+	if existing.RuntimePasswordKeyID != c.IfKeyID || !bytes.Equal(existing.RuntimePasswordSealed, c.IfSealed) {
+		return fmt.Errorf("%w: agent %q's runtime password changed since it was read", ErrConflict, c.ID)
+	}
+	a := *existing
+	a.RuntimePasswordSealed, a.RuntimePasswordKeyID = c.Sealed, c.KeyID
 	a.ModifyIndex = index
 	return putAgent(txn, existing, &a)
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -792,6 +793,9 @@ func TestApplyAgentCreate(t *testing.T) {
 		{name: "no node", cmd: newAgent("a1", "org-a", "", 10001), want: ErrInvalid},
 		{name: "port 0", cmd: newAgent("a1", "org-a", "node-1", 0), want: ErrInvalid},
 		{name: "negative port", cmd: newAgent("a1", "org-a", "node-1", -10001), want: ErrInvalid},
+		{name: "sealed runtime password", cmd: newAgent("a1", "org-a", "node-1", 10001, withPassword("sealed", "k1"))},
+		{name: "sealed runtime password without its key id", cmd: newAgent("a1", "org-a", "node-1", 10001, withPassword("sealed", "")), want: ErrInvalid},
+		{name: "key id without a sealed runtime password", cmd: newAgent("a1", "org-a", "node-1", 10001, withPassword("", "k1")), want: ErrInvalid},
 		{name: "id taken", setup: []Command{newAgent("a1", "org-b", "node-1", 10001)}, cmd: newAgent("a1", "org-a", "node-1", 10002), want: ErrAlreadyExists},
 
 		// Ownership.
@@ -980,6 +984,32 @@ func TestApplyAgentSetStatus(t *testing.T) {
 		}},
 		{name: "unknown status", cmd: report("node-1", "DONE", ""), want: ErrInvalid},
 		{name: "unknown agent", cmd: &AgentSetStatus{ID: "a9", Status: StatusRunning}, want: ErrNotFound},
+	})
+}
+
+func TestApplyAgentSetRuntimePassword(t *testing.T) {
+	base := append(placementBase(), newAgent("a1", "org-a", "node-1", 10001, withPassword("old", "k1")))
+	reseal := func(sealed, keyID, ifSealed, ifKeyID string) *AgentSetRuntimePassword {
+		return &AgentSetRuntimePassword{ID: "a1", Sealed: []byte(sealed), KeyID: keyID, IfSealed: []byte(ifSealed), IfKeyID: ifKeyID}
+	}
+	runFSMCases(t, base, []fsmCase{
+		{name: "re-sealed under the new key", cmd: reseal("new", "k2", "old", "k1"), check: func(t *testing.T, before, after *State, index uint64) {
+			a := agentOf(t, after, "a1")
+			if string(a.RuntimePasswordSealed) != "new" || a.RuntimePasswordKeyID != "k2" || a.ModifyIndex != index {
+				t.Fatalf("agent after the re-seal: %+v", a)
+			}
+			was := agentOf(t, before, "a1")
+			a.RuntimePasswordSealed, a.RuntimePasswordKeyID, a.ModifyIndex = was.RuntimePasswordSealed, was.RuntimePasswordKeyID, was.ModifyIndex
+			if !reflect.DeepEqual(a, was) {
+				t.Errorf("the re-seal changed more than the password:\n got %+v\nwant %+v", a, was)
+			}
+		}},
+		{name: "sealed value changed since read", setup: []Command{reseal("other", "k1", "old", "k1")}, cmd: reseal("new", "k2", "old", "k1"), want: ErrConflict},
+		{name: "key changed since read", cmd: reseal("new", "k2", "old", "k0"), want: ErrConflict},
+		{name: "deleted agent is not made again", setup: []Command{&AgentDelete{ID: "a1"}}, cmd: reseal("new", "k2", "old", "k1"), want: ErrNotFound},
+		{name: "unknown agent", cmd: &AgentSetRuntimePassword{ID: "a9", Sealed: []byte("new"), KeyID: "k2"}, want: ErrNotFound},
+		{name: "no sealed value", cmd: reseal("", "k2", "old", "k1"), want: ErrInvalid},
+		{name: "no key id", cmd: reseal("new", "", "old", "k1"), want: ErrInvalid},
 	})
 }
 

@@ -117,15 +117,20 @@ type Agent struct {
 	Constraints  map[string]string `json:"constraints,omitempty"`
 	Tags         []string          `json:"tags,omitempty"`
 	HiddenPrompt string            `json:"hiddenPrompt,omitempty"`
-	// RuntimePassword guards the runtime's server inside the container
-	// (OPENCODE_SERVER_PASSWORD): the node agent and the proxy present it,
-	// nobody else learns it. Made by NewRuntimePassword when the agent is
-	// created.
-	RuntimePassword string       `json:"runtimePassword,omitempty"`
-	Autostart       bool         `json:"autostart,omitempty"`
-	Desired         DesiredState `json:"desired"`
-	Status          AgentStatus  `json:"status"`
-	NodeID          string       `json:"nodeId"`
+	// RuntimePasswordSealed is the password that guards the runtime's
+	// server inside the container (OPENCODE_SERVER_PASSWORD), sealed with
+	// the secrets keyring (keyring.RuntimePasswordAAD binds it to the
+	// agent's ID); RuntimePasswordKeyID names the key that sealed it. The
+	// password itself never enters Raft: the API makes it
+	// (NewRuntimePassword) and seals it at create, and only the control
+	// servers open it, for the node that hosts the agent and for proxies.
+	// Both are empty for an agent without a password, which no node runs.
+	RuntimePasswordSealed []byte       `json:"runtimePasswordSealed,omitempty"`
+	RuntimePasswordKeyID  string       `json:"runtimePasswordKeyId,omitempty"`
+	Autostart             bool         `json:"autostart,omitempty"`
+	Desired               DesiredState `json:"desired"`
+	Status                AgentStatus  `json:"status"`
+	NodeID                string       `json:"nodeId"`
 	// Port is unique across the cluster and kept until the agent is deleted;
 	// it names the agent's URL (a<port>.<domain>).
 	Port        int       `json:"port"`
@@ -261,7 +266,7 @@ func DefaultClusterConfig() ClusterConfig {
 }
 
 // NewRuntimePassword returns a fresh runtime password: 32 random bytes,
-// hex-encoded.
+// hex-encoded. It is stored only sealed (Agent.RuntimePasswordSealed).
 func NewRuntimePassword() string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

@@ -36,7 +36,7 @@ func richState(f *testFSM) {
 		newAgent("a1", "org-a", "node-1", 20001, inScope("sc-a1"), func(a *Agent) {
 			a.Tags, a.Model, a.HiddenPrompt, a.Autostart = []string{"review", "go"}, "model-x", "be terse", true
 		}),
-		newAgent("a2", "org-a", "node-1", 20002, stopped, inScope("sc-a2")),
+		newAgent("a2", "org-a", "node-1", 20002, stopped, inScope("sc-a2"), withPassword("sealed", "k1")),
 		newAgent("a3", "org-a", "node-2", 20003),
 		&AgentSetStatus{ID: "a3", FromNode: "node-2", Status: StatusError, ErrorMsg: "image pull failed"},
 		newAgent("b1", "org-b", "node-2", 20500, func(a *Agent) { a.Name = "Übersetzer 🤖" }),

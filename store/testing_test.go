@@ -237,6 +237,11 @@ func newAgent(id, orgID, nodeID string, port int, mods ...func(*Agent)) *AgentCr
 
 func stopped(a *Agent) { a.Desired, a.Status = DesiredStopped, StatusStopped }
 
+// withPassword gives an agent a (pretend) sealed runtime password.
+func withPassword(sealed, keyID string) func(*Agent) {
+	return func(a *Agent) { a.RuntimePasswordSealed, a.RuntimePasswordKeyID = []byte(sealed), keyID }
+}
+
 func inScope(scopeID string) func(*Agent) { return func(a *Agent) { a.ScopeID = scopeID } }
 
 func withResources(cpu, mem int64) func(*Agent) {

@@ -17,23 +17,24 @@ import (
 )
 
 // newKeysCommand is `agenthost server keys`: the key-encryption keys that
-// seal secrets. They live in a file on every control server, outside Raft;
+// seal secrets and agents' runtime passwords. They live in a file on every control server, outside Raft;
 // rotating one is four steps (docs/operations.md): rotate the file, copy it
 // to every server and reload them (SIGHUP), reseal, retire the old key.
 func newKeysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Rotate the keys that seal secrets",
-		Long: `Rotate the key-encryption keys that seal secrets.
+		Short: "Rotate the keys that seal secrets and runtime passwords",
+		Long: `Rotate the key-encryption keys that seal secrets and agents' runtime passwords.
 
   1. agenthost server keys rotate --secrets-key-file F   (adds a new key first in F)
   2. copy F to every control server, then reload each:  systemctl reload agenthost-server
      (or kill -HUP); from then on new secrets are sealed under the new key
-  3. agenthost server keys reseal                        (re-seals every stored secret)
+  3. agenthost server keys reseal                        (re-seals every stored secret
+                                                          and agent runtime password)
   4. agenthost server keys retire --secrets-key-file F --id OLD, copy F again, reload
 
-A server refuses to reload a key file that lacks a key some secret is still
-sealed under.`,
+A server refuses to reload a key file that lacks a key some secret or runtime
+password is still sealed under.`,
 	}
 	var keyFile, id string
 	rotate := &cobra.Command{
@@ -53,7 +54,7 @@ sealed under.`,
 	}
 	retire := &cobra.Command{
 		Use:   "retire",
-		Short: "Remove an old key from the key file once no secret is sealed under it",
+		Short: "Remove an old key from the key file once nothing is sealed under it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if id == "" {
@@ -95,32 +96,39 @@ sealed under.`,
 			return &exitError{code: 1, err: fmt.Errorf("%s: %s", res.Status, strings.TrimSpace(string(b)))}
 		}
 		var v struct {
-			CurrentKeyID string         `json:"currentKeyId"`
-			SecretsByKey map[string]int `json:"secretsByKey"`
-			Resealed     *int           `json:"resealed"`
+			CurrentKeyID          string         `json:"currentKeyId"`
+			SecretsByKey          map[string]int `json:"secretsByKey"`
+			RuntimePasswordsByKey map[string]int `json:"runtimePasswordsByKey"`
+			Resealed              *int           `json:"resealed"`
 		}
 		if err := json.Unmarshal(b, &v); err != nil {
 			return fmt.Errorf("unexpected answer: %s", b)
 		}
 		out := cmd.OutOrStdout()
 		if v.Resealed != nil {
-			fmt.Fprintf(out, "re-sealed %d secrets\n", *v.Resealed)
+			fmt.Fprintf(out, "re-sealed %d secrets and runtime passwords\n", *v.Resealed)
 		}
 		fmt.Fprintf(out, "sealing key: %s\n", v.CurrentKeyID)
-		for _, k := range slices.Sorted(maps.Keys(v.SecretsByKey)) {
-			fmt.Fprintf(out, "  %s seals %d secrets\n", k, v.SecretsByKey[k])
+		keys := map[string]bool{}
+		for _, byKey := range []map[string]int{v.SecretsByKey, v.RuntimePasswordsByKey} {
+			for k := range byKey {
+				keys[k] = true
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			fmt.Fprintf(out, "  %s seals %d secrets and %d agents' runtime passwords\n", k, v.SecretsByKey[k], v.RuntimePasswordsByKey[k])
 		}
 		return nil
 	}
 	show := &cobra.Command{
 		Use:   "show",
-		Short: "Show which keys seal the stored secrets",
+		Short: "Show which keys seal the stored secrets and runtime passwords",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return call(cmd, "GET", "/api/v1/operator/secrets/keys") },
 	}
 	reseal := &cobra.Command{
 		Use:   "reseal",
-		Short: "Re-seal every secret under the current key (after every server reloaded the key file)",
+		Short: "Re-seal every secret and runtime password under the current key (after every server reloaded the key file)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return call(cmd, "POST", "/api/v1/operator/secrets/reseal")

@@ -70,7 +70,7 @@ func TestKeyRotationWithTheCLI(t *testing.T) {
 	for _, k := range []string{"A_KEY", "B_KEY"} {
 		api(tenant, "PUT", "/api/v1/secrets", map[string]string{"key": k, "value": "v-" + k})
 	}
-	if out := run("server", "keys", "show", "--token", op); !strings.Contains(out, "sealing key: k1") || !strings.Contains(out, "k1 seals 2 secrets") {
+	if out := run("server", "keys", "show", "--token", op); !strings.Contains(out, "sealing key: k1") || !strings.Contains(out, "k1 seals 2 secrets and 0 agents' runtime passwords") {
 		t.Fatalf("keys show before rotation:\n%s", out)
 	}
 
@@ -90,7 +90,7 @@ func TestKeyRotationWithTheCLI(t *testing.T) {
 	}
 	run("server", "keys", "rotate", "--secrets-key-file", keyFile, "--id", "k2")
 	hangupUntil("sealing key: k2")
-	if out := run("server", "keys", "reseal", "--token", op); !strings.Contains(out, "re-sealed 2 secrets") || !strings.Contains(out, "k2 seals 2 secrets") {
+	if out := run("server", "keys", "reseal", "--token", op); !strings.Contains(out, "re-sealed 2 secrets and runtime passwords") || !strings.Contains(out, "k2 seals 2 secrets") {
 		t.Fatalf("keys reseal:\n%s", out)
 	}
 	run("server", "keys", "retire", "--secrets-key-file", keyFile, "--id", "k1")

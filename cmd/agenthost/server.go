@@ -77,7 +77,7 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 	f.StringVar(&opts.publicURL, "public-url", "", "where users reach agenthost (the edge proxy), e.g. https://agents.example.com; agents get URLs a<port>.<host> (default: http://localhost:<http-addr port>)")
 	f.StringVar(&opts.modelsFile, "models-file", "", `JSON file of models added to the catalog: {"models": [{"id": "vllm/qwen", "name": "Qwen", "kind": "openai-compatible", "baseURL": "http://10.0.0.9:8000/v1"}]}`)
 	f.StringVar(&opts.secretsKeyFile, "secrets-key-file", os.Getenv(keyring.EnvKeyFile),
-		"file of the key-encryption keys that seal secrets (mode 600, the same on every server, never in the data directory's Raft state; env "+keyring.EnvKeyFile+"); without it agents get no secrets")
+		"file of the key-encryption keys that seal secrets and agents' runtime passwords (mode 600, the same on every server, never in the data directory's Raft state; env "+keyring.EnvKeyFile+"); without it the server creates no agents and opens nothing sealed")
 	return cmd
 }
 
@@ -117,7 +117,7 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 			return err
 		}
 	default:
-		logger.Warn("no --secrets-key-file: secrets cannot be opened, and agents start without them")
+		logger.Warn("no --secrets-key-file: this server creates no agents (it cannot seal their runtime passwords), and opens no secret or runtime password for nodes and proxies")
 	}
 
 	srv, err := clusterrpc.StartServer(cfg)

@@ -1,11 +1,12 @@
-// Package keyring seals secrets with AES-256-GCM under a key-encryption key
-// that lives outside Raft: in a file on each control node (or named by an
-// environment variable), never in the replicated state or its snapshots.
+// Package keyring seals secrets and agents' runtime passwords with
+// AES-256-GCM under a key-encryption key that lives outside Raft: in a file
+// on each control node (or named by an environment variable), never in the
+// replicated state or its snapshots.
 //
 // The key file holds one key per line, "ID:BASE64", the first being the one
 // that seals; the others only open what they sealed before, until a rotation
 // has re-sealed everything under the first. Sealed values carry their key ID
-// beside them (store.Secret.KeyID).
+// beside them (store.Secret.KeyID, store.Agent.RuntimePasswordKeyID).
 package keyring
 
 import (
@@ -281,4 +282,11 @@ func (k *Keyring) Open(id string, sealed []byte, aad string) ([]byte, error) {
 // SecretAAD is the associated data of a secret's value: its org, scope and key.
 func SecretAAD(orgID, scopeID, key string) string {
 	return "agenthost-secret\x00" + orgID + "\x00" + scopeID + "\x00" + key
+}
+
+// RuntimePasswordAAD is the associated data of an agent's runtime password:
+// the agent's ID, so that a password moved to another agent's record does
+// not open (and no secret's sealed value passes for a password).
+func RuntimePasswordAAD(agentID string) string {
+	return "agenthost-runtime-password\x00" + agentID
 }

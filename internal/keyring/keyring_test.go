@@ -48,6 +48,35 @@ func TestSealOpenAndRotation(t *testing.T) {
 	}
 }
 
+// TestRuntimePasswordIsBoundToItsAgent: a sealed runtime password opens
+// for its agent only, and never as a secret (nor a secret as a password).
+func TestRuntimePasswordIsBoundToItsAgent(t *testing.T) {
+	line, _ := NewKeyLine("k1")
+	k, err := Parse([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, id, err := k.Seal([]byte("pw"), RuntimePasswordAAD("ag1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.Open(id, sealed, RuntimePasswordAAD("ag1")); err != nil || string(got) != "pw" {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	for name, aad := range map[string]string{
+		"another agent":          RuntimePasswordAAD("ag2"),
+		"a secret with its name": SecretAAD("ag1", "", ""),
+	} {
+		if _, err := k.Open(id, sealed, aad); err == nil {
+			t.Errorf("opened as %s", name)
+		}
+	}
+	secret, _, _ := k.Seal([]byte("v"), SecretAAD("org", "", "K"))
+	if _, err := k.Open(id, secret, RuntimePasswordAAD("org")); err == nil {
+		t.Error("a secret opened as a runtime password")
+	}
+}
+
 func TestParseRefusals(t *testing.T) {
 	line, _ := NewKeyLine("k1")
 	for name, in := range map[string]string{

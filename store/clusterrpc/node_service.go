@@ -145,6 +145,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 	}
 	last := ""
 	sentIndex := req.Msg.GetAfterIndex()
+	passwords := newRuntimePasswords(n.keyring, n.logger)
 	for {
 		applied := n.store.AppliedIndex() // before the state: see Store.AppliedIndex
 		st := n.store.State()
@@ -159,12 +160,15 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
 				Runtime: a.Runtime, CpuMillis: a.Resources.CPUMillis, MemoryMb: a.Resources.MemoryMB,
-				Model: agentModel(st, a), ModelProvider: modelProvider(a.ModelProvider), HiddenPrompt: a.HiddenPrompt, RuntimePassword: a.RuntimePassword, ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
+				Model: agentModel(st, a), ModelProvider: modelProvider(a.ModelProvider), HiddenPrompt: a.HiddenPrompt, RuntimePassword: passwords.open(a), ModifyIndex: a.ModifyIndex, Status: string(a.Status), ErrorMsg: a.ErrorMsg,
 				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
 			newest = max(newest, a.ModifyIndex)
 		}
+		passwords.keepOnly(func(id string) bool {
+			return slices.ContainsFunc(agents, func(a *store.Agent) bool { return a.ID == id })
+		})
 		// A resuming watcher that already has this list (nothing of its
 		// changed after its index, and it is the first message) is not
 		// sent it again.

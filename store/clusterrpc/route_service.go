@@ -7,31 +7,35 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agenthost/agenthost/internal/keyring"
 	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
 	"github.com/agenthost/agenthost/store"
 )
 
 // RouteService streams the routing table to edge proxies: every agent with
-// the node that hosts it, from this server's own state (any server serves
-// it; a proxy watches one and moves to another when it goes).
+// the node that hosts it and its runtime password, opened with the keyring,
+// from this server's own state (any server serves it; a proxy watches one
+// and moves to another when it goes).
 type RouteService struct {
-	store  *store.Store
-	logger *slog.Logger
+	store   *store.Store
+	keyring *keyring.Keyring
+	logger  *slog.Logger
 }
 
 var _ routev1connect.RouteServiceHandler = (*RouteService)(nil)
 
-// NewRouteService returns the RouteService handler.
-func NewRouteService(s *store.Store, logger *slog.Logger) *RouteService {
+// NewRouteService returns the RouteService handler. kr opens agents'
+// runtime passwords; with nil, routes carry none.
+func NewRouteService(s *store.Store, kr *keyring.Keyring, logger *slog.Logger) *RouteService {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &RouteService{store: s, logger: logger}
+	return &RouteService{store: s, keyring: kr, logger: logger}
 }
 
 // routeTable is the table as of one state.
-func routeTable(st *store.State) (map[string]*routev1.Route, error) {
+func routeTable(st *store.State, passwords *runtimePasswords) (map[string]*routev1.Route, error) {
 	agents, err := st.Agents()
 	if err != nil {
 		return nil, err
@@ -48,7 +52,7 @@ func routeTable(st *store.State) (map[string]*routev1.Route, error) {
 	for _, a := range agents {
 		r := &routev1.Route{
 			AgentId: a.ID, Port: uint32(a.Port), NodeId: a.NodeID, Status: string(a.Status),
-			RuntimePassword: a.RuntimePassword, Autostart: a.Autostart, Desired: string(a.Desired),
+			RuntimePassword: passwords.open(a), Autostart: a.Autostart, Desired: string(a.Desired),
 		}
 		if n := byID[a.NodeID]; n != nil {
 			r.NodeAddress = n.Address
@@ -56,6 +60,7 @@ func routeTable(st *store.State) (map[string]*routev1.Route, error) {
 		}
 		table[a.ID] = r
 	}
+	passwords.keepOnly(func(id string) bool { return table[id] != nil })
 	return table, nil
 }
 
@@ -65,10 +70,11 @@ func routeTable(st *store.State) (map[string]*routev1.Route, error) {
 // holds, so nothing is missed across a reconnect.
 func (r *RouteService) WatchRoutes(ctx context.Context, req *connect.Request[routev1.WatchRoutesRequest], stream *connect.ServerStream[routev1.WatchRoutesResponse]) error {
 	var sent map[string]*routev1.Route
+	passwords := newRuntimePasswords(r.keyring, r.logger)
 	for {
 		applied := r.store.AppliedIndex() // before the state: see Store.AppliedIndex
 		st := r.store.State()
-		table, err := routeTable(st)
+		table, err := routeTable(st, passwords)
 		if err != nil {
 			return toConnectError(err)
 		}

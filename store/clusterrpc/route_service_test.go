@@ -36,8 +36,8 @@ func TestWatchRoutesSnapshotThenChanges(t *testing.T) {
 	apply(&store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "10.0.0.7",
 		Capacity: store.NodeCapacity{CPUMillis: 1 << 20, MemoryMB: 1 << 20, MaxAgents: 100}, Runtimes: []string{"opencode"}, LastSeen: now}})
 	agent := func(id string, autostart bool) store.Agent {
-		return store.Agent{ID: id, OrgID: "org", Name: id, Runtime: "opencode", RuntimePassword: "pw-" + id, Autostart: autostart,
-			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: now}
+		return WithTestRuntimePassword(store.Agent{ID: id, OrgID: "org", Name: id, Runtime: "opencode", Autostart: autostart,
+			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: now}, "pw-"+id)
 	}
 	tc.WaitForIndex(apply(&store.AgentCreate{Agent: agent("a1", true)}))
 

@@ -5,20 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/store"
 )
 
-// ResealSecrets re-seals, under the keyring's current key, every secret
-// sealed under another one, and reports how many it re-sealed. It is the
-// last step of a key rotation (docs/operations.md): a new key first in every
-// server's key file, every server reloaded, then this, run once on any
-// server; when no secret is left under the old key, its line goes. It is
-// never run by itself: a server that had the new key before the others
-// would seal secrets the others could not open. A secret whose key the ring
-// lacks is reported, never dropped; one a tenant replaced meanwhile is left
-// as the tenant wrote it.
+// ResealSecrets re-seals, under the keyring's current key, every secret and
+// every agent's runtime password sealed under another one, and reports how
+// many it re-sealed. It is the last step of a key rotation
+// (docs/operations.md): a new key first in every server's key file, every
+// server reloaded, then this, run once on any server; when nothing is left
+// under the old key, its line goes. It is never run by itself: a server that
+// had the new key before the others would seal values the others could not
+// open. A value whose key the ring lacks is reported, never dropped; a
+// secret a tenant replaced meanwhile is left as the tenant wrote it, and an
+// agent deleted meanwhile stays deleted.
 func ResealSecrets(ctx context.Context, s *store.Store, kr *keyring.Keyring) (int, error) {
 	st, err := s.ConsistentState(ctx)
 	if err != nil {
@@ -58,19 +60,124 @@ func ResealSecrets(ctx context.Context, s *store.Store, kr *keyring.Keyring) (in
 		}
 		n++
 	}
-	return n, errors.Join(errs...)
+	agents, err := st.Agents()
+	if err != nil {
+		return n, err
+	}
+	resealed, notOpened, err := resealRuntimePasswords(ctx, s, kr, agents)
+	n += resealed
+	if err != nil {
+		return n, err
+	}
+	return n, errors.Join(append(errs, notOpened...)...)
 }
 
-// SecretKeysInUse counts the secrets sealed under each key ID: a key may
-// leave the key file once no secret is sealed under it.
-func SecretKeysInUse(st *store.State) (map[string]int, error) {
+// resealWorkers bounds the runtime passwords re-sealed at once. There may be
+// thousands, one per agent; Raft commits concurrent writes together (one
+// disk sync for several), so a few at a time go faster than one by one.
+const resealWorkers = 8
+
+// resealRuntimePasswords re-seals the runtime passwords of agents that are
+// sealed under a key other than kr's current one, and reports how many it
+// re-sealed. Each write applies only to the agent as it was read
+// (store.AgentSetRuntimePassword): an agent deleted since stays deleted, one
+// re-sealed since keeps that. Passwords that do not open are left as they
+// are and returned in notOpened; a failed write stops the re-seal (err).
+func resealRuntimePasswords(ctx context.Context, s *store.Store, kr *keyring.Keyring, agents []*store.Agent) (n int, notOpened []error, err error) {
+	type job struct {
+		agent    *store.Agent
+		password string
+	}
+	var (
+		mu     sync.Mutex
+		failed error
+		wg     sync.WaitGroup
+	)
+	jobs := make(chan job)
+	for range resealWorkers {
+		wg.Go(func() {
+			for j := range jobs {
+				ok, err := resealRuntimePassword(ctx, s, kr, j.agent, j.password)
+				mu.Lock()
+				if ok {
+					n++
+				}
+				if err != nil && failed == nil {
+					failed = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	stopped := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed != nil
+	}
+	current := kr.CurrentID()
+	for _, a := range agents {
+		if len(a.RuntimePasswordSealed) == 0 || a.RuntimePasswordKeyID == current {
+			continue
+		}
+		if stopped() {
+			break
+		}
+		password, err := OpenRuntimePassword(kr, a)
+		if err != nil {
+			notOpened = append(notOpened, fmt.Errorf("runtime password of agent %s: %w", a.ID, err))
+			continue
+		}
+		jobs <- job{a, password}
+	}
+	close(jobs)
+	wg.Wait()
+	return n, notOpened, failed
+}
+
+// resealRuntimePassword seals password, a's runtime password, under kr's
+// current key in place of what a holds. It reports false, without an error,
+// for an agent deleted or re-sealed since it was read.
+func resealRuntimePassword(ctx context.Context, s *store.Store, kr *keyring.Keyring, a *store.Agent, password string) (bool, error) {
+	next := *a
+	if err := SealRuntimePassword(kr, &next, password); err != nil {
+		return false, err
+	}
+	_, err := s.Apply(ctx, &store.AgentSetRuntimePassword{ID: a.ID, Sealed: next.RuntimePasswordSealed, KeyID: next.RuntimePasswordKeyID,
+		IfSealed: a.RuntimePasswordSealed, IfKeyID: a.RuntimePasswordKeyID})
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// SealedKeys counts, per key ID, the values stored sealed under it.
+type SealedKeys struct {
+	// Secrets counts tenants' secrets.
+	Secrets map[string]int
+	// RuntimePasswords counts agents' runtime passwords.
+	RuntimePasswords map[string]int
+}
+
+// SecretKeysInUse counts the secrets and the agents' runtime passwords
+// sealed under each key ID: a key may leave the key file once it seals
+// neither.
+func SecretKeysInUse(st *store.State) (SealedKeys, error) {
 	secrets, err := allSecrets(st)
 	if err != nil {
-		return nil, err
+		return SealedKeys{}, err
 	}
-	inUse := map[string]int{}
+	agents, err := st.Agents()
+	if err != nil {
+		return SealedKeys{}, err
+	}
+	inUse := SealedKeys{Secrets: map[string]int{}, RuntimePasswords: map[string]int{}}
 	for _, sec := range secrets {
-		inUse[sec.KeyID]++
+		inUse.Secrets[sec.KeyID]++
+	}
+	for _, a := range agents {
+		if len(a.RuntimePasswordSealed) > 0 {
+			inUse.RuntimePasswords[a.RuntimePasswordKeyID]++
+		}
 	}
 	return inUse, nil
 }
@@ -103,9 +210,9 @@ func allSecrets(st *store.State) ([]*store.Secret, error) {
 }
 
 // ReloadKeyring re-reads the key file at path into kr, as a server does on
-// SIGHUP during a rotation. A file that lacks a key some stored secret is
-// sealed under is refused, and kr keeps its keys: losing one would make
-// those secrets unopenable.
+// SIGHUP during a rotation. A file that lacks a key some stored secret or
+// runtime password is sealed under is refused, and kr keeps its keys: losing
+// one would make those values unopenable.
 func ReloadKeyring(st *store.State, kr *keyring.Keyring, path string) error {
 	next, err := keyring.Load(path)
 	if err != nil {
@@ -116,14 +223,16 @@ func ReloadKeyring(st *store.State, kr *keyring.Keyring, path string) error {
 		return err
 	}
 	var missing []string
-	for id := range inUse {
-		if !next.Has(id) {
-			missing = append(missing, id)
+	for _, counts := range []map[string]int{inUse.Secrets, inUse.RuntimePasswords} {
+		for id := range counts {
+			if !next.Has(id) && !slices.Contains(missing, id) {
+				missing = append(missing, id)
+			}
 		}
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return fmt.Errorf("key file %s lacks keys %v that secrets are sealed under; keeping the keys loaded before", path, missing)
+		return fmt.Errorf("key file %s lacks keys %v that secrets or agents' runtime passwords are sealed under; keeping the keys loaded before", path, missing)
 	}
 	kr.Replace(next)
 	return nil

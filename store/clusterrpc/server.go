@@ -57,8 +57,9 @@ type ServerConfig struct {
 	// picks one); GossipAdvertise, when set, is what others reach it at.
 	GossipBind      string
 	GossipAdvertise string
-	// Keyring opens secrets, to hand agents their environment; nil hands
-	// out none.
+	// Keyring opens secrets and agents' runtime passwords, to hand nodes
+	// their agents' environment and password and proxies the passwords;
+	// nil hands out neither.
 	Keyring *keyring.Keyring
 }
 
@@ -174,7 +175,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(routev1connect.NewRouteServiceHandler(NewRouteService(st, cfg.Store.Logger)))
+	mux.Handle(routev1connect.NewRouteServiceHandler(NewRouteService(st, cfg.Keyring, cfg.Store.Logger)))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member, cfg.Keyring, cfg.Store.Logger), connect.WithReadMaxBytes(maxMessageBytes)))
 	// A command is at most a few kilobytes; the bound keeps a bad peer from
 	// making the server buffer without limit.

@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agenthost/agenthost/internal/keyring"
 	"github.com/agenthost/agenthost/store"
 )
 
@@ -37,7 +39,36 @@ func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
 	// to heartbeat; tests of liveness set a short TTL themselves.
 	cfg.NodeHeartbeatTTL = time.Hour
 	cfg.GossipBind = "127.0.0.1:0"
+	cfg.Keyring = TestKeyring()
 	return cfg
+}
+
+// testKeyring is made once per process, so that every test server, and the
+// tests that seal for them, share it.
+var testKeyring = sync.OnceValue(func() *keyring.Keyring {
+	line, err := keyring.NewKeyLine("test")
+	if err != nil {
+		panic(err)
+	}
+	kr, err := keyring.Parse([]byte(line))
+	if err != nil {
+		panic(err)
+	}
+	return kr
+})
+
+// TestKeyring is the keyring test servers hold unless a test gives them
+// another: a fresh key, the same for the whole process.
+func TestKeyring() *keyring.Keyring { return testKeyring() }
+
+// WithTestRuntimePassword returns a with password sealed as its runtime
+// password under TestKeyring, for tests and benchmarks that create agents
+// in the store directly, as the API would.
+func WithTestRuntimePassword(a store.Agent, password string) store.Agent {
+	if err := SealRuntimePassword(TestKeyring(), &a, password); err != nil {
+		panic(err) // sealing fails only when crypto/rand does
+	}
+	return a
 }
 
 func testLogger() *slog.Logger {

@@ -139,6 +139,7 @@ func startAPI(b *testing.B, s *store.Store) (*api.Server, *httptest.Server) {
 	b.Helper()
 	acfg := api.DefaultConfig()
 	acfg.Store = s
+	acfg.Keyring = clusterrpc.TestKeyring() // the test cluster's
 	acfg.PublicURL = &url.URL{Scheme: "http", Host: "localhost:7480"}
 	srv, err := api.New(acfg)
 	if err != nil {
@@ -181,9 +182,8 @@ func createThroughAPI(client *http.Client, base, token, name string) (time.Durat
 // the response: the create command, then waiting on the store for RUNNING.
 func createThroughRaft(ctx context.Context, s *store.Store, orgID, id string, res store.Resources) (time.Duration, error) {
 	start := time.Now()
-	if _, err := s.Apply(ctx, &store.AgentCreate{Agent: store.Agent{ID: id, OrgID: orgID, Name: id, Runtime: "opencode",
-		Resources: res, RuntimePassword: store.NewRuntimePassword(),
-		Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}}); err != nil {
+	if _, err := s.Apply(ctx, &store.AgentCreate{Agent: clusterrpc.WithTestRuntimePassword(store.Agent{ID: id, OrgID: orgID, Name: id, Runtime: "opencode",
+		Resources: res, Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: time.Now().UTC()}, store.NewRuntimePassword())}); err != nil {
 		return 0, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)

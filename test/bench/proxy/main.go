@@ -194,8 +194,8 @@ func startControlPlane(dir string, port int) (*clusterrpc.Server, func(), error)
 		&store.OrgCreate{Org: store.Org{ID: "bench", Name: "bench", CreatedAt: now}},
 		&store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "127.0.0.1",
 			Capacity: store.NodeCapacity{CPUMillis: 1 << 20, MemoryMB: 1 << 20, MaxAgents: 10}, Runtimes: []string{"opencode"}, LastSeen: now}},
-		&store.AgentCreate{Agent: store.Agent{ID: agentID, OrgID: "bench", Name: "bench", Runtime: "opencode", RuntimePassword: "bench-password",
-			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: now}},
+		&store.AgentCreate{Agent: clusterrpc.WithTestRuntimePassword(store.Agent{ID: agentID, OrgID: "bench", Name: "bench", Runtime: "opencode",
+			Desired: store.DesiredRunning, Status: store.StatusProvisioning, CreatedAt: now}, "bench-password")},
 		&store.AgentSetStatus{ID: agentID, FromNode: "n1", Status: store.StatusRunning},
 	} {
 		if _, err := s.Apply(ctx, cmd); err != nil {

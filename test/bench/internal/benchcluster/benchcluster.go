@@ -1,6 +1,6 @@
 // Package benchcluster starts the one-server control plane the benchmark
 // programs run against: real Raft on disk in dir, loopback addresses, short
-// election timeouts, quiet logs.
+// election timeouts, quiet logs, clusterrpc.TestKeyring.
 package benchcluster
 
 import (
@@ -26,6 +26,8 @@ func Start(dir string, adjust func(*clusterrpc.ServerConfig)) (*clusterrpc.Serve
 	cfg.Store.HeartbeatTimeout, cfg.Store.ElectionTimeout, cfg.Store.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
 	cfg.Listener = ln
 	cfg.GossipBind = "127.0.0.1:0"
+	// Agents made with clusterrpc.WithTestRuntimePassword open with it.
+	cfg.Keyring = clusterrpc.TestKeyring()
 	if adjust != nil {
 		adjust(cfg)
 	}
