@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -68,6 +67,9 @@ type Proxy struct {
 	cluster *clusterrpc.Client
 	control *http.Client
 
+	// backends and agentProxy forward to agents: the first body-less
+	// reads (forward.go), the second everything else.
+	backends   *backendPool
 	agentProxy *httputil.ReverseProxy
 	apiProxy   *httputil.ReverseProxy
 	nextAPI    atomic.Uint64
@@ -101,7 +103,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.RuntimeUsername = def.RuntimeUsername
 	}
 	p := &Proxy{
-		cfg: cfg, domain: d, table: newTable(), logger: cfg.Logger.With("component", "proxy"),
+		cfg: cfg, domain: d, table: newTable(cfg.RuntimeUsername), backends: newBackendPool(), logger: cfg.Logger.With("component", "proxy"),
 		cluster: clusterrpc.NewClient(), control: h2c.NewClient(),
 	}
 	p.leaderAPI.Store(-1)
@@ -142,6 +144,19 @@ func New(cfg Config) (*Proxy, error) {
 // Run watches the routing table until ctx ends.
 func (p *Proxy) Run(ctx context.Context) {
 	go p.watchLeader(ctx)
+	go func() {
+		t := time.NewTicker(backendIdleTimeout / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				p.backends.closeAll()
+				return
+			case <-t.C:
+				p.backends.sweep()
+			}
+		}
+	}()
 	p.table.watch(ctx, p.control, p.cfg.ControlAddrs, p.logger)
 }
 
@@ -264,6 +279,12 @@ func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, rt *route) {
 		}
 		rt = woken
 	}
+	if forwardable(r) {
+		if err := p.forward(w, r, rt); err != nil {
+			p.agentError(w, r, err)
+		}
+		return
+	}
 	r = r.WithContext(context.WithValue(r.Context(), routeKey, rt))
 	p.agentProxy.ServeHTTP(w, r)
 }
@@ -274,11 +295,10 @@ func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, rt *route) {
 func (p *Proxy) rewriteAgent(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(*route)
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = net.JoinHostPort(rt.nodeAddress, strconv.Itoa(rt.port))
-	pr.Out.Host = pr.Out.URL.Host
-	pr.Out.Header.Del("Authorization")
+	pr.Out.URL.Host = rt.backendAddr
+	pr.Out.Host = rt.backendAddr
 	pr.Out.Header.Del("Cookie") // the platform's own cookies stay with the platform
-	pr.Out.SetBasicAuth(p.cfg.RuntimeUsername, rt.password)
+	pr.Out.Header.Set("Authorization", rt.basicAuth)
 	pr.SetXForwarded()
 }
 

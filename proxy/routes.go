@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +29,11 @@ type route struct {
 	password    string
 	autostart   bool
 	nodeDown    bool
+	// backendAddr (node address and port) and basicAuth (the runtime's
+	// credential as an Authorization value) are made once here rather
+	// than on every request.
+	backendAddr string
+	basicAuth   string
 }
 
 func (r *route) running() bool { return r.status == "RUNNING" && r.desired == "running" }
@@ -33,17 +41,19 @@ func (r *route) running() bool { return r.status == "RUNNING" && r.desired == "r
 // table is the routing table, held in memory: a request never waits on the
 // control plane for it.
 type table struct {
-	mu     sync.RWMutex
-	byPort map[int]*route
-	byID   map[string]*route
-	synced bool
+	// username is the runtime's basic-auth user.
+	username string
+	mu       sync.RWMutex
+	byPort   map[int]*route
+	byID     map[string]*route
+	synced   bool
 	// changed is closed and replaced on every update, for requests that
 	// wait for an agent to start.
 	changed chan struct{}
 }
 
-func newTable() *table {
-	return &table{byPort: map[int]*route{}, byID: map[string]*route{}, changed: make(chan struct{})}
+func newTable(username string) *table {
+	return &table{username: username, byPort: map[int]*route{}, byID: map[string]*route{}, changed: make(chan struct{})}
 }
 
 // lookupPort and lookupID are the hot path: a read lock and a map read.
@@ -88,6 +98,8 @@ func (t *table) apply(m *routev1.WatchRoutesResponse) {
 			agentID: r.GetAgentId(), port: int(r.GetPort()), nodeAddress: r.GetNodeAddress(), status: r.GetStatus(),
 			desired: r.GetDesired(), password: r.GetRuntimePassword(), autostart: r.GetAutostart(), nodeDown: r.GetNodeDown(),
 		}
+		nr.backendAddr = net.JoinHostPort(nr.nodeAddress, strconv.Itoa(nr.port))
+		nr.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(t.username+":"+nr.password))
 		t.byID[nr.agentID] = nr
 		if nr.port != 0 {
 			t.byPort[nr.port] = nr

@@ -18,7 +18,7 @@ func agentIDFor(i int) string {
 
 // bigTable holds n running agents on ports 10000…
 func bigTable(n int) *table {
-	t := newTable()
+	t := newTable("opencode")
 	m := &routev1.WatchRoutesResponse{Snapshot: true, Index: 1}
 	for i := range n {
 		m.Routes = append(m.Routes, &routev1.Route{AgentId: agentIDFor(i), Port: uint32(10000 + i), NodeAddress: "10.0.0.1",

@@ -1,0 +1,366 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The forwarder is the agents' fast path: a body-less GET, HEAD or OPTIONS
+// request (an agent's UI assets, its API reads, its event stream) is
+// written to a kept-alive connection to the agent and its answer read back
+// on the goroutine serving the client. net/http's Transport hands every
+// request and answer across two goroutines of its own per connection; on a
+// loaded machine those hand-offs cost more than the forwarding itself.
+// Everything else — bodies, upgrades — goes through httputil.ReverseProxy.
+
+const (
+	// maxIdlePerBackend bounds the kept-alive connections to one agent.
+	maxIdlePerBackend = 64
+	// backendIdleTimeout closes connections to agents unused this long.
+	backendIdleTimeout = 90 * time.Second
+	// maxBackendHeaderBytes bounds an agent's response headers: agents are
+	// tenants' code and may answer anything.
+	maxBackendHeaderBytes = 1 << 20
+	dialTimeout           = 5 * time.Second
+)
+
+// forwardable reports whether r takes the fast path: a method a retry
+// cannot repeat the effect of, no body, no upgrade.
+func forwardable(r *http.Request) bool {
+	return readOnly(r.Method) && r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
+		r.Header.Get("Upgrade") == "" && r.Header.Get("Expect") == ""
+}
+
+// backendConn is one kept-alive connection to an agent.
+type backendConn struct {
+	net.Conn
+	addr     string
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	idleFrom time.Time
+	// readLimit bounds what the next reads may return (the response
+	// header limit); math.MaxInt64 when reading a body.
+	readLimit int64
+}
+
+func (c *backendConn) Read(p []byte) (int, error) {
+	if c.readLimit <= 0 {
+		return 0, errors.New("proxy: agent's response headers too large")
+	}
+	if int64(len(p)) > c.readLimit {
+		p = p[:c.readLimit]
+	}
+	n, err := c.Conn.Read(p)
+	c.readLimit -= int64(n)
+	return n, err
+}
+
+// backendPool keeps idle connections to agents, most recently used first.
+type backendPool struct {
+	mu   sync.Mutex
+	idle map[string][]*backendConn
+}
+
+func newBackendPool() *backendPool { return &backendPool{idle: map[string][]*backendConn{}} }
+
+// get returns an idle connection to addr, or nil.
+func (p *backendPool) get(addr string) *backendConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	conns := p.idle[addr]
+	for len(conns) > 0 {
+		c := conns[len(conns)-1]
+		conns = conns[:len(conns)-1]
+		if time.Since(c.idleFrom) < backendIdleTimeout {
+			p.idle[addr] = conns
+			return c
+		}
+		c.Close()
+	}
+	delete(p.idle, addr)
+	return nil
+}
+
+func (p *backendPool) put(c *backendConn) {
+	c.idleFrom = time.Now()
+	p.mu.Lock()
+	conns := p.idle[c.addr]
+	if len(conns) < maxIdlePerBackend {
+		p.idle[c.addr] = append(conns, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// sweep closes connections idle too long, so that a moved or deleted
+// agent's connections do not linger.
+func (p *backendPool) sweep() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, conns := range p.idle {
+		kept := conns[:0]
+		for _, c := range conns {
+			if time.Since(c.idleFrom) < backendIdleTimeout {
+				kept = append(kept, c)
+			} else {
+				c.Close()
+			}
+		}
+		clear(conns[len(kept):])
+		if len(kept) == 0 {
+			delete(p.idle, addr)
+		} else {
+			p.idle[addr] = kept
+		}
+	}
+}
+
+func (p *backendPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, conns := range p.idle {
+		for _, c := range conns {
+			c.Close()
+		}
+		delete(p.idle, addr)
+	}
+}
+
+func (p *backendPool) dial(ctx context.Context, addr string) (*backendConn, error) {
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	bc := &backendConn{Conn: c, addr: addr}
+	bc.br = bufio.NewReaderSize(bc, 8<<10)
+	bc.bw = bufio.NewWriterSize(c, 4<<10)
+	return bc, nil
+}
+
+// copyBuffers are the body copy buffers, shared across requests.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// errAgentUnreachable wraps what went wrong before the agent answered.
+type errAgentUnreachable struct{ err error }
+
+func (e errAgentUnreachable) Error() string { return e.err.Error() }
+func (e errAgentUnreachable) Unwrap() error { return e.err }
+
+// aLongTimeAgo is a deadline that makes a connection's blocked reads and
+// writes return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// forward sends r to the agent at rt and copies its answer to w. An error
+// is returned only while nothing has been written to w.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error {
+	c := p.backends.get(rt.backendAddr)
+	reused := c != nil
+	for {
+		if c == nil {
+			var err error
+			if c, err = p.backends.dial(r.Context(), rt.backendAddr); err != nil {
+				return errAgentUnreachable{err}
+			}
+		}
+		// The client going away ends the wait for the agent (for an
+		// event stream, the wait for its next event).
+		conn := c
+		stop := context.AfterFunc(r.Context(), func() { conn.SetDeadline(aLongTimeAgo) })
+		resp, err := roundTrip(c, r, rt)
+		if err != nil {
+			stop()
+			c.Close()
+			if reused && r.Context().Err() == nil {
+				// The agent closed a kept-alive connection as the
+				// request went out; the request is a read, so it is
+				// sent again on a fresh connection, as Transport does.
+				c, reused = nil, false
+				continue
+			}
+			return errAgentUnreachable{err}
+		}
+		reusable := copyResponse(w, r, resp)
+		if stop() && reusable {
+			p.backends.put(c)
+		} else {
+			c.Close()
+		}
+		return nil
+	}
+}
+
+// roundTrip writes r to c, with the runtime's credential and forwarding
+// headers, and reads the response's header.
+func roundTrip(c *backendConn, r *http.Request, rt *route) (*http.Response, error) {
+	bw := c.bw
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	if r.ProtoMajor == 1 && r.RequestURI != "" {
+		bw.WriteString(r.RequestURI) // as the client sent it; net/http checked the request line
+	} else {
+		bw.WriteString(r.URL.RequestURI()) // HTTP/2's :path, escaped again
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(rt.backendAddr)
+	bw.WriteString("\r\nAuthorization: ")
+	bw.WriteString(rt.basicAuth)
+	bw.WriteString("\r\n")
+	writeForwardedHeaders(bw, r)
+	for k, vs := range r.Header {
+		if dropRequestHeader(k, r.Header) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	for {
+		c.readLimit = maxBackendHeaderBytes
+		resp, err := http.ReadResponse(c.br, r)
+		c.readLimit = math.MaxInt64
+		switch {
+		case err != nil:
+			return nil, err
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errors.New("the agent switched protocols unasked")
+		case resp.StatusCode < 200:
+			continue // informational (103 Early Hints): the final answer follows
+		}
+		return resp, nil
+	}
+}
+
+// writeForwardedHeaders sets X-Forwarded-For (appending the client to a
+// chain it sent), -Host and -Proto, as ReverseProxy's SetXForwarded does.
+func writeForwardedHeaders(bw *bufio.Writer, r *http.Request) {
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err == nil {
+		bw.WriteString("X-Forwarded-For: ")
+		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+			bw.WriteString(strings.Join(prior, ", "))
+			bw.WriteString(", ")
+		}
+		bw.WriteString(client)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("X-Forwarded-Host: ")
+	bw.WriteString(r.Host)
+	if r.TLS != nil {
+		bw.WriteString("\r\nX-Forwarded-Proto: https\r\n")
+	} else {
+		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	}
+}
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1) and those
+// net/http's ReverseProxy drops with them.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopHeader(k string) bool {
+	for _, h := range hopHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// dropRequestHeader reports whether header k of a client's request stays
+// behind: hop-by-hop headers and those Connection names, the client's own
+// credentials and cookies (the platform's stay with the platform; the
+// agent gets the runtime's credential instead), and forwarding headers,
+// which the proxy sets itself.
+func dropRequestHeader(k string, h http.Header) bool {
+	switch k {
+	case "Authorization", "Cookie", "Host", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return isHopHeader(k) || namedByConnection(k, h)
+}
+
+// namedByConnection reports whether the Connection header lists k.
+func namedByConnection(k string, h http.Header) bool {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// copyResponse writes resp to w and reports whether the connection it
+// came on may carry another request.
+// Streams (no length, or server-sent events) are flushed as they come.
+func copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) bool {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if isHopHeader(k) || namedByConnection(k, resp.Header) {
+			continue
+		}
+		h[k] = vs
+	}
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
+	}
+	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if resp.ContentLength >= 0 && r.Method != http.MethodHead {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	w.WriteHeader(resp.StatusCode)
+	var flush func() error
+	if stream {
+		rc := http.NewResponseController(w)
+		flush = rc.Flush
+		flush()
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return false
+			}
+			if flush != nil {
+				flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false
+		}
+	}
+	for k, vs := range resp.Trailer {
+		h[k] = vs
+	}
+	return !resp.Close && r.Context().Err() == nil
+}

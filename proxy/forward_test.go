@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
+)
+
+// rawAgent is a test double for an agent's runtime speaking raw HTTP/1.1,
+// so that a test controls exactly what goes on the wire: it records each
+// request's head and answers with answer(n, head) for the nth request on
+// any connection (from 0), closing the connection after it when close
+// says so.
+type rawAgent struct {
+	port     int
+	conns    atomic.Int32
+	requests chan string
+}
+
+func startRawAgent(t *testing.T, answer func(n int, head string) (resp string, close bool)) *rawAgent {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	a := &rawAgent{port: ln.Addr().(*net.TCPAddr).Port, requests: make(chan string, 100)}
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					var head strings.Builder
+					for {
+						line, err := br.ReadString('\n')
+						if err != nil {
+							return
+						}
+						head.WriteString(line)
+						if line == "\r\n" {
+							break
+						}
+					}
+					select {
+					case a.requests <- head.String():
+					default:
+					}
+					resp, closeAfter := answer(int(n.Add(1)-1), head.String())
+					if _, err := io.WriteString(c, resp); err != nil || closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return a
+}
+
+// forwardingProxy serves every request as one for the agent on port, with
+// runtime password "pw", through the proxy's agent path.
+func forwardingProxy(t *testing.T, port int) (*Proxy, string) {
+	t.Helper()
+	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
+		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
+	srv := httptest.NewServer(NewServer(p.Handler()).Handler)
+	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
+	return p, srv.URL
+}
+
+func proxyGet(t *testing.T, url string, port int, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Host = fmt.Sprintf("a%d.example.test", port)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestForwardRewritesHeadersBothWays(t *testing.T) {
+	agent := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\nok", false
+	})
+	_, url := forwardingProxy(t, agent.port)
+	resp, body := proxyGet(t, url+"/a%2Fb/c?q=1&r=%20", agent.port,
+		"Authorization", "Bearer the-platforms-token", "Cookie", "session=platform", "Connection", "X-Client-Hop",
+		"X-Client-Hop", "1", "Te", "trailers", "X-Forwarded-For", "192.0.2.9", "Forwarded", "for=evil", "X-Forwarded-Host", "evil.test",
+		"X-Kept", "yes")
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("X-Secret-Hop") != "" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Kept") != "yes" {
+		t.Fatalf("response headers: %v", resp.Header)
+	}
+	head := <-agent.requests
+	for _, want := range []string{
+		"GET /a%2Fb/c?q=1&r=%20 HTTP/1.1\r\n",
+		fmt.Sprintf("\r\nHost: 127.0.0.1:%d\r\n", agent.port),
+		"\r\nAuthorization: Basic b3BlbmNvZGU6cHc=\r\n", // opencode:pw
+		"\r\nX-Forwarded-For: 192.0.2.9, 127.0.0.1\r\n",
+		fmt.Sprintf("\r\nX-Forwarded-Host: a%d.example.test\r\n", agent.port),
+		"\r\nX-Forwarded-Proto: http\r\n",
+		"\r\nX-Kept: yes\r\n",
+	} {
+		if !strings.Contains(head, want) {
+			t.Errorf("the agent's request lacks %q:\n%s", want, head)
+		}
+	}
+	for _, gone := range []string{"Bearer", "Cookie", "X-Client-Hop", "Te:", "Forwarded: for=evil", "evil.test", "Connection"} {
+		if strings.Contains(head, gone) {
+			t.Errorf("the agent's request has %q:\n%s", gone, head)
+		}
+	}
+}
+
+func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
+	// Every second answer closes its connection without saying so, as an
+	// agent whose idle timeout struck between requests does: the next
+	// request on the kept connection finds it closed and must be sent
+	// again on a fresh one, unseen by the client.
+	agent := startRawAgent(t, func(n int, _ string) (string, bool) {
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n), n%2 == 1
+	})
+	_, url := forwardingProxy(t, agent.port)
+	for i := range 6 {
+		resp, body := proxyGet(t, url+"/", agent.port)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	// Six requests, a fresh connection after each close: three, and a
+	// retry costs none of its own as long as the close came first.
+	if got := agent.conns.Load(); got < 3 || got > 6 {
+		t.Fatalf("%d connections to the agent for 6 requests, two per connection", got)
+	}
+
+	// Keep-alive: sequential requests share one connection.
+	steady := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	_, url2 := forwardingProxy(t, steady.port)
+	for range 20 {
+		if resp, _ := proxyGet(t, url2+"/", steady.port); resp.StatusCode != 200 {
+			t.Fatal(resp.Status)
+		}
+	}
+	if got := steady.conns.Load(); got != 1 {
+		t.Fatalf("20 sequential requests used %d connections to the agent, want 1", got)
+	}
+}
+
+func TestForwardStreamsChunkedTrailersAndEarlyHints(t *testing.T) {
+	agent := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
+			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+			"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", false
+	})
+	_, url := forwardingProxy(t, agent.port)
+	resp, body := proxyGet(t, url+"/", agent.port)
+	if resp.StatusCode != 200 || body != "hello world" || resp.Trailer.Get("X-Sum") != "11" {
+		t.Fatalf("%d %q trailer %v", resp.StatusCode, body, resp.Trailer)
+	}
+}
+
+func TestForwardRefusesHugeAgentHeaders(t *testing.T) {
+	// An agent is a tenant's code: an endless header must not be held in
+	// memory.
+	agent := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("x", 2<<20) + "\r\n\r\n", true
+	})
+	_, url := forwardingProxy(t, agent.port)
+	if resp, body := proxyGet(t, url+"/", agent.port); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "did not answer") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
+
+func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
+	// An event stream that sends one event and then nothing: when the
+	// client goes, the proxy must drop its connection to the agent
+	// rather than wait for an event that never comes.
+	agentGone := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
+			"d\r\ndata: first\n\n\r\n")
+		io.Copy(io.Discard, c) // until the proxy closes
+		close(agentGone)
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, url := forwardingProxy(t, port)
+	req, _ := http.NewRequest("GET", url+"/event", nil)
+	req.Host = fmt.Sprintf("a%d.example.test", port)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event: %q %v", line, err)
+	}
+	resp.Body.Close()
+	select {
+	case <-agentGone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy kept its connection to the agent after the client left")
+	}
+}
