@@ -247,3 +247,41 @@ func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
 		t.Fatal("the proxy kept its connection to the agent after the client left")
 	}
 }
+
+// BenchmarkForward measures the fast path in-process, client and agent
+// included: its allocations and CPU profile, not a rate to compare (make
+// bench does that with wrk against nginx).
+func BenchmarkForward(b *testing.B) {
+	body := strings.Repeat("x", 128)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, body)
+	}))
+	defer agent.Close()
+	port := agent.Listener.Addr().(*net.TCPAddr).Port
+	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
+		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
+	srv := httptest.NewServer(NewServer(p.Handler()).Handler)
+	defer srv.Close()
+	defer p.backends.closeAll()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	host := fmt.Sprintf("a%d.example.test", port)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+			req.Host = host
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}

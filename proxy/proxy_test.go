@@ -75,6 +75,8 @@ type proxyHarness struct {
 	proxy  *Proxy
 	url    string // the proxy's listener
 	client *http.Client
+	// controlAddr is the control server's cluster address.
+	controlAddr string
 }
 
 func (h *proxyHarness) apply(cmd store.Command) {
@@ -141,6 +143,7 @@ func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 	pc := DefaultConfig()
 	pc.Domain = "Example.Test"
 	pc.ControlAddrs = []string{tc.Servers[0].Addr()}
+	h.controlAddr = tc.Servers[0].Addr()
 	pc.APIAddrs = []string{strings.TrimPrefix(api.URL, "http://")}
 	pc.WakeTimeout = 10 * time.Second
 	if h.proxy, err = New(pc); err != nil {
@@ -336,9 +339,13 @@ func TestProxyStoppedDownAndWakeOnRequest(t *testing.T) {
 	}
 }
 
-func TestProxyRefusesConflictingHosts(t *testing.T) {
+// TestProxyHardening sends what a hostile or broken client might, byte for
+// byte, and wants the documented answer for each; and shows that the
+// control plane's own ports are not agents.
+func TestProxyHardening(t *testing.T) {
 	b := startAgentBackend(t, "pw-h")
 	h := newProxyHarness(t, []int{b.port})
+	h.runningAgent("agaaaaaaaaaaaaaaaaaaaa", "pw-h", false)
 	addr := strings.TrimPrefix(h.url, "http://")
 	raw := func(request string) string {
 		t.Helper()
@@ -350,18 +357,52 @@ func TestProxyRefusesConflictingHosts(t *testing.T) {
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		io.WriteString(conn, request)
 		line, _ := bufio.NewReader(conn).ReadString('\n')
-		return line
+		return strings.TrimSpace(line)
 	}
-	for name, req := range map[string]string{
-		"two Host headers":          "GET / HTTP/1.1\r\nHost: example.test\r\nHost: a1.example.test\r\n\r\n",
-		"absolute URI, other host":  "GET http://evil.test/api/v1/agents HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
-		"absolute URI, agent host":  fmt.Sprintf("GET http://a%d.example.test/ HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", b.port),
-		"no Host":                   "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-		"header over the size cap ": "GET / HTTP/1.1\r\nHost: example.test\r\nX-Big: " + strings.Repeat("x", 128<<10) + "\r\n\r\n",
+	agentHost := fmt.Sprintf("a%d.example.test", b.port)
+	controlPort := h.controlAddr[strings.LastIndexByte(h.controlAddr, ':')+1:]
+	for _, c := range []struct{ name, request, status string }{
+		{"two Host headers", "GET / HTTP/1.1\r\nHost: example.test\r\nHost: " + agentHost + "\r\n\r\n", "400"},
+		{"absolute URI, other host", "GET http://evil.test/api/v1/agents HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", "400"},
+		{"absolute URI, agent host", "GET http://" + agentHost + "/ HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", "400"},
+		{"no Host", "GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "400"},
+		{"header over the size cap", "GET / HTTP/1.1\r\nHost: " + agentHost + "\r\nX-Big: " + strings.Repeat("x", 128<<10) + "\r\n\r\n", "431"},
+		{"API body over the cap", "POST /api/v1/agents HTTP/1.1\r\nHost: example.test\r\nContent-Length: 67108865\r\nConnection: close\r\n\r\n", "413"},
+		{"the agent, for contrast", "GET / HTTP/1.1\r\nHost: " + agentHost + "\r\nConnection: close\r\n\r\n", "200"},
+		{"HTTP/1.0 to the agent", "GET / HTTP/1.0\r\nHost: " + agentHost + "\r\n\r\n", "200"},
+		// The control server's cluster port and the API's are no agent's
+		// port: the proxy routes only ports in its table.
+		{"the control plane's port as an agent", "GET / HTTP/1.1\r\nHost: a" + controlPort + ".example.test\r\nConnection: close\r\n\r\n", "404"},
+		{"the API's internal status on the apex", "GET /v1/status HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", "404"},
+		{"metrics on the apex", "GET /metrics HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n", "404"},
 	} {
-		if line := raw(req); !strings.HasPrefix(line, "HTTP/1.1 400") && !strings.HasPrefix(line, "HTTP/1.1 431") && !strings.HasPrefix(line, "HTTP/1.1 404") {
-			t.Errorf("%s: %q", name, line)
+		if line := raw(c.request); !strings.HasPrefix(line, "HTTP/1.") || strings.Fields(line)[1] != c.status {
+			t.Errorf("%s: %q, want %s", c.name, line, c.status)
 		}
+	}
+
+	// A client that never finishes its header is cut off: NewServer's
+	// header timeout (10 s) is what does it; here it is shortened.
+	if NewServer(nil).ReadHeaderTimeout <= 0 {
+		t.Fatal("NewServer sets no header timeout")
+	}
+	srv := NewServer(h.proxy.Handler())
+	srv.ReadHeaderTimeout = 200 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: "+agentHost+"\r\nX-Slow: ")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("a slow header was not cut off: %v", err)
 	}
 }
 
