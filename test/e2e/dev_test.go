@@ -300,6 +300,7 @@ type agentStatus struct {
 	} `json:"sessions"`
 	ErrorMsg  *string `json:"errorMsg"`
 	CreatedAt string  `json:"createdAt"`
+	Autostart bool    `json:"autostart"`
 }
 
 // waitUntilIdle polls GET agent every 200 ms, as the reference's
