@@ -192,11 +192,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 			}
 			return errAgentUnreachable{err}
 		}
-		reusable := copyResponse(w, r, resp)
-		if stop() && reusable {
+		err = copyResponse(w, r, resp)
+		if stop() && err == nil && !resp.Close {
 			p.backends.put(c)
 		} else {
 			c.Close()
+		}
+		if err != nil {
+			// The answer is cut off after its header went out: the
+			// client must see it broken (the connection reset, or the
+			// HTTP/2 stream), never a clean end of a short body.
+			panic(http.ErrAbortHandler)
 		}
 		return nil
 	}
@@ -313,10 +319,9 @@ func namedByConnection(k string, h http.Header) bool {
 	return false
 }
 
-// copyResponse writes resp to w and reports whether the connection it
-// came on may carry another request.
+// copyResponse writes resp to w, and says what broke the copy, if anything.
 // Streams (no length, or server-sent events) are flushed as they come.
-func copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) bool {
+func copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
 	defer resp.Body.Close()
 	h := w.Header()
 	for k, vs := range resp.Header {
@@ -346,7 +351,7 @@ func copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) b
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return false
+				return werr
 			}
 			if flush != nil {
 				flush()
@@ -356,11 +361,11 @@ func copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) b
 			break
 		}
 		if err != nil {
-			return false
+			return err
 		}
 	}
 	for k, vs := range resp.Trailer {
 		h[k] = vs
 	}
-	return !resp.Close && r.Context().Err() == nil
+	return nil
 }

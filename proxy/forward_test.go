@@ -285,3 +285,28 @@ func BenchmarkForward(b *testing.B) {
 		}
 	})
 }
+
+func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
+	// The agent dies halfway through an answer: the client must see an
+	// error, never a short body that ends cleanly.
+	for name, answer := range map[string]string{
+		"chunked":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+		"content-length": "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+	} {
+		t.Run(name, func(t *testing.T) {
+			agent := startRawAgent(t, func(int, string) (string, bool) { return answer, true })
+			_, url := forwardingProxy(t, agent.port)
+			req, _ := http.NewRequest("GET", url+"/", nil)
+			req.Host = fmt.Sprintf("a%d.example.test", agent.port)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return // broken before the header came: as good
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err == nil {
+				t.Fatalf("a cut-off answer read cleanly: %d %q", resp.StatusCode, b)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -211,13 +212,18 @@ const routeKey ctxKey = 0
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
-	kind := p.serve(rec, r, p.domain.Match(r.Host))
-	p.metrics.observe(kind, rec.status(), time.Since(start))
-	if !p.cfg.AccessLog {
-		return
-	}
-	p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
-		"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+	t := p.domain.Match(r.Host)
+	kind := t.Kind
+	// Deferred, so that an answer cut off (http.ErrAbortHandler) is
+	// counted and logged too.
+	defer func() {
+		p.metrics.observe(kind, rec.status(), time.Since(start))
+		if p.cfg.AccessLog {
+			p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
+				"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+		}
+	}()
+	kind = p.serve(rec, r, t)
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKind {
@@ -467,8 +473,17 @@ func (s *statusRecorder) status() int {
 	return s.code
 }
 
-// Unwrap lets http.ResponseController reach flushing and hijacking (SSE,
-// WebSocket upgrades).
+// Hijack hands the connection over for a WebSocket: ReverseProxy writes
+// the agent's 101 on it itself, so it is recorded here.
+func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err == nil && s.code == 0 {
+		s.code = http.StatusSwitchingProtocols
+	}
+	return c, brw, err
+}
+
+// Unwrap lets http.ResponseController reach flushing (SSE).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusRecorder) Flush() {

@@ -285,6 +285,18 @@ func TestProxyStreamsEventsAndWebSockets(t *testing.T) {
 			t.Fatal("websockets gauge never went back to 0 after the socket closed")
 		}
 	}
+	// The upgrade is counted as what it was: a 101.
+	for deadline := time.Now().Add(10 * time.Second); counterValue(h.proxy.metrics.requests.WithLabelValues("agent_id", "101")) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the WebSocket was not counted as a 101")
+		}
+	}
+}
+
+func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
 }
 
 func TestProxyStoppedDownAndWakeOnRequest(t *testing.T) {
