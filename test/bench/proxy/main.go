@@ -31,7 +31,16 @@ import (
 
 func main() {
 	duration := flag.Duration("duration", 10*time.Second, "each wrk run")
+	floor := flag.String("floor-forwarder", "", "internal: run the floor forwarder on `listen,backend` addresses")
 	flag.Parse()
+	if *floor != "" {
+		listen, backend, _ := strings.Cut(*floor, ",")
+		if err := floorForwarder(listen, backend); err != nil {
+			fmt.Fprintln(os.Stderr, "floor forwarder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*duration); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -98,11 +107,29 @@ func run(d time.Duration) error {
 	}
 	defer stopNginx()
 
+	// The floor: the least a Go forwarder can do per request (see
+	// floorForwarder), in its own process like the others.
+	floorAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	floorCmd := exec.Command(self, "-floor-forwarder", floorAddr+",127.0.0.1:"+strconv.Itoa(backendPort))
+	floorCmd.Stderr = os.Stderr
+	if err := floorCmd.Start(); err != nil {
+		return err
+	}
+	defer func() { floorCmd.Process.Kill(); floorCmd.Wait() }()
+
 	host := fmt.Sprintf("a%d.example.test", backendPort)
 	targets := []struct{ name, url, host string }{
 		{"direct to the backend", "http://127.0.0.1:" + strconv.Itoa(backendPort) + "/", ""},
 		{"agenthost proxy", "http://" + proxyAddr + "/", host},
 		{"nginx, configured the same", "http://" + nginxAddr + "/", host},
+		{"floor: bytes-only Go forwarder", "http://" + floorAddr + "/", host},
 	}
 	for _, t := range targets[1:] {
 		if err := waitFor(t.url, t.host, body); err != nil {
@@ -143,6 +170,8 @@ func run(d time.Duration) error {
 	}
 	fmt.Printf("\nagenthost proxy: %.2fx direct (target ≥ 0.6x), %.2fx nginx (target ≥ 1.1x), adds %.0fµs at p50 with 1 connection (target ≤ 100µs)\n",
 		rows[1].rps/rows[0].rps, rows[1].rps/rows[2].rps, single[1].p50-single[0].p50)
+	fmt.Printf("floor (a Go forwarder that parses nothing): %.2fx direct, %.2fx nginx, adds %.0fµs; agenthost proxy is %.2fx the floor\n",
+		rows[3].rps/rows[0].rps, rows[3].rps/rows[2].rps, single[3].p50-single[0].p50, rows[1].rps/rows[3].rps)
 	return nil
 }
 
