@@ -13,6 +13,9 @@ type metrics struct {
 	wakes    prometheus.Counter
 	active   *prometheus.GaugeVec
 	sockets  *prometheus.GaugeVec
+	// connections is not by route kind: a client connection is not bound
+	// to one host.
+	connections prometheus.Gauge
 	// byKind holds each route kind's series, looked up once here rather
 	// than by label on every request.
 	byKind [RouteAgentID + 1]kindMetrics
@@ -47,11 +50,15 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 		Namespace: "agenthost", Subsystem: "proxy", Name: "websockets",
 		Help: "WebSocket connections open through the proxy now, by route kind.",
 	}, []string{"kind"})
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "open_connections",
+		Help: "Client connections open to the proxy now, HTTP/1.1 and HTTP/2 (a WebSocket, once upgraded, counts in agenthost_proxy_websockets instead).",
+	})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "routes",
 		Help: "Agents in the proxy's routing table.",
 	}, func() float64 { return float64(t.size()) })
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, routes} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, m.connections, routes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -120,6 +120,13 @@ func (h *proxyHarness) waitRoute(id string, ok func(*route) bool) {
 func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 	t.Helper()
 	tc := clusterrpc.NewTestCluster(t, 1)
+	return newProxyHarnessOn(t, tc, ports, []int{0})
+}
+
+// newProxyHarnessOn is newProxyHarness on a cluster of any size: the proxy
+// watches routes from the servers watched, in that order.
+func newProxyHarnessOn(t testing.TB, tc *clusterrpc.TestCluster, ports []int, watched []int) *proxyHarness {
+	t.Helper()
 	st := tc.Servers[tc.WaitForLeader()].Store
 	h := &proxyHarness{t: t, st: st, client: &http.Client{Timeout: 30 * time.Second}}
 	cfg, err := st.State().ClusterConfig()
@@ -142,8 +149,10 @@ func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 	t.Cleanup(api.Close)
 	pc := DefaultConfig()
 	pc.Domain = "Example.Test"
-	pc.ControlAddrs = []string{tc.Servers[0].Addr()}
-	h.controlAddr = tc.Servers[0].Addr()
+	for _, i := range watched {
+		pc.ControlAddrs = append(pc.ControlAddrs, tc.Servers[i].Addr())
+	}
+	h.controlAddr = pc.ControlAddrs[0]
 	pc.APIAddrs = []string{strings.TrimPrefix(api.URL, "http://")}
 	pc.WakeTimeout = 10 * time.Second
 	if h.proxy, err = New(pc); err != nil {
@@ -154,7 +163,7 @@ func newProxyHarness(t testing.TB, ports []int) *proxyHarness {
 	go func() { defer close(done); h.proxy.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = NewServer(h.proxy.Handler())
+	srv.Config = h.proxy.NewServer()
 	srv.Start()
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
@@ -243,6 +252,9 @@ func TestProxyStreamsEventsAndWebSockets(t *testing.T) {
 	if line, err := rd.ReadString('\n'); err != nil || line != "data: first\n" {
 		t.Fatalf("first event: %q %v", line, err)
 	}
+	if n := gaugeValue(h.proxy.metrics.connections); n < 1 {
+		t.Errorf("open connections gauge with a stream open: %v", n)
+	}
 	// The table changes while the stream is open (another agent comes):
 	// the stream carries on.
 	h.runningAgent("agdddddddddddddddddddd", "pw-spare", false)
@@ -285,6 +297,15 @@ func TestProxyStreamsEventsAndWebSockets(t *testing.T) {
 			t.Fatal("websockets gauge never went back to 0 after the socket closed")
 		}
 	}
+	// Every connection closed (the upgraded one left the count when it
+	// was handed over): the gauge is back to 0.
+	resp.Body.Close()
+	h.client.CloseIdleConnections()
+	for deadline := time.Now().Add(10 * time.Second); gaugeValue(h.proxy.metrics.connections) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("open connections gauge never went back to 0: %v", gaugeValue(h.proxy.metrics.connections))
+		}
+	}
 	// The upgrade is counted as what it was: a 101.
 	for deadline := time.Now().Add(10 * time.Second); counterValue(h.proxy.metrics.requests.WithLabelValues("agent_id", "101")) != 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -297,6 +318,40 @@ func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
 	var m dto.Metric
 	c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestProxyRouteWatchMovesOn: the control server the proxy watches goes
+// away; the proxy watches the next one, starting from a snapshot, so that
+// an agent deleted and one created while it was cut off come out right.
+func TestProxyRouteWatchMovesOn(t *testing.T) {
+	first, second := startAgentBackend(t, "pw-1"), startAgentBackend(t, "pw-2")
+	tc := clusterrpc.NewTestCluster(t, 3)
+	leader := tc.WaitForLeader()
+	follower := tc.Follower()
+	other := 3 - leader - follower
+	h := newProxyHarnessOn(t, tc, []int{first.port, second.port}, []int{follower, other, leader})
+	const gone, comes = "agffffffffffffffffffff", "aggggggggggggggggggggg"
+	h.runningAgent(gone, "pw-1", false)
+	if code, _ := h.get(gone+".example.test", "/"); code == http.StatusNotFound {
+		t.Fatal("the first agent is not routed")
+	}
+
+	tc.Kill(follower)
+	h.apply(&store.AgentDelete{ID: gone})
+	pw := "pw-1"
+	first.password.Store(&pw)
+	second.password.Store(&pw)
+	h.runningAgent(comes, "pw-1", false)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		goneCode, _ := h.get(gone+".example.test", "/")
+		comesCode, body := h.get(comes+".example.test", "/x")
+		if goneCode == http.StatusNotFound && comesCode == http.StatusOK && body == "hello from the agent at /x" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the watched server went: deleted agent %d, new agent %d %q", goneCode, comesCode, body)
+		}
+	}
 }
 
 func TestProxyStoppedDownAndWakeOnRequest(t *testing.T) {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net"
 	"net/http"
 	"time"
 )
@@ -16,4 +17,19 @@ func NewServer(h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+}
+
+// NewServer returns an http.Server for the proxy (see the package's
+// NewServer) that also counts its open client connections.
+func (p *Proxy) NewServer() *http.Server {
+	srv := NewServer(p)
+	srv.ConnState = func(_ net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			p.metrics.connections.Inc()
+		case http.StateHijacked, http.StateClosed:
+			p.metrics.connections.Dec()
+		}
+	}
+	return srv
 }

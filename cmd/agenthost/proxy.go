@@ -95,7 +95,7 @@ func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, https
 		if err != nil {
 			return "", fmt.Errorf("listen on %s: %w", addr, err)
 		}
-		srv := proxy.NewServer(p.Handler())
+		srv := p.NewServer()
 		srv.TLSConfig = tlsConfig
 		servers = append(servers, srv)
 		if tlsConfig != nil {
