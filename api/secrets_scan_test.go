@@ -6,12 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +69,6 @@ func mustCall(t testing.TB, url, token, method, key string, body any) map[string
 // canary stored in the clear (a scope name) must be found, in the bolt file
 // and in a snapshot, or the scan proves nothing.
 func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
-	var dataDirs []string
 	line, err := keyring.NewKeyLine("k1")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +78,6 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc := clusterrpc.NewTestClusterWith(t, 3, func(c *clusterrpc.ServerConfig) {
-		dataDirs = append(dataDirs, c.Store.DataDir)
 		c.Keyring = kr
 	})
 	leader := tc.WaitForLeader()
@@ -163,45 +158,13 @@ func TestNoSecretOrTokenInRaftLogBoltOrSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.WaitForIndex(st.Index())
-	for i, s := range tc.Servers {
-		if err := s.Store.Raft().Snapshot().Error(); err != nil {
-			t.Fatalf("snapshot server %d: %v", i, err)
-		}
-	}
-	tc.Shutdown()
-
-	canaryIn := map[string]bool{}
-	for _, dir := range dataDirs {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			for _, v := range append(append([]string{}, secrets...), tokens...) {
-				for _, n := range scanNeedles(v) {
-					if bytes.Contains(b, n) {
-						t.Errorf("%s holds a secret, token or runtime password (%q…)", path, v[:12])
-					}
+	tc.ScanDataFiles(canary, func(path string, b []byte) {
+		for _, v := range append(append([]string{}, secrets...), tokens...) {
+			for _, n := range scanNeedles(v) {
+				if bytes.Contains(b, n) {
+					t.Errorf("%s holds a secret, token or runtime password (%q…)", path, v[:12])
 				}
 			}
-			if bytes.Contains(b, []byte(canary)) {
-				switch {
-				case strings.HasSuffix(path, ".db"):
-					canaryIn["bolt"] = true
-				case strings.Contains(path, "snapshots"):
-					canaryIn["snapshot"] = true
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
-	}
-	if !canaryIn["bolt"] || !canaryIn["snapshot"] {
-		t.Fatalf("the canary was found in %v; the scan must see the bolt files and the snapshots", canaryIn)
-	}
+	})
 }

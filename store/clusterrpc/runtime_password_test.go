@@ -5,10 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,9 +28,9 @@ type passwordFixture struct {
 	now time.Time
 }
 
-func newPasswordFixture(t *testing.T, servers int, adjust func(*ServerConfig)) *passwordFixture {
+func newPasswordFixture(t *testing.T, servers int) *passwordFixture {
 	t.Helper()
-	tc := NewTestClusterWith(t, servers, adjust)
+	tc := NewTestCluster(t, servers)
 	f := &passwordFixture{t: t, tc: tc, s: tc.Servers[tc.WaitForLeader()].Store, now: time.Now().UTC()}
 	f.apply(&store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: f.now}})
 	f.apply(&store.NodeRegister{Node: store.Node{ID: "n1", Name: "n1", Address: "10.0.0.7",
@@ -71,8 +67,7 @@ func (f *passwordFixture) agent(kr *keyring.Keyring, id, password string) {
 // must not be there. A canary stored in the clear (an agent's name) must be
 // found in both kinds of file, or the scan proves nothing.
 func TestNoRuntimePasswordInRaftLogSnapshotsOrState(t *testing.T) {
-	var dataDirs []string
-	f := newPasswordFixture(t, 3, func(c *ServerConfig) { dataDirs = append(dataDirs, c.Store.DataDir) })
+	f := newPasswordFixture(t, 3)
 	const canary = "canary-agent-name-51f0c3"
 	passwords := map[string]string{canary: "runtime-password-canary-0123456789abcdef"}
 	for _, id := range []string{"a1", "a2"} {
@@ -113,40 +108,7 @@ func TestNoRuntimePasswordInRaftLogSnapshotsOrState(t *testing.T) {
 		}
 	}
 
-	for i, srv := range f.tc.Servers {
-		if err := srv.Store.Raft().Snapshot().Error(); err != nil {
-			t.Fatalf("snapshot server %d: %v", i, err)
-		}
-	}
-	f.tc.Shutdown()
-	canaryIn := map[string]bool{}
-	for _, dir := range dataDirs {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			scan(path, b)
-			if bytes.Contains(b, []byte(canary)) {
-				switch {
-				case strings.HasSuffix(path, ".db"):
-					canaryIn["bolt"] = true
-				case strings.Contains(path, "snapshots"):
-					canaryIn["snapshot"] = true
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !canaryIn["bolt"] || !canaryIn["snapshot"] {
-		t.Fatalf("the canary was found in %v; the scan must see the bolt files and the snapshots", canaryIn)
-	}
+	f.tc.ScanDataFiles(canary, scan)
 }
 
 // TestNodesAndProxiesGetTheOpenedPassword: a node's assignments and a
@@ -154,7 +116,7 @@ func TestNoRuntimePasswordInRaftLogSnapshotsOrState(t *testing.T) {
 // sealed under a key the server lacks goes out without one, logged, and
 // the others are unaffected.
 func TestNodesAndProxiesGetTheOpenedPassword(t *testing.T) {
-	f := newPasswordFixture(t, 1, nil)
+	f := newPasswordFixture(t, 1)
 	line, _ := keyring.NewKeyLine("elsewhere")
 	foreign, _ := keyring.Parse([]byte(line))
 	f.agent(TestKeyring(), "a1", "pw-one")

@@ -98,7 +98,7 @@ func TestResealSecretsRotatesTheKey(t *testing.T) {
 // keeps that, and one sealed under a key the ring lacks is reported and left
 // as it is; the rest are re-sealed.
 func TestResealRuntimePasswordsLosesNothing(t *testing.T) {
-	f := newPasswordFixture(t, 1, nil)
+	f := newPasswordFixture(t, 1)
 	ctx := context.Background()
 	l1, _ := keyring.NewKeyLine("k1")
 	l2, _ := keyring.NewKeyLine("k2")
@@ -147,7 +147,7 @@ func TestResealRuntimePasswordsLosesNothing(t *testing.T) {
 // the key an agent's password is sealed under is refused, though no secret
 // uses that key.
 func TestReloadKeyringKeepsKeysThatSealRuntimePasswords(t *testing.T) {
-	f := newPasswordFixture(t, 1, nil)
+	f := newPasswordFixture(t, 1)
 	l1, _ := keyring.NewKeyLine("k1")
 	l2, _ := keyring.NewKeyLine("k2")
 	kr, _ := keyring.Parse([]byte(l1))

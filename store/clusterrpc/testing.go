@@ -1,12 +1,16 @@
 package clusterrpc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,5 +230,51 @@ func (tc *TestCluster) Shutdown() {
 			s.Shutdown()
 			tc.Servers[i] = nil
 		}
+	}
+}
+
+// ScanDataFiles makes every running server take a snapshot, shuts the
+// cluster down, and hands scan every file of every server's data directory
+// (Raft's bolt log and the snapshots among them). canary is a value the
+// test wrote to the store: it must turn up in a bolt file and in a
+// snapshot, so that a scan that finds nothing has shown that it looked.
+func (tc *TestCluster) ScanDataFiles(canary string, scan func(path string, b []byte)) {
+	tc.t.Helper()
+	for i, s := range tc.Servers {
+		if s == nil {
+			continue
+		}
+		if err := s.Store.Raft().Snapshot().Error(); err != nil {
+			tc.t.Fatalf("snapshot server %d: %v", i, err)
+		}
+	}
+	tc.Shutdown()
+	canaryIn := map[string]bool{}
+	for _, cfg := range tc.configs {
+		err := filepath.WalkDir(cfg.Store.DataDir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			scan(path, b)
+			if bytes.Contains(b, []byte(canary)) {
+				switch {
+				case strings.HasSuffix(path, ".db"):
+					canaryIn["bolt"] = true
+				case strings.Contains(path, "snapshots"):
+					canaryIn["snapshot"] = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			tc.t.Fatal(err)
+		}
+	}
+	if !canaryIn["bolt"] || !canaryIn["snapshot"] {
+		tc.t.Fatalf("the canary was found in %v; the scan must see the bolt files and the snapshots", canaryIn)
 	}
 }

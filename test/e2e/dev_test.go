@@ -232,6 +232,14 @@ func (d *dev) asOperator() *dev {
 // when d.check is set.
 func (d *dev) call(method, path string, body any, out any) int {
 	d.t.Helper()
+	req := d.jsonRequest(method, d.base+path, body)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	return d.do(req, out)
+}
+
+// jsonRequest is a request to url with body, when not nil, as JSON.
+func (d *dev) jsonRequest(method, url string, body any) *http.Request {
+	d.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -240,15 +248,14 @@ func (d *dev) call(method, path string, body any, out any) int {
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, d.base+path, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+d.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return d.do(req, out)
+	return req
 }
 
 func (d *dev) do(req *http.Request, out any) int {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -178,19 +177,8 @@ func (d *dev) proxyAnswers(host, path string, status int, want string) (*http.Re
 // (OpenCode's own API) and decodes a 2xx answer into out.
 func (d *dev) agentCall(host, method, path string, body, out any) int {
 	d.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+d.proxyAddr+path, rd)
+	req := d.jsonRequest(method, "http://"+d.proxyAddr+path, body)
 	req.Host = host
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
 	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		d.t.Fatalf("%s %s%s through the proxy: %v", method, host, path, err)
