@@ -43,7 +43,7 @@ func forwardable(r *http.Request) bool {
 // backendConn is one kept-alive connection to an agent.
 type backendConn struct {
 	net.Conn
-	addr     string
+	pool     string // route.poolAddr
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
@@ -64,7 +64,8 @@ func (c *backendConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// backendPool keeps idle connections to agents, most recently used first.
+// backendPool keeps idle connections to agents, most recently used first,
+// in one pool per agent (route.poolAddr).
 type backendPool struct {
 	mu   sync.Mutex
 	idle map[string][]*backendConn
@@ -72,30 +73,30 @@ type backendPool struct {
 
 func newBackendPool() *backendPool { return &backendPool{idle: map[string][]*backendConn{}} }
 
-// get returns an idle connection to addr, or nil.
-func (p *backendPool) get(addr string) *backendConn {
+// get returns an idle connection from pool, or nil.
+func (p *backendPool) get(pool string) *backendConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	conns := p.idle[addr]
+	conns := p.idle[pool]
 	for len(conns) > 0 {
 		c := conns[len(conns)-1]
 		conns = conns[:len(conns)-1]
 		if time.Since(c.idleFrom) < backendIdleTimeout {
-			p.idle[addr] = conns
+			p.idle[pool] = conns
 			return c
 		}
 		c.Close()
 	}
-	delete(p.idle, addr)
+	delete(p.idle, pool)
 	return nil
 }
 
 func (p *backendPool) put(c *backendConn) {
 	c.idleFrom = time.Now()
 	p.mu.Lock()
-	conns := p.idle[c.addr]
+	conns := p.idle[c.pool]
 	if len(conns) < maxIdlePerBackend {
-		p.idle[c.addr] = append(conns, c)
+		p.idle[c.pool] = append(conns, c)
 		c = nil
 	}
 	p.mu.Unlock()
@@ -109,7 +110,7 @@ func (p *backendPool) put(c *backendConn) {
 func (p *backendPool) sweep() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, conns := range p.idle {
+	for pool, conns := range p.idle {
 		kept := conns[:0]
 		for _, c := range conns {
 			if time.Since(c.idleFrom) < backendIdleTimeout {
@@ -120,9 +121,9 @@ func (p *backendPool) sweep() {
 		}
 		clear(conns[len(kept):])
 		if len(kept) == 0 {
-			delete(p.idle, addr)
+			delete(p.idle, pool)
 		} else {
-			p.idle[addr] = kept
+			p.idle[pool] = kept
 		}
 	}
 }
@@ -130,21 +131,23 @@ func (p *backendPool) sweep() {
 func (p *backendPool) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for addr, conns := range p.idle {
+	for pool, conns := range p.idle {
 		for _, c := range conns {
 			c.Close()
 		}
-		delete(p.idle, addr)
+		delete(p.idle, pool)
 	}
 }
 
-func (p *backendPool) dial(ctx context.Context, addr string) (*backendConn, error) {
+// dial connects to addr, for the pool named poolAddr: one per agent (see
+// route.poolAddr).
+func (p *backendPool) dial(ctx context.Context, poolAddr, addr string) (*backendConn, error) {
 	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	bc := &backendConn{Conn: c, addr: addr}
+	bc := &backendConn{Conn: c, pool: poolAddr}
 	bc.br = bufio.NewReaderSize(bc, 8<<10)
 	bc.bw = bufio.NewWriterSize(c, 4<<10)
 	return bc, nil
@@ -166,12 +169,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 // forward sends r to the agent at rt and copies its answer to w. An error
 // is returned only while nothing has been written to w.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error {
-	c := p.backends.get(rt.backendAddr)
+	c := p.backends.get(rt.poolAddr)
 	reused := c != nil
 	for {
 		if c == nil {
 			var err error
-			if c, err = p.backends.dial(r.Context(), rt.backendAddr); err != nil {
+			if c, err = p.backends.dial(r.Context(), rt.poolAddr, rt.backendAddr); err != nil {
 				return errAgentUnreachable{err}
 			}
 		}

@@ -310,3 +310,46 @@ func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
 		})
 	}
 }
+
+func TestKeptConnectionsServeOneAgentOnly(t *testing.T) {
+	// Agent A's port passes to agent B (A deleted, B placed on the same
+	// node and port): B's requests, carrying B's credential, must not go
+	// out on a connection kept from A — on the fast path or on
+	// ReverseProxy's.
+	agent := startRawAgent(t, func(_ int, head string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	p, url := forwardingProxy(t, agent.port)
+	route := func(id string) {
+		p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: id, Port: uint32(agent.port),
+			NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw-" + id}}})
+	}
+	post := func() {
+		t.Helper()
+		req, _ := http.NewRequest("POST", url+"/session", strings.NewReader("{}"))
+		req.Host = fmt.Sprintf("a%d.example.test", agent.port)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatal(resp.Status)
+		}
+	}
+	route("agaaaaaaaaaaaaaaaaaaaa")
+	proxyGet(t, url+"/", agent.port)
+	post()
+	proxyGet(t, url+"/", agent.port)
+	post()
+	if got := agent.conns.Load(); got != 2 {
+		t.Fatalf("agent A: %d connections, want 2 (one per path, each kept)", got)
+	}
+	route("agbbbbbbbbbbbbbbbbbbbb")
+	proxyGet(t, url+"/", agent.port)
+	post()
+	if got := agent.conns.Load(); got != 4 {
+		t.Fatalf("after the port passed to agent B: %d connections, want 4 (B's own)", got)
+	}
+}

@@ -112,24 +112,42 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	transport := &http.Transport{
-		Proxy:                 nil, // never an environment proxy: nodes are internal
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0, // agents stream; the client decides how long to wait
-		ForceAttemptHTTP2:     false,
+	newTransport := func() *http.Transport {
+		return &http.Transport{
+			Proxy:                 nil, // never an environment proxy: nodes are internal
+			DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   maxIdlePerBackend,
+			IdleConnTimeout:       backendIdleTimeout,
+			ResponseHeaderTimeout: 0, // agents stream; the client decides how long to wait
+			ForceAttemptHTTP2:     false,
+		}
+	}
+	agentTransport := newTransport()
+	// Kept-alive connections to agents are pooled per agent, never per
+	// node address alone: a port freed by a deleted agent may be another
+	// tenant's agent's a moment later, and a connection kept from before
+	// must not carry the new agent's credential to the old one. The
+	// request's URL names the agent (rewriteAgent); the dial finds its
+	// node.
+	agentTransport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		id, _, _ := net.SplitHostPort(addr)
+		rt := p.table.lookupID(id)
+		if rt == nil {
+			return nil, fmt.Errorf("agent %s is no longer routed", id)
+		}
+		return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext(ctx, network, rt.backendAddr)
 	}
 	p.agentProxy = &httputil.ReverseProxy{
 		Rewrite:   p.rewriteAgent,
-		Transport: transport,
+		Transport: agentTransport,
 		// Streams (text/event-stream, or no Content-Length) are flushed
 		// on every write by ReverseProxy itself; other answers go out in
 		// one write, headers and body together.
 		FlushInterval: 0,
 		ErrorHandler:  p.agentError,
 	}
+	transport := newTransport()
 	p.apiProxy = &httputil.ReverseProxy{
 		Rewrite:       p.rewriteAPI,
 		Transport:     &retryTransport{next: transport, proxy: p},
@@ -301,7 +319,7 @@ func (p *Proxy) serveAgent(w http.ResponseWriter, r *http.Request, rt *route) {
 func (p *Proxy) rewriteAgent(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(*route)
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = rt.backendAddr
+	pr.Out.URL.Host = rt.poolAddr
 	pr.Out.Host = rt.backendAddr
 	pr.Out.Header.Del("Cookie") // the platform's own cookies stay with the platform
 	pr.Out.Header.Set("Authorization", rt.basicAuth)

@@ -34,6 +34,10 @@ type route struct {
 	// than on every request.
 	backendAddr string
 	basicAuth   string
+	// poolAddr names the agent's own pool of kept-alive connections
+	// (agent ID and port): a connection to an address never serves
+	// another agent that comes to have it.
+	poolAddr string
 }
 
 func (r *route) running() bool { return r.status == "RUNNING" && r.desired == "running" }
@@ -99,6 +103,7 @@ func (t *table) apply(m *routev1.WatchRoutesResponse) {
 			desired: r.GetDesired(), password: r.GetRuntimePassword(), autostart: r.GetAutostart(), nodeDown: r.GetNodeDown(),
 		}
 		nr.backendAddr = net.JoinHostPort(nr.nodeAddress, strconv.Itoa(nr.port))
+		nr.poolAddr = net.JoinHostPort(nr.agentID, strconv.Itoa(nr.port))
 		nr.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(t.username+":"+nr.password))
 		t.byID[nr.agentID] = nr
 		if nr.port != 0 {
