@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// `agenthost nodes …`: the host pool, through the operator API.
+
+type nodeInfo struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Status   string `json:"status"`
+	Capacity struct {
+		CPUMillis int64 `json:"cpuMillis"`
+		MemoryMB  int64 `json:"memoryMB"`
+		MaxAgents int   `json:"maxAgents"`
+	} `json:"capacity"`
+	Allocated struct {
+		CPUMillis int64 `json:"cpuMillis"`
+		MemoryMB  int64 `json:"memoryMB"`
+		Agents    int   `json:"agents"`
+	} `json:"allocated"`
+	AgentCount int     `json:"agentCount"`
+	LastSeen   *string `json:"lastSeen"`
+}
+
+func newNodesCommand() *cobra.Command {
+	f := &cliFlags{operator: true}
+	cmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "List the host pool's nodes; drain and undrain them (operator API)",
+		Long: `List the nodes that run agents, with capacity, allocation and agent count;
+drain a node (no new placements) or undrain it. Uses the operator token:
+$AGENTHOST_OPERATOR_TOKEN, else $AGENTHOST_TOKEN, or --token.`,
+	}
+	addNounFlags(cmd, f)
+	cmd.AddCommand(nodesListCommand(f), nodesStatusCommand(f, "drain", "Drain nodes: no new agents are placed on them"),
+		nodesStatusCommand(f, "undrain", "Undrain nodes: they take new agents again"))
+	return cmd
+}
+
+func (c *apiClient) nodes(ctx context.Context) ([]nodeInfo, []byte, error) {
+	var list struct {
+		Nodes []nodeInfo `json:"nodes"`
+	}
+	raw, err := c.do(ctx, http.MethodGet, "/nodes", nil, &list)
+	return list.Nodes, raw, err
+}
+
+func nodesListCommand(f *cliFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List nodes: status, CPU and memory allocated of capacity, agents",
+		Args:    argCount(0, 0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			nodes, raw, err := c.nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			tw := newTable(cmd.OutOrStdout(), "ID", "NAME", "ADDRESS", "STATUS", "CPU", "MEMORY", "AGENTS", "LAST SEEN")
+			now := time.Now()
+			for _, n := range nodes {
+				agents := fmt.Sprint(n.AgentCount)
+				if n.Capacity.MaxAgents > 0 {
+					agents += fmt.Sprintf("/%d", n.Capacity.MaxAgents)
+				}
+				row(tw, n.ID, n.Name, n.Address, n.Status,
+					fmt.Sprintf("%s/%s", cores(n.Allocated.CPUMillis), cores(n.Capacity.CPUMillis)),
+					fmt.Sprintf("%d/%d MB", n.Allocated.MemoryMB, n.Capacity.MemoryMB),
+					agents, ago(deref(n.LastSeen), now))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// cores shows millicores as cores: 1500 → "1.5".
+func cores(millis int64) string {
+	return fmt.Sprintf("%g", float64(millis)/1000)
+}
+
+func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " NODE…",
+		Short: short + " (NODE is an ID or a name)",
+		Args:  argCount(1, -1, "NODE…"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var known []nodeInfo
+			for _, arg := range a {
+				id := arg
+				var n nodeInfo
+				raw, err := c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, nil, &n)
+				if isStatus(err, http.StatusNotFound) {
+					// Perhaps a name: look it up, once for all arguments.
+					if known == nil {
+						if known, _, err = c.nodes(cmd.Context()); err != nil {
+							return err
+						}
+					}
+					if id = nodeByName(known, arg); id == "" {
+						return &exitError{code: exitNotFound, err: fmt.Errorf("node %q not found (by ID or name)", arg)}
+					}
+					raw, err = c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, nil, &n)
+				}
+				if err != nil {
+					return err
+				}
+				if f.json {
+					if err := printJSON(cmd.OutOrStdout(), raw); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) %s\n", n.ID, n.Name, n.Status)
+			}
+			return nil
+		},
+	}
+}
+
+func nodeByName(nodes []nodeInfo, name string) string {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n.ID
+		}
+	}
+	return ""
+}
