@@ -45,6 +45,7 @@ type Agent struct {
 	gossip *gossip.Member
 
 	runtimes *runtimes
+	metrics  *metrics
 }
 
 // New returns a node agent over d.
@@ -52,6 +53,7 @@ func New(cfg Config, d driver.Driver) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("node agent config: %w", err)
 	}
+	rts := newRuntimes(cfg.Logger)
 	return &Agent{
 		cfg:    cfg,
 		driver: d,
@@ -66,7 +68,8 @@ func New(cfg Config, d driver.Driver) (*Agent, error) {
 		},
 		checking: map[string]bool{},
 		wake:     make(chan struct{}, 1),
-		runtimes: newRuntimes(cfg.Logger),
+		runtimes: rts,
+		metrics:  newMetrics(cfg.Registerer, rts),
 	}, nil
 }
 
@@ -351,6 +354,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
+	a.metrics.observeContainers(actual)
 	byID := map[string]Assignment{}
 	for _, as := range desired {
 		byID[as.AgentID] = as
@@ -385,6 +389,7 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 			return a.report(ctx, as, statusError, err.Error())
 		}
 		log.Info("creating agent container")
+		started := time.Now()
 		c, err := a.driver.Create(ctx, driver.AgentSpec{
 			AgentID: as.AgentID, Image: rt.Image, CPUMillis: as.CPUMillis, MemoryMB: as.MemoryMB,
 			HostPort: as.Port, RuntimePort: rt.Port, Env: env,
@@ -396,7 +401,7 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 		if err != nil {
 			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
 		}
-		a.checkHealth(ctx, as, c.Address)
+		a.checkHealth(ctx, as, c.Address, "create", started)
 	case ActStart:
 		// The model, hidden prompt and secrets may have changed while it
 		// was stopped; the files are read, and the environment set, at start.
@@ -408,13 +413,14 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 			}
 		}
 		log.Info("starting agent container")
+		started := time.Now()
 		c, err := a.driver.Start(ctx, as.AgentID, env)
 		if err != nil {
 			return a.report(ctx, as, statusError, fmt.Sprintf("could not start the agent's container: %v", err))
 		}
-		a.checkHealth(ctx, as, c.Address)
+		a.checkHealth(ctx, as, c.Address, "start", started)
 	case ActCheck:
-		a.checkHealth(ctx, as, c.Address)
+		a.checkHealth(ctx, as, c.Address, "", time.Time{})
 	case ActStop:
 		a.runtimes.drop(as.AgentID)
 		log.Info("stopping agent container")
@@ -437,8 +443,9 @@ func (a *Agent) execute(ctx context.Context, act Action, as Assignment, c driver
 
 // checkHealth waits, in the background, for the runtime's health endpoint at
 // addr (where the node reaches the runtime), then reports RUNNING; past
-// HealthTimeout it reports ERROR.
-func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
+// HealthTimeout it reports ERROR. A healthy runtime's time since the action
+// started (zero: not measured) is recorded.
+func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr, action string, started time.Time) {
 	a.mu.Lock()
 	if a.checking[as.AgentID] {
 		a.mu.Unlock()
@@ -459,6 +466,7 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr string) {
 				if cur, ok := a.assignment(as.AgentID); rt.Adapter != "" && ok && cur.Desired == "running" {
 					a.runtimes.set(as.AgentID, rt.Adapter, addr, as.RuntimePassword)
 				}
+				a.metrics.observeStart(action, started)
 				if err := a.report(ctx, as, statusRunning, ""); err != nil {
 					a.logger.Warn("could not report a healthy agent", "agent", as.AgentID, "error", err)
 				}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // AdapterOpenCode is the adapter for OpenCode's server (runtime/opencode).
@@ -80,6 +82,8 @@ type Config struct {
 	PermissionPolicy string
 
 	Logger *slog.Logger
+	// Registerer receives the node agent's metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // DefaultConfig returns settings derived from this host.

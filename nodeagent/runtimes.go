@@ -64,6 +64,19 @@ func (r *runtimes) set(agentID, adapter, addr, password string) (runtime.Runtime
 	return rt, nil
 }
 
+// busy counts the agents whose runtime is working on a reply.
+func (r *runtimes) busy() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.byID {
+		if l.rt.Busy() {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *runtimes) drop(agentID string) {
 	r.mu.Lock()
 	l := r.byID[agentID]

@@ -162,6 +162,7 @@ func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
 	}
 	if cfg.Registerer != nil {
 		registerRaftGauges(cfg.Registerer, s.raft, s.fsm)
+		cfg.Registerer.MustRegister(newClusterCollector(s))
 	}
 	s.wg.Add(1)
 	go s.leadershipLoop()

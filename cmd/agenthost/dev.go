@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/agenthost/agenthost/api"
@@ -65,6 +67,11 @@ resolve with no DNS set-up.`,
 					opts.publicURL = "http://localhost:" + proxyPort
 				}
 			}
+			// One /metrics for the whole dev cluster: the control node's,
+			// the node agent's and the proxy's series on one registry.
+			opts.registry = prometheus.NewRegistry()
+			opts.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			node.registry = opts.registry
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			err := runServer(ctx, opts, func(httpAddr string, srv *clusterrpc.Server, apiSrv *api.Server) {
@@ -82,7 +89,8 @@ resolve with no DNS set-up.`,
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
 				}
 				if proxyAddr != "" {
-					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr, accessLog: true}
+					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr, accessLog: true,
+						registry: opts.registry}
 					started := make(chan struct{})
 					go func() {
 						err := runProxy(ctx, popts, func(string, string) { close(started) })

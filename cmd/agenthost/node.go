@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/agenthost/agenthost/internal/exemem"
@@ -48,6 +50,10 @@ type nodeOptions struct {
 	offlineModel  string
 	defaultModel  string
 	permission    string
+	metricsAddr   string
+	// registry, when set, receives the node agent's metrics and nothing
+	// serves them here (dev serves them with the control node's).
+	registry *prometheus.Registry
 }
 
 func defaultNodeOptions() nodeOptions {
@@ -71,6 +77,7 @@ func defaultNodeOptions() nodeOptions {
 		processCmd:    "opencode serve --port {port} --hostname 127.0.0.1",
 		defaultModel:  def.DefaultModel,
 		permission:    def.PermissionPolicy,
+		metricsAddr:   "127.0.0.1:7492",
 	}
 }
 
@@ -114,6 +121,7 @@ agent adopts them.`,
 	f.StringVar(&opts.defaultModel, "default-model", opts.defaultModel, "model of agents created without one and without an org default (provider/model)")
 	f.StringVar(&opts.permission, "permission-policy", opts.permission, "runtimes' policy for edits, shell commands and web fetches: ask (requests reach the API), allow or deny")
 	f.StringVar(&opts.driver, "driver", opts.driver, "containerd, or process: runtimes as plain child processes with NO isolation, for a developer machine only")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", opts.metricsAddr, "address for /metrics (empty: none); Prometheus must reach it, so bind it to a private interface")
 	f.StringVar(&opts.processCmd, "process-command", opts.processCmd, "with --driver process: the runtime's command; {port} is the agent's port")
 	return cmd
 }
@@ -176,6 +184,17 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	cfg.DefaultModel = opts.defaultModel
 	cfg.PermissionPolicy = opts.permission
 	cfg.OfflineModelURL = modelURL
+	cfg.Registerer = opts.registry
+	if cfg.Registerer == nil && opts.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cfg.Registerer = reg
+		stop, err := serveMetrics(opts.metricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	agent, err := nodeagent.New(cfg, drv)
 	if err != nil {
 		return err

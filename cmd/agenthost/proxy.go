@@ -31,6 +31,9 @@ type proxyOptions struct {
 	keyFile     string
 	metricsAddr string
 	accessLog   bool
+	// registry, when set, receives the proxy's metrics and nothing serves
+	// them here (dev serves them with the control node's).
+	registry *prometheus.Registry
 }
 
 func newProxyCommand() *cobra.Command {
@@ -76,8 +79,11 @@ give a wildcard certificate.`,
 // addresses it listens on.
 func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, httpsAddr string)) error {
 	logger := slog.Default()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := opts.registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	cfg := proxy.DefaultConfig()
 	cfg.Domain, cfg.ControlAddrs, cfg.APIAddrs = opts.domain, opts.control, opts.api
 	cfg.Logger, cfg.Registerer, cfg.AccessLog = logger, reg, opts.accessLog
@@ -120,26 +126,35 @@ func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, https
 			return err
 		}
 	}
-	if opts.metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		ln, err := net.Listen("tcp", opts.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", opts.metricsAddr, err)
-		}
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, msrv)
-		go msrv.Serve(ln)
-	}
 	defer func() {
 		for _, s := range servers {
 			s.Close()
 		}
 	}()
+	if opts.metricsAddr != "" && opts.registry == nil {
+		stop, err := serveMetrics(opts.metricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	logger.Info("proxy started", "domain", opts.domain, "http_addr", httpAddr, "https_addr", httpsAddr)
 	if ready != nil {
 		ready(httpAddr, httpsAddr)
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// serveMetrics serves reg at /metrics on addr until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, nil
 }

@@ -43,6 +43,9 @@ type serverOptions struct {
 	// createKeyFile makes the key file when it is missing (dev only: a
 	// cluster's servers must share one key file, made once by an operator).
 	createKeyFile bool
+	// registry, when set, is the one /metrics serves (dev shares it with
+	// its node agent and proxy); otherwise the server makes its own.
+	registry *prometheus.Registry
 }
 
 func newServerCommand() *cobra.Command {
@@ -92,8 +95,11 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 	if ip := net.ParseIP(hostOf(opts.bind)); ip != nil && ip.IsUnspecified() && opts.advertise == "" {
 		return errors.New("--advertise is required when --bind listens on all addresses")
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := opts.registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 
 	cfg := clusterrpc.DefaultServerConfig()
 	cfg.Store.ServerID = id

@@ -1,17 +1,31 @@
 package placement
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agenthost/agenthost/scheduler"
+	"github.com/agenthost/agenthost/store"
+)
 
 type metrics struct {
-	decisionLatency prometheus.Histogram
-	batchSize       prometheus.Histogram
-	rejected        *prometheus.CounterVec
-	retries         prometheus.Counter
-	moved           prometheus.Counter
+	placementLatency *prometheus.HistogramVec
+	decisionLatency  prometheus.Histogram
+	batchSize        prometheus.Histogram
+	rejected         *prometheus.CounterVec
+	retries          prometheus.Counter
+	moved            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		placementLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "agenthost", Subsystem: "scheduler", Name: "placement_duration_seconds",
+			Help:    "Time from a placement request (a create or a start) reaching the leader's scheduler to its answer: queueing, decision and commit; by result (placed, refused, error).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"result"}),
 		decisionLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "agenthost", Subsystem: "scheduler", Name: "decision_duration_seconds",
 			Help:    "Time to decide one batch of placement requests, before its commit.",
@@ -36,7 +50,36 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisionLatency, m.batchSize, m.rejected, m.retries, m.moved)
+		reg.MustRegister(m.placementLatency, m.decisionLatency, m.batchSize, m.rejected, m.retries, m.moved)
 	}
 	return m
+}
+
+func (m *metrics) observePlacement(err error, d time.Duration) {
+	result := "placed"
+	switch {
+	case refusalReason(err) != "":
+		result = "refused"
+	case err != nil:
+		result = "error"
+	}
+	m.placementLatency.WithLabelValues(result).Observe(d.Seconds())
+}
+
+// refusalReason is the rejections_total reason of a store error that refuses
+// a placement for a cap or for want of room, or "" for any other error.
+func refusalReason(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, store.ErrAgentLimit):
+		return string(scheduler.ReasonAgentLimit)
+	case errors.Is(err, store.ErrRunningCap):
+		return string(scheduler.ReasonRunningCap)
+	case errors.Is(err, store.ErrNoPorts):
+		return string(scheduler.ReasonNoPorts)
+	case errors.Is(err, store.ErrNoNodeFits), errors.Is(err, store.ErrNoCapacity):
+		return string(scheduler.ReasonNoNode)
+	}
+	return ""
 }

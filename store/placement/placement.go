@@ -169,6 +169,7 @@ func (s *Service) Place(ctx context.Context, cmd store.Command) (uint64, error) 
 	if !s.active.Load() {
 		return 0, fmt.Errorf("%w: placement is not running on this server yet", store.ErrNoLeader)
 	}
+	start := time.Now()
 	r := &request{ctx: ctx, cmd: cmd, reply: make(chan outcome, 1)}
 	select {
 	case s.requests <- r:
@@ -177,6 +178,7 @@ func (s *Service) Place(ctx context.Context, cmd store.Command) (uint64, error) 
 	}
 	select {
 	case o := <-r.reply:
+		s.metrics.observePlacement(o.err, time.Since(start))
 		return o.index, o.err
 	case <-ctx.Done():
 		// The request may still be committed.
@@ -313,6 +315,11 @@ func (s *Service) decide(batch []*request) []*request {
 			s.metrics.retries.Inc()
 			retry = append(retry, r)
 			continue
+		}
+		if reason := refusalReason(err); reason != "" {
+			// The FSM's re-check refused what the scheduler allowed (a cap
+			// met by a concurrent write): a refusal all the same.
+			s.metrics.rejected.WithLabelValues(reason).Inc()
 		}
 		r.reply <- outcome{index: index, err: err}
 	}
