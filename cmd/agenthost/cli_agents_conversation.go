@@ -15,8 +15,304 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// The agents verbs that follow and answer a running agent: logs (its event
-// stream), permissions and questions.
+// The agents verbs that talk to a running agent: send, messages, logs (its
+// event stream), permissions and questions.
+
+// message is one message of a session's history.
+type message struct {
+	ID   string `json:"id"`
+	Info struct {
+		Role  string            `json:"role"`
+		Parts []json.RawMessage `json:"parts"`
+		Time  *struct {
+			Created   int64 `json:"created"`
+			Completed int64 `json:"completed"`
+		} `json:"time"`
+		Tokens *struct {
+			Total int64 `json:"total"`
+		} `json:"tokens"`
+		Error string `json:"error"`
+	} `json:"info"`
+}
+
+// finished reports whether an assistant message is complete (or failed).
+func (m message) finished() bool {
+	return m.Info.Role == "assistant" && (m.Info.Error != "" || (m.Info.Time != nil && m.Info.Time.Completed != 0))
+}
+
+type usageInfo struct {
+	Cost   float64 `json:"cost"`
+	Tokens struct {
+		Total int64 `json:"total"`
+	} `json:"tokens"`
+}
+
+type sessionMessages struct {
+	SessionID string    `json:"sessionId"`
+	Title     *string   `json:"title"`
+	Messages  []message `json:"messages"`
+	Usage     usageInfo `json:"usage"`
+}
+
+// partLines renders a message's parts for people: text as it is, tool
+// calls as one line each; steps, snapshots and the like are left out.
+func partLines(parts []json.RawMessage) []string {
+	var lines []string
+	for _, raw := range parts {
+		var p struct {
+			Type  string `json:"type"`
+			Text  string `json:"text"`
+			Tool  string `json:"tool"`
+			State struct {
+				Status string `json:"status"`
+				Output string `json:"output"`
+				Error  string `json:"error"`
+			} `json:"state"`
+			Filename string `json:"filename"`
+		}
+		if json.Unmarshal(raw, &p) != nil {
+			continue
+		}
+		switch p.Type {
+		case "text":
+			if t := strings.TrimSpace(p.Text); t != "" {
+				lines = append(lines, strings.Split(t, "\n")...)
+			}
+		case "tool":
+			line := fmt.Sprintf("[tool %s: %s]", p.Tool, p.State.Status)
+			if p.State.Error != "" {
+				line += " " + firstLine(p.State.Error)
+			} else if p.State.Output != "" {
+				line += " " + firstLine(p.State.Output)
+			}
+			lines = append(lines, line)
+		case "file":
+			lines = append(lines, "[file "+p.Filename+"]")
+		}
+	}
+	return lines
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return s
+}
+
+// printMessages writes messages as "role: text" with continuation lines
+// indented under the text.
+func printMessages(w io.Writer, msgs []message) {
+	for _, m := range msgs {
+		lines := partLines(m.Info.Parts)
+		if m.Info.Error != "" {
+			lines = append(lines, "error: "+m.Info.Error)
+		}
+		if len(lines) == 0 {
+			lines = []string{"(no text)"}
+		}
+		prefix := fmt.Sprintf("%-10s ", m.Info.Role+":")
+		for i, l := range lines {
+			if i > 0 {
+				prefix = strings.Repeat(" ", len(prefix))
+			}
+			fmt.Fprintln(w, prefix+l)
+		}
+	}
+}
+
+func agentsMessagesCommand(f *cliFlags) *cobra.Command {
+	var session string
+	cmd := &cobra.Command{
+		Use:   "messages AGENT",
+		Short: "Show an agent's conversation: one session or all (the agent must be running)",
+		Args:  argCount(1, 1, "AGENT"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			path := "/agents/" + url.PathEscape(a[0]) + "/messages"
+			var sessions []sessionMessages
+			var raw json.RawMessage
+			if session != "" {
+				var one sessionMessages
+				raw, err = c.do(cmd.Context(), http.MethodGet, path+"?sessionId="+url.QueryEscape(session), nil, &one)
+				sessions = append(sessions, one)
+			} else {
+				var all struct {
+					Sessions []sessionMessages `json:"sessions"`
+				}
+				raw, err = c.do(cmd.Context(), http.MethodGet, path, nil, &all)
+				sessions = all.Sessions
+			}
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				return printJSON(out, raw)
+			}
+			for i, s := range sessions {
+				if i > 0 {
+					fmt.Fprintln(out)
+				}
+				title := ""
+				if s.Title != nil {
+					title = fmt.Sprintf(" %q", *s.Title)
+				}
+				fmt.Fprintf(out, "session %s%s: %d messages, %d tokens, $%.4f\n", s.SessionID, title, len(s.Messages), s.Usage.Tokens.Total, s.Usage.Cost)
+				printMessages(out, s.Messages)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&session, "session", "", "only this session")
+	return cmd
+}
+
+func agentsSendCommand(f *cliFlags) *cobra.Command {
+	var session string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "send AGENT MESSAGE…",
+		Short: "Send a message (to a new session unless --session), optionally waiting for the reply",
+		Long: `Send a message to a running agent. Without --session the API starts a new
+session. The words after AGENT are the message; "-" reads it from stdin.
+
+Without --wait the session's ID is printed (the API answers at once and the
+agent works in the background). With --wait the CLI waits until the agent
+has finished replying and prints the reply (--json: the session's messages as
+GET /api/v1/agents/{id}/messages?sessionId= returns them). While it waits, a
+permission or question the agent asks in the session is shown on stderr with
+the command that answers it.`,
+		Example: `  agenthost agents send ag2x… "Add a README" --wait
+  sid=$(agenthost agents send ag2x… "Run the tests")
+  git diff | agenthost agents send ag2x… - --session "$sid" --wait`,
+		Args: argCount(2, -1, "AGENT MESSAGE…"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			text := strings.Join(a[1:], " ")
+			if text == "-" {
+				b, err := io.ReadAll(cmd.InOrStdin())
+				if err != nil {
+					return err
+				}
+				text = string(b)
+			}
+			if strings.TrimSpace(text) == "" {
+				return usageError(errors.New("the message is empty"))
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			body := map[string]string{"message": text}
+			if session != "" {
+				body["sessionId"] = session
+			}
+			var sent struct {
+				SessionID string `json:"sessionId"`
+			}
+			id := a[0]
+			raw, err := c.do(cmd.Context(), http.MethodPost, "/agents/"+url.PathEscape(id)+"/messages", body, &sent)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if !wait {
+				if f.json {
+					return printJSON(out, raw)
+				}
+				fmt.Fprintln(out, sent.SessionID)
+				return nil
+			}
+			ctx, cancel := withOptionalTimeout(cmd.Context(), true, timeout)
+			defer cancel()
+			p := newProgress(cmd.ErrOrStderr(), f.json, id, time.Now)
+			defer p.finish()
+			p.note("%s: sent to session %s", id, sent.SessionID)
+			reply, raw, err := c.waitReply(ctx, id, sent.SessionID, p)
+			if err != nil {
+				return err
+			}
+			p.finish()
+			if f.json {
+				return printJSON(out, raw)
+			}
+			printMessages(out, reply)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&session, "session", "", "session to send to (default: a new one)")
+	cmd.Flags().BoolVarP(&wait, "wait", "w", false, "wait for the reply and print it")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait: how long to wait (0: no limit)")
+	return cmd
+}
+
+// waitReply waits until the agent is idle and the session's last message
+// is a finished reply, and returns the messages after the last user
+// message with the session's history as the API gave it. Permissions and
+// questions asked in the session meanwhile are shown through p, once each.
+func (c *apiClient) waitReply(ctx context.Context, id, session string, p *progress) ([]message, json.RawMessage, error) {
+	var reply []message
+	var raw json.RawMessage
+	shown := map[string]bool{}
+	polls := 0
+	agentPath := "/agents/" + url.PathEscape(id)
+	_, _, err := c.waitAgent(ctx, id, waitIdle, p, func(a agentInfo, idle bool) (bool, error) {
+		if !idle {
+			// A reply that waits on a person: say so, every few polls.
+			if polls++; a.Status == "RUNNING" && polls%4 == 1 {
+				c.showPending(ctx, id, session, shown, p)
+			}
+			return false, nil
+		}
+		var s sessionMessages
+		b, err := c.do(ctx, http.MethodGet, agentPath+"/messages?sessionId="+url.QueryEscape(session), nil, &s)
+		if err != nil {
+			return false, err
+		}
+		n := len(s.Messages)
+		if n == 0 || !s.Messages[n-1].finished() {
+			return false, nil
+		}
+		start := n
+		for start > 0 && s.Messages[start-1].Info.Role != "user" {
+			start--
+		}
+		reply, raw = s.Messages[start:], b
+		return true, nil
+	})
+	return reply, raw, err
+}
+
+// showPending shows the session's pending permissions and questions that
+// were not shown yet, with the command that answers each. Errors are left
+// to the next poll.
+func (c *apiClient) showPending(ctx context.Context, id, session string, shown map[string]bool, p *progress) {
+	var perms permissionList
+	if _, err := c.do(ctx, http.MethodGet, "/agents/"+url.PathEscape(id)+"/permissions", nil, &perms); err == nil {
+		for _, pm := range perms.Permissions {
+			if pm.SessionID == session && !shown[pm.ID] {
+				shown[pm.ID] = true
+				p.note("%s asks permission %s: %s %s\n  answer: agenthost agents permissions reply %s %s --allow|--always|--deny",
+					id, pm.ID, pm.Permission, strings.Join(pm.Patterns, " "), id, pm.ID)
+			}
+		}
+	}
+	var qs questionList
+	if _, err := c.do(ctx, http.MethodGet, "/agents/"+url.PathEscape(id)+"/questions", nil, &qs); err == nil {
+		for _, q := range qs.Questions {
+			if q.SessionID == session && !shown[q.ID] {
+				shown[q.ID] = true
+				p.note("%s asks question %s (agenthost agents questions %s)\n  answer: agenthost agents questions reply %s %s --answer LABEL",
+					id, q.ID, id, id, q.ID)
+			}
+		}
+	}
+}
 
 type permissionList struct {
 	Permissions []struct {
