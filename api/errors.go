@@ -48,6 +48,7 @@ const (
 	CodeIdempotencyInUse   = "idempotency_key_in_use"
 	CodeIdempotencyReused  = "idempotency_key_reused"
 	CodeSecretsUnavailable = "secrets_unavailable"
+	CodeNotLeader          = "not_leader"
 	CodeInternal           = "internal"
 )
 

@@ -450,6 +450,20 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	x.do(t, oaCall{method: "DELETE", path: "/api/v1/scopes/" + scopeID, token: tenant}, 200)
 	x.do(t, oaCall{method: "DELETE", path: "/api/v1/scopes/" + scopeID, token: tenant}, 404)
 
+	// The control plane: its one server, a non-voter added and removed
+	// again, the leader refusing to remove itself.
+	raft := x.do(t, oaCall{method: "GET", path: "/api/v1/operator/raft", token: op}, 200)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/raft/servers", token: op, body: `{"id":"ghost"}`, invalid: true}, 400)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/raft/servers", token: op, body: `{"id":"ghost","address":"127.0.0.1:1","voter":false}`}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/operator/raft/servers/ghost", token: op}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/operator/raft/servers/ghost", token: op}, 404)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/operator/raft/servers/" + raft.str(t, "serverId"), token: op}, 409)
+	// A backup, restored over the same cluster (last: it rewinds the state
+	// to the backup's), and a damaged one refused.
+	backup := x.do(t, oaCall{method: "GET", path: "/api/v1/operator/snapshot", token: op}, 200).body
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/snapshot", token: op, body: string(backup[:len(backup)-1]), contentType: "application/octet-stream"}, 400)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/snapshot", token: op, body: string(backup), contentType: "application/octet-stream"}, 200)
+
 	// Unknown paths under /api/ are a JSON 404.
 	x.do(t, oaCall{method: "GET", path: "/api/v1/nope", token: tenant, invalid: true}, 404)
 	x.do(t, oaCall{method: "POST", path: "/api/v2/agents", invalid: true}, 404)
@@ -691,7 +705,9 @@ func TestOpenAPIDocumentDescribesErrorsOnce(t *testing.T) {
 			}
 			_, has409 := op.Responses["409"]
 			_, has422 := op.Responses["422"]
-			if method == "post" && path != "/api/v1/operator/bootstrap" && (!hasKey || !has409 || !has422) {
+			// Bootstrap and restore take no Idempotency-Key (see their
+			// descriptions); every other POST does.
+			if method == "post" && path != "/api/v1/operator/bootstrap" && path != "/api/v1/operator/snapshot" && (!hasKey || !has409 || !has422) {
 				t.Errorf("%s: Idempotency-Key %v, 409 %v, 422 %v", where, hasKey, has409, has422)
 			}
 		}

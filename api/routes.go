@@ -71,6 +71,12 @@ func (s *Server) routes() {
 	s.handle("/api/v1/operator/bootstrap", route{post, public, s.bootstrap})
 	s.handle("/api/v1/operator/secrets/keys", route{get, operator, s.getSecretKeys})
 	s.handle("/api/v1/operator/secrets/reseal", route{post, operator, s.resealSecrets})
+	s.handle("/api/v1/operator/raft", route{get, operator, s.getRaft})
+	s.handle("/api/v1/operator/raft/servers", route{post, operator, s.addRaftServer})
+	s.handle("/api/v1/operator/raft/servers/{serverId}", route{del, operator, s.removeRaftServer})
+	s.handle("/api/v1/operator/snapshot",
+		route{get, operator, s.saveSnapshot},
+		route{post, operator, s.restoreSnapshot})
 
 	s.handle("/api/v1/openapi.json", route{get, public, s.openAPIDocument})
 	s.handle("/docs", route{get, public, s.docsPage})

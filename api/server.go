@@ -208,7 +208,9 @@ func (s *Server) wrap(path string, rt route) http.Handler {
 			}
 		}
 		var err error
-		if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" && rt.access != public {
+		// A restore is exempt: its body is a whole backup, not to be
+		// held in memory, and restoring it twice changes nothing more.
+		if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" && rt.access != public && path != snapshotPath {
 			err = s.idempotent(w, r, p, rt.handler, path == "/api/v1/tokens" || strings.HasSuffix(path, "/tokens"))
 		} else {
 			err = rt.handler(w, r, p)

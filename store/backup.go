@@ -27,6 +27,9 @@ func (s *Store) SaveSnapshot(ctx context.Context, w io.Writer) (uint64, error) {
 	return st.Index(), nil
 }
 
+// WriteSnapshot writes st in the snapshot format, for a backup.
+func WriteSnapshot(w io.Writer, st *State) error { return writeSnapshot(w, st) }
+
 // SnapshotInfo describes a saved snapshot.
 type SnapshotInfo struct {
 	// Index is the last command the snapshot's state includes.
