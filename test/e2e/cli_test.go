@@ -79,7 +79,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("no agent ID in the create output:\n%s", stdout)
 	}
 	agentID := id[1]
-	if !regexp.MustCompile(`(?m)^cli-agent: PROVISIONING \(\d+\.\ds\)\n` + agentID + `: RUNNING \(\d+\.\ds\)$`).MatchString(stderr) ||
+	if !regexp.MustCompile(`(?m)^cli-agent: PROVISIONING \(\d+\.\ds\)\n`+agentID+`: RUNNING \(\d+\.\ds\)$`).MatchString(stderr) ||
 		strings.Contains(stderr, "\r") {
 		t.Fatalf("create --wait progress:\n%q", stderr)
 	}
