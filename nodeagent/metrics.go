@@ -28,6 +28,9 @@ func newMetrics(reg prometheus.Registerer, rts *runtimes) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 14),
 		}, []string{"action"}),
 	}
+	for _, action := range []string{"create", "start"} {
+		m.start.WithLabelValues(action)
+	}
 	for _, s := range []driver.State{driver.StateCreated, driver.StateRunning, driver.StateStopped} {
 		m.containers.WithLabelValues(string(s))
 	}

@@ -49,6 +49,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Agents re-placed off a down node.",
 		}),
 	}
+	// Known label values start at zero, so that a first refusal or a
+	// first error shows in rate() rather than as a series appearing.
+	for _, result := range []string{"placed", "refused", "error"} {
+		m.placementLatency.WithLabelValues(result)
+	}
+	for _, r := range []scheduler.Reason{scheduler.ReasonAgentLimit, scheduler.ReasonRunningCap, scheduler.ReasonNoPorts, scheduler.ReasonNoNode} {
+		m.rejected.WithLabelValues(string(r))
+	}
 	if reg != nil {
 		reg.MustRegister(m.placementLatency, m.decisionLatency, m.batchSize, m.rejected, m.retries, m.moved)
 	}
