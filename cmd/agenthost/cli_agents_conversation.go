@@ -539,7 +539,7 @@ OpenCode's event) — every event, including those left out above.`,
 			ctx, cancel := withOptionalTimeout(cmd.Context(), true, duration)
 			defer cancel()
 			err = c.followEvents(ctx, a[0], eventPrinter(cmd.OutOrStdout(), f.json, a[0]))
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && cmd.Context().Err() == nil {
 				return nil // --duration is up
 			}
 			return err

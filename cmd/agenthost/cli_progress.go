@@ -19,6 +19,7 @@ type progress struct {
 	quiet bool
 	now   func() time.Time
 	start time.Time
+	every time.Duration // how often the live line is redrawn
 
 	mu       sync.Mutex
 	subject  string
@@ -31,7 +32,12 @@ type progress struct {
 
 // newProgress starts reporting on w about subject (an agent's ID, say).
 func newProgress(w io.Writer, quiet bool, subject string, now func() time.Time) *progress {
-	p := &progress{w: w, live: !quiet && isTerminal(w), quiet: quiet, now: now, start: now(), subject: subject,
+	return startProgress(w, !quiet && isTerminal(w), quiet, subject, now, 200*time.Millisecond)
+}
+
+// startProgress is newProgress with the terminal question answered.
+func startProgress(w io.Writer, live, quiet bool, subject string, now func() time.Time, every time.Duration) *progress {
+	p := &progress{w: w, live: live, quiet: quiet, now: now, start: now(), every: every, subject: subject,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if p.live {
 		go p.redraw()
@@ -97,7 +103,7 @@ func (p *progress) clearLocked() {
 
 func (p *progress) redraw() {
 	defer close(p.done)
-	t := time.NewTicker(200 * time.Millisecond)
+	t := time.NewTicker(p.every)
 	defer t.Stop()
 	spinner := `|/-\`
 	for i := 0; ; i++ {

@@ -590,3 +590,76 @@ func TestCLIOperatorVerbs(t *testing.T) {
 		t.Fatalf("own token made with %q", got)
 	}
 }
+
+// lockedBuffer is a bytes.Buffer safe for the live line's goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestProgressOnATerminalRedrawsALiveLine(t *testing.T) {
+	var out lockedBuffer
+	clock := time.Unix(0, 0)
+	var mu sync.Mutex
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(100 * time.Millisecond)
+		return clock
+	}
+	p := startProgress(&out, true, false, "ag1", now, time.Millisecond)
+	p.set("PROVISIONING")
+	for !strings.Contains(out.String(), "\r\033[K") {
+		time.Sleep(time.Millisecond)
+	}
+	p.set("RUNNING")
+	p.finish()
+	s := out.String()
+	// The live line is cleared before each change is written; after
+	// finish nothing more is drawn.
+	time.Sleep(10 * time.Millisecond)
+	if out.String() != s {
+		t.Fatalf("the live line was drawn after finish: %q", out.String())
+	}
+	if !regexp.MustCompile(`\r\033\[K[|/\\-] ag1: PROVISIONING \d+\.\ds`).MatchString(s) {
+		t.Fatalf("no live line: %q", s)
+	}
+	lines := regexp.MustCompile(`ag1: \w+ \(\d+\.\ds\)\n`).FindAllString(s, -1)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ag1: PROVISIONING") || !strings.HasPrefix(lines[1], "ag1: RUNNING") {
+		t.Fatalf("changes %q in %q", lines, s)
+	}
+	if i := strings.Index(s, "ag1: RUNNING ("); s[i-len("\r\033[K"):i] != "\r\033[K" {
+		t.Fatalf("a change was written over the live line: %q", s)
+	}
+
+	// Not a terminal: the changes only; quiet: nothing.
+	var plain bytes.Buffer
+	p = newProgress(&plain, false, "ag1", now)
+	p.set("PROVISIONING")
+	p.set("PROVISIONING")
+	p.set("RUNNING")
+	p.finish()
+	if strings.Count(plain.String(), "\n") != 2 || strings.Contains(plain.String(), "\r") {
+		t.Fatalf("not a terminal: %q", plain.String())
+	}
+	var quiet bytes.Buffer
+	p = newProgress(&quiet, true, "ag1", now)
+	p.set("RUNNING")
+	p.note("hint")
+	p.finish()
+	if quiet.Len() != 0 {
+		t.Fatalf("quiet progress wrote %q", quiet.String())
+	}
+}
