@@ -445,6 +445,12 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-node/undrain", token: op}, 200)
 	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-down/drain", token: op}, 409)
 	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/node-missing/undrain", token: op}, 404)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-node/drain", token: op, body: `{"agents":"move","deadlineSeconds":600}`}, 200)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-node/drain", token: op, body: `{"deadlineSeconds":600}`}, 400)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-node/drain", token: op, body: `{"agents":"evict"}`, invalid: true}, 400)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/nodes/oa-node/undrain", token: op}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/nodes/node-missing", token: op}, 404)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/nodes/oa-down", token: op}, 200)
 
 	// Scope deletion last: its agents and secrets become org-level.
 	x.do(t, oaCall{method: "DELETE", path: "/api/v1/scopes/" + scopeID, token: tenant}, 200)

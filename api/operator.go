@@ -341,6 +341,13 @@ type nodeView struct {
 	Labels     map[string]string  `json:"labels"`
 	Runtimes   []string           `json:"runtimes"`
 	LastSeen   *string            `json:"lastSeen"`
+	// Drain is set while the node drains.
+	Drain *drainView `json:"drain"`
+}
+
+type drainView struct {
+	Agents   string  `json:"agents"`
+	Deadline *string `json:"deadline"`
 }
 
 type nodeAllocated struct {
@@ -368,6 +375,13 @@ func viewNode(st *store.State, n *store.Node) (nodeView, error) {
 		ts := timestamp(n.LastSeen)
 		v.LastSeen = &ts
 	}
+	if d := n.Drain; d != nil {
+		v.Drain = &drainView{Agents: string(d.Agents)}
+		if !d.Deadline.IsZero() {
+			ts := timestamp(d.Deadline)
+			v.Drain.Deadline = &ts
+		}
+	}
 	return v, nil
 }
 
@@ -388,17 +402,68 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, _ Principal) 
 	return writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }
 
+// drainRequest is POST /api/v1/nodes/{nodeId}/drain's optional body.
+type drainRequest struct {
+	// Agents: keep (default: the node only takes no new agents), stop or
+	// move (to other nodes, keeping their ports and so their URLs).
+	Agents string `json:"agents"`
+	// DeadlineSeconds is how long the node's agents have before they are
+	// stopped or moved; 0 is at once.
+	DeadlineSeconds int64 `json:"deadlineSeconds"`
+}
+
+// maxDrainDeadline bounds a drain's deadline (a week).
+const maxDrainDeadline = 7 * 24 * 3600
+
 func (s *Server) drainNode(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	return s.setNodeStatus(w, r, store.NodeDraining)
+	var req drainRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	drain := &store.NodeDrain{Agents: store.DrainAgents(req.Agents)}
+	switch drain.Agents {
+	case "":
+		drain.Agents = store.DrainKeep
+	case store.DrainKeep, store.DrainStop, store.DrainMove:
+	default:
+		return apiError(http.StatusBadRequest, CodeInvalidRequest, "agents must be keep, stop or move")
+	}
+	if req.DeadlineSeconds < 0 || req.DeadlineSeconds > maxDrainDeadline {
+		return apiError(http.StatusBadRequest, CodeInvalidRequest, "deadlineSeconds must be between 0 and %d", maxDrainDeadline)
+	}
+	if req.DeadlineSeconds > 0 {
+		if drain.Agents == store.DrainKeep {
+			return apiError(http.StatusBadRequest, CodeInvalidRequest, "a deadline needs agents stop or move")
+		}
+		drain.Deadline = time.Now().UTC().Add(time.Duration(req.DeadlineSeconds) * time.Second)
+	}
+	return s.setNodeStatus(w, r, store.NodeDraining, drain)
 }
 
 func (s *Server) undrainNode(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	return s.setNodeStatus(w, r, store.NodeReady)
+	return s.setNodeStatus(w, r, store.NodeReady, nil)
+}
+
+// deleteNode removes a node for good: refused (409) while agents are placed
+// on it — drain it with agents move or stop first.
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	id := r.PathValue("nodeId")
+	index, err := s.store.Apply(r.Context(), &store.NodeDelete{ID: id})
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("node %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.store.WaitForIndex(r.Context(), index); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true})
 }
 
 // setNodeStatus drains or undrains a node. A down node is refused: it comes
 // back ready on its own when it heartbeats again.
-func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request, status store.NodeStatus) error {
+func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request, status store.NodeStatus, drain *store.NodeDrain) error {
 	id := r.PathValue("nodeId")
 	n, err := s.store.State().Node(id)
 	if err != nil {
@@ -410,7 +475,7 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request, status st
 	if n.Status == store.NodeDown {
 		return apiError(http.StatusConflict, CodeConflict, "node %s is down; it rejoins as ready when it comes back", id)
 	}
-	index, err := s.store.Apply(r.Context(), &store.NodeSetStatus{ID: id, Status: status})
+	index, err := s.store.Apply(r.Context(), &store.NodeSetStatus{ID: id, Status: status, Drain: drain})
 	if err != nil {
 		return err
 	}

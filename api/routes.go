@@ -62,6 +62,7 @@ func (s *Server) routes() {
 		route{post, operator, s.createOrgToken})
 	s.handle("/api/v1/orgs/{orgId}/tokens/{tokenId}", route{del, operator, s.revokeOrgToken})
 	s.handle("/api/v1/nodes", route{get, operator, s.listNodes})
+	s.handle("/api/v1/nodes/{nodeId}", route{del, operator, s.deleteNode})
 	s.handle("/api/v1/nodes/{nodeId}/drain", route{post, operator, s.drainNode})
 	s.handle("/api/v1/nodes/{nodeId}/undrain", route{post, operator, s.undrainNode})
 	s.handle("/api/v1/operator/tokens",

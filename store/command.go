@@ -245,6 +245,9 @@ type NodeSetStatus struct {
 	ID       string     `json:"id"`
 	Status   NodeStatus `json:"status"`
 	LastSeen time.Time  `json:"lastSeen,omitempty"`
+	// Drain, with Status NodeDraining, says what happens to the node's
+	// agents (nil: they stay). Any other status clears it.
+	Drain *NodeDrain `json:"drain,omitempty"`
 }
 
 // NodeDelete removes a node for good. It is refused while agents are placed on it.

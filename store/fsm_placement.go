@@ -218,8 +218,8 @@ func applyNodeRegister(txn *memdb.Txn, index uint64, c *NodeRegister) error {
 	n.CreateIndex = index
 	if existing != nil {
 		n.CreateIndex = existing.CreateIndex
-		if existing.Status == NodeDraining {
-			n.Status = NodeDraining
+		if existing.Status == NodeDraining || existing.Drain != nil {
+			n.Status, n.Drain = NodeDraining, existing.Drain
 		}
 	}
 	n.ModifyIndex = index
@@ -240,8 +240,25 @@ func applyNodeSetStatus(txn *memdb.Txn, index uint64, c *NodeSetStatus) error {
 	if err := validateTime("node last-seen time", c.LastSeen); err != nil {
 		return err
 	}
+	if err := validateDrain(c.Drain); err != nil {
+		return err
+	}
+	if c.Drain != nil && c.Status != NodeDraining {
+		return invalidf("a drain goes with status %q, not %q", NodeDraining, c.Status)
+	}
 	n := *existing
 	n.Status = c.Status
+	switch {
+	case c.Status == NodeDraining && c.Drain != nil:
+		d := *c.Drain
+		d.Deadline = d.Deadline.UTC()
+		n.Drain = &d
+	case c.Status == NodeReady:
+		n.Drain = nil // undrained, or back from down without a drain
+	default:
+		// Draining without a new drain, or down: the drain stays, so a
+		// node that comes back keeps draining (NodeRegister).
+	}
 	if !c.LastSeen.IsZero() {
 		n.LastSeen = c.LastSeen.UTC()
 	}

@@ -699,6 +699,26 @@ func TestApplyNodeSetStatus(t *testing.T) {
 		{name: "unknown node", cmd: setNodeStatus("node-x", NodeDraining), want: ErrNotFound},
 		{name: "unknown status", cmd: setNodeStatus("node-1", "gone"), want: ErrInvalid},
 		{name: "empty status", cmd: setNodeStatus("node-1", ""), want: ErrInvalid},
+		{name: "drain that moves, deadline in UTC", cmd: &NodeSetStatus{ID: "node-1", Status: NodeDraining, Drain: &NodeDrain{Agents: DrainMove, Deadline: seen.In(time.FixedZone("", 3600))}},
+			check: func(t *testing.T, _, s *State, _ uint64) {
+				if n := nodeOf(t, s, "node-1"); n.Drain == nil || n.Drain.Agents != DrainMove || !n.Drain.Deadline.Equal(seen) || n.Drain.Deadline.Location() != time.UTC {
+					t.Errorf("node = %+v drain %+v", n, n.Drain)
+				}
+			}},
+		{name: "undrain clears the drain", setup: []Command{&NodeSetStatus{ID: "node-1", Status: NodeDraining, Drain: &NodeDrain{Agents: DrainStop}}}, cmd: setNodeStatus("node-1", NodeReady),
+			check: func(t *testing.T, _, s *State, _ uint64) {
+				if n := nodeOf(t, s, "node-1"); n.Drain != nil {
+					t.Errorf("drain left after undrain: %+v", n.Drain)
+				}
+			}},
+		{name: "down keeps the drain", setup: []Command{&NodeSetStatus{ID: "node-1", Status: NodeDraining, Drain: &NodeDrain{Agents: DrainStop}}}, cmd: setNodeStatus("node-1", NodeDown),
+			check: func(t *testing.T, _, s *State, _ uint64) {
+				if n := nodeOf(t, s, "node-1"); n.Drain == nil {
+					t.Error("a node that went down forgot its drain")
+				}
+			}},
+		{name: "unknown drain", cmd: &NodeSetStatus{ID: "node-1", Status: NodeDraining, Drain: &NodeDrain{Agents: "evict"}}, want: ErrInvalid},
+		{name: "drain without draining", cmd: &NodeSetStatus{ID: "node-1", Status: NodeReady, Drain: &NodeDrain{Agents: DrainKeep}}, want: ErrInvalid},
 	})
 }
 

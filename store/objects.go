@@ -150,11 +150,39 @@ type NodeStatus string
 const (
 	// NodeReady nodes take new placements.
 	NodeReady NodeStatus = "ready"
-	// NodeDraining nodes keep their agents but take no new placements.
+	// NodeDraining nodes take no new placements; their agents stay, or are
+	// stopped or moved at the drain's deadline (Node.Drain).
 	NodeDraining NodeStatus = "draining"
 	// NodeDown nodes have been declared dead.
 	NodeDown NodeStatus = "down"
 )
+
+// DrainAgents is what a drain does with the node's agents.
+type DrainAgents string
+
+const (
+	// DrainKeep leaves them running: the node only takes no new agents
+	// (what other schedulers call making a node ineligible).
+	DrainKeep DrainAgents = "keep"
+	// DrainStop stops them at the deadline (they can be started again,
+	// elsewhere).
+	DrainStop DrainAgents = "stop"
+	// DrainMove re-places them on other nodes at the deadline, with their
+	// ports, so their URLs stay the same.
+	DrainMove DrainAgents = "move"
+)
+
+// NodeDrain is how a draining node is emptied.
+type NodeDrain struct {
+	Agents DrainAgents `json:"agents"`
+	// Deadline is when agents are stopped or moved; zero is at once.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// Due reports whether the drain stops or moves agents now.
+func (d *NodeDrain) Due(now time.Time) bool {
+	return d != nil && d.Agents != DrainKeep && !now.Before(d.Deadline)
+}
 
 // NodeCapacity is what a node offers to agents.
 type NodeCapacity struct {
@@ -174,8 +202,10 @@ type Node struct {
 	Capacity              NodeCapacity      `json:"capacity"`
 	Labels                map[string]string `json:"labels,omitempty"`
 	// Runtimes are the agent runtimes the node offers (e.g. "opencode").
-	Runtimes    []string   `json:"runtimes,omitempty"`
-	Status      NodeStatus `json:"status"`
+	Runtimes []string   `json:"runtimes,omitempty"`
+	Status   NodeStatus `json:"status"`
+	// Drain is set while the node drains (Status NodeDraining).
+	Drain       *NodeDrain `json:"drain,omitempty"`
 	LastSeen    time.Time  `json:"lastSeen"`
 	CreateIndex uint64     `json:"createIndex"`
 	ModifyIndex uint64     `json:"modifyIndex"`

@@ -97,6 +97,18 @@ func validateNodeStatus(s NodeStatus) error {
 	return invalidf("node status %q is unknown", s)
 }
 
+func validateDrain(d *NodeDrain) error {
+	if d == nil {
+		return nil
+	}
+	switch d.Agents {
+	case DrainKeep, DrainStop, DrainMove:
+	default:
+		return invalidf("drain agents %q is unknown (keep, stop or move)", d.Agents)
+	}
+	return validateTime("drain deadline", d.Deadline)
+}
+
 func validateClusterConfig(c ClusterConfig) error {
 	if c.PortRangeStart < 1 || c.PortRangeEnd > 65535 || c.PortRangeStart > c.PortRangeEnd {
 		return invalidf("port range %d-%d must lie within 1-65535 and not be empty", c.PortRangeStart, c.PortRangeEnd)

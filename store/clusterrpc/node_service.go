@@ -254,7 +254,12 @@ func (h *NodeHealth) Heartbeat(ctx context.Context, nodeID string) error {
 	}
 	if node.Status == store.NodeDown {
 		h.logger.Info("node is back", "node", nodeID)
-		_, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: nodeID, Status: store.NodeReady, LastSeen: time.Now().UTC()})
+		// A node that was draining when it went down goes on draining.
+		status := store.NodeReady
+		if node.Drain != nil {
+			status = store.NodeDraining
+		}
+		_, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: nodeID, Status: status, LastSeen: time.Now().UTC()})
 		return err
 	}
 	return nil

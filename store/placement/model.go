@@ -58,8 +58,13 @@ func (s *Service) StateChanged(index uint64, changes []store.Change) {
 			s.model.UpsertAgent(toAgent(after))
 		case *store.Node:
 			s.model.UpsertNode(toNode(after))
-			if before, ok := c.Before.(*store.Node); after.Status == store.NodeDown && (!ok || before.Status != store.NodeDown) {
+			before, ok := c.Before.(*store.Node)
+			if after.Status == store.NodeDown && (!ok || before.Status != store.NodeDown) || after.Drain.Due(time.Now()) {
 				s.requestReschedule()
+			} else if d := after.Drain; after.Status == store.NodeDraining && d.Agents != store.DrainKeep {
+				// Due later: look again at the deadline rather than
+				// up to RescheduleInterval after it.
+				time.AfterFunc(time.Until(d.Deadline), s.requestReschedule)
 			}
 		case *store.Org:
 			s.model.UpsertOrg(toOrg(after))
@@ -93,7 +98,9 @@ func (s *Service) requestReschedule() {
 }
 
 // reschedule finds agents that should run on down nodes and re-places them
-// (policy reschedule) or marks them ERROR (policy fail). A re-placement that
+// (policy reschedule) or marks them ERROR (policy fail); and the agents of
+// draining nodes whose deadline has come, which it stops or re-places as
+// the drain says. A re-placement that
 // finds no room marks the agent ERROR with the reason and is tried again on
 // the next pass, since its desired state stays running.
 func (s *Service) reschedule() {
@@ -108,9 +115,27 @@ func (s *Service) reschedule() {
 		s.logger.Error("reschedule: list nodes", "error", err)
 		return
 	}
-	var moves []scheduler.Request
-	var failed []*store.Agent
+	var moves, drainMoves []scheduler.Request
+	var failed, drainStops []*store.Agent
+	now := time.Now()
 	for _, n := range nodes {
+		if n.Status == store.NodeDraining && n.Drain.Due(now) {
+			agents, err := st.AgentsByNode(n.ID)
+			if err != nil {
+				s.logger.Error("drain: list agents", "node", n.ID, "error", err)
+				return
+			}
+			for _, a := range agents {
+				switch {
+				case !a.HoldsResources():
+				case n.Drain.Agents == store.DrainStop:
+					drainStops = append(drainStops, a)
+				case n.Drain.Agents == store.DrainMove:
+					drainMoves = append(drainMoves, scheduler.Request{Kind: scheduler.KindMove, AgentID: a.ID})
+				}
+			}
+			continue
+		}
 		if n.Status != store.NodeDown {
 			continue
 		}
@@ -137,14 +162,23 @@ func (s *Service) reschedule() {
 	for _, a := range failed {
 		s.setError(ctx, a.ID, fmt.Sprintf("node %s is down; the cluster's reschedule policy is %q, so the agent was not moved", a.NodeID, store.RescheduleFail))
 	}
-	for len(moves) > 0 {
-		n := min(len(moves), s.cfg.MaxBatch)
-		s.moveBatch(ctx, moves[:n])
-		moves = moves[n:]
+	for _, a := range drainStops {
+		if _, err := s.store.Apply(ctx, &store.AgentSetDesired{ID: a.ID, Desired: store.DesiredStopped}); err != nil {
+			s.logger.Warn("drain: could not stop agent", "agent", a.ID, "node", a.NodeID, "error", err)
+		}
+	}
+	for why, moves := range map[string][]scheduler.Request{"its node is down": moves, "its node is draining": drainMoves} {
+		for len(moves) > 0 {
+			n := min(len(moves), s.cfg.MaxBatch)
+			s.moveBatch(ctx, moves[:n], why)
+			moves = moves[n:]
+		}
 	}
 }
 
-func (s *Service) moveBatch(ctx context.Context, reqs []scheduler.Request) {
+// moveBatch re-places agents on other nodes; why is said of an agent that
+// finds no room.
+func (s *Service) moveBatch(ctx context.Context, reqs []scheduler.Request, why string) {
 	s.mu.Lock()
 	if s.stale {
 		if err := s.rebuildLocked(); err != nil {
@@ -159,7 +193,7 @@ func (s *Service) moveBatch(ctx context.Context, reqs []scheduler.Request) {
 	for _, d := range decisions {
 		if !d.OK() {
 			s.metrics.rejected.WithLabelValues(string(d.Reason)).Inc()
-			s.setError(ctx, d.AgentID, "its node is down and "+d.Message)
+			s.setError(ctx, d.AgentID, why+" and "+d.Message)
 			continue
 		}
 		plan.Items = append(plan.Items, store.PlanItem{Op: store.PlanMove, AgentID: d.AgentID, NodeID: d.NodeID})

@@ -277,3 +277,81 @@ func TestNodeDownWithFailPolicyMarksAgentsError(t *testing.T) {
 	}
 	t.Logf("errorMsg: %s", a.ErrorMsg)
 }
+
+// TestDrainMovesOrStopsAtTheDeadline: a drain that keeps agents leaves them
+// where they are; one that moves them re-places them on another node with
+// their ports, once its deadline comes and not before; one that stops them
+// stops them; no new agent lands on a draining node; a drained node that
+// goes down and comes back goes on draining.
+func TestDrainMovesOrStopsAtTheDeadline(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 1)
+	s := tc.Servers[tc.WaitForLeader()].Store
+	ctx := context.Background()
+	apply(t, s, &store.OrgCreate{Org: store.Org{ID: "o", Name: "o", CreatedAt: created}})
+	registerNodes(t, s, 1, store.NodeCapacity{CPUMillis: 4000, MemoryMB: 4096})
+	ports := map[string]int{}
+	for i := range 3 {
+		id := fmt.Sprintf("a%d", i)
+		if _, err := createAgent(ctx, s, id, "o"); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := s.State().Agent(id)
+		ports[id] = a.Port
+	}
+	registerNodes(t, s, 2, store.NodeCapacity{CPUMillis: 4000, MemoryMB: 4096}) // node-1 joins
+
+	// Keep: the agents stay; a new agent goes to node-1.
+	apply(t, s, &store.NodeSetStatus{ID: "node-0", Status: store.NodeDraining, Drain: &store.NodeDrain{Agents: store.DrainKeep}})
+	if _, err := createAgent(ctx, s, "new", "o"); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := s.State().Agent("new"); a.NodeID != "node-1" {
+		t.Fatalf("a new agent went to %s while node-0 drains", a.NodeID)
+	}
+
+	// Move, in a moment: nothing moves before the deadline.
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	apply(t, s, &store.NodeSetStatus{ID: "node-0", Status: store.NodeDraining, Drain: &store.NodeDrain{Agents: store.DrainMove, Deadline: deadline}})
+	waitFor(t, "agents moved off the drained node", func() bool {
+		for id := range ports {
+			if a, _ := s.State().Agent(id); a.NodeID != "node-1" {
+				return false
+			}
+		}
+		return true
+	})
+	if time.Now().Before(deadline) {
+		t.Fatal("agents moved before the drain's deadline")
+	}
+	st := s.State()
+	for id, port := range ports {
+		if a, _ := st.Agent(id); a.Port != port {
+			t.Errorf("agent %s moved from port %d to %d: its URL changed", id, port, a.Port)
+		}
+	}
+	requireNoDuplicatePorts(t, st)
+
+	// Stop: node-1 drains and stops its agents at once.
+	apply(t, s, &store.NodeSetStatus{ID: "node-1", Status: store.NodeDraining, Drain: &store.NodeDrain{Agents: store.DrainStop}})
+	waitFor(t, "agents stopped on the drained node", func() bool {
+		agents, _ := s.State().AgentsByNode("node-1")
+		for _, a := range agents {
+			if a.HoldsResources() {
+				return false
+			}
+		}
+		return len(agents) == 4
+	})
+
+	// Down and back: still draining, with its drain.
+	apply(t, s, &store.NodeSetStatus{ID: "node-0", Status: store.NodeDown})
+	registerNodes(t, s, 1, store.NodeCapacity{CPUMillis: 4000, MemoryMB: 4096}) // node-0 registers again
+	if n, _ := s.State().Node("node-0"); n.Status != store.NodeDraining || n.Drain == nil || n.Drain.Agents != store.DrainMove {
+		t.Fatalf("node-0 after coming back: %s %+v", n.Status, n.Drain)
+	}
+	// Undrained: ready, no drain left.
+	apply(t, s, &store.NodeSetStatus{ID: "node-0", Status: store.NodeReady})
+	if n, _ := s.State().Node("node-0"); n.Status != store.NodeReady || n.Drain != nil {
+		t.Fatalf("node-0 after undrain: %s %+v", n.Status, n.Drain)
+	}
+}
