@@ -29,6 +29,26 @@ type nodeInfo struct {
 	} `json:"allocated"`
 	AgentCount int     `json:"agentCount"`
 	LastSeen   *string `json:"lastSeen"`
+	// Drain is set while the node drains.
+	Drain *struct {
+		Agents   string  `json:"agents"`
+		Deadline *string `json:"deadline"`
+	} `json:"drain"`
+}
+
+// statusText is the node's status and, while it drains, what happens to
+// its agents.
+func (n nodeInfo) statusText() string {
+	if n.Drain == nil || n.Drain.Agents == "" || n.Drain.Agents == "keep" {
+		return n.Status
+	}
+	when := "now"
+	if n.Drain.Deadline != nil {
+		if t, err := time.Parse(time.RFC3339, *n.Drain.Deadline); err == nil {
+			when = "at " + t.Local().Format("2006-01-02 15:04:05")
+		}
+	}
+	return fmt.Sprintf("%s (%s agents %s)", n.Status, n.Drain.Agents, when)
 }
 
 func newNodesCommand() *cobra.Command {
@@ -79,7 +99,7 @@ func nodesListCommand(f *cliFlags) *cobra.Command {
 				if n.Capacity.MaxAgents > 0 {
 					agents += fmt.Sprintf("/%d", n.Capacity.MaxAgents)
 				}
-				row(tw, n.ID, n.Name, n.Address, n.Status,
+				row(tw, n.ID, n.Name, n.Address, n.statusText(),
 					fmt.Sprintf("%s/%s", cores(n.Allocated.CPUMillis), cores(n.Capacity.CPUMillis)),
 					fmt.Sprintf("%d/%d MB", n.Allocated.MemoryMB, n.Capacity.MemoryMB),
 					agents, ago(deref(n.LastSeen), now))
@@ -95,11 +115,25 @@ func cores(millis int64) string {
 }
 
 func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
-	return &cobra.Command{
+	var agents string
+	var deadline time.Duration
+	cmd := &cobra.Command{
 		Use:   verb + " NODE…",
 		Short: short + " (NODE is an ID or a name)",
 		Args:  argCount(1, -1, "NODE…"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			var body any // none unless drain says what to do with the agents
+			if verb == "drain" && (changed(cmd, "agents") || changed(cmd, "deadline")) {
+				switch agents {
+				case "keep", "stop", "move":
+				default:
+					return usageError(fmt.Errorf("--agents %q: want keep, stop or move", agents))
+				}
+				if deadline < 0 || (deadline > 0 && agents == "keep") {
+					return usageError(fmt.Errorf("--deadline needs --agents stop or move"))
+				}
+				body = map[string]any{"agents": agents, "deadlineSeconds": int64(deadline.Seconds())}
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
@@ -108,7 +142,7 @@ func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
 			for _, arg := range a {
 				id := arg
 				var n nodeInfo
-				raw, err := c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, nil, &n)
+				raw, err := c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, body, &n)
 				if isStatus(err, http.StatusNotFound) {
 					// Perhaps a name: look it up, once for all arguments.
 					if known == nil {
@@ -119,7 +153,7 @@ func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
 					if id = nodeByName(known, arg); id == "" {
 						return &exitError{code: exitNotFound, err: fmt.Errorf("node %q not found (by ID or name)", arg)}
 					}
-					raw, err = c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, nil, &n)
+					raw, err = c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, body, &n)
 				}
 				if err != nil {
 					return err
@@ -130,11 +164,23 @@ func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
 					}
 					continue
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) %s\n", n.ID, n.Name, n.Status)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) %s\n", n.ID, n.Name, n.statusText())
 			}
 			return nil
 		},
 	}
+	if verb == "drain" {
+		cmd.Long = `Drain nodes: the scheduler places no new agents on them. With --agents the
+node's agents are also emptied out at --deadline (default: at once): stop
+stops them (start places them again, elsewhere if need be), move re-places
+them on other nodes with their ports and URLs; keep (the default) leaves them
+running.`
+		cmd.Example = `  agenthost nodes drain node-3
+  agenthost nodes drain node-3 --agents move --deadline 10m`
+		cmd.Flags().StringVar(&agents, "agents", "keep", "what happens to the node's agents: keep, stop or move")
+		cmd.Flags().DurationVar(&deadline, "deadline", 0, "with --agents stop or move: how long the agents have first (0: at once)")
+	}
+	return cmd
 }
 
 func nodeByName(nodes []nodeInfo, name string) string {

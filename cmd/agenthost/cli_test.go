@@ -224,6 +224,8 @@ func TestCLIUsageErrorsExitWithTwo(t *testing.T) {
 		{"agents", "questions", "reply", agentID, "q1"},
 		{"agents", "questions", "reply", agentID, "q1", "--answers-json", "nope"},
 		{"nodes", "drain"},
+		{"nodes", "drain", "nd1", "--agents", "evict"},
+		{"nodes", "drain", "nd1", "--deadline", "1m"},
 		{"orgs", "update", "acme"},
 		{"tokens", "list", "--org", "acme", "--operator"},
 		{"tokens", "create", "--role", "operator"},
@@ -554,6 +556,16 @@ func TestCLIOperatorVerbs(t *testing.T) {
 	}
 	if res = runCLI(t, "", "nodes", "drain", "nope"); res.code != exitNotFound {
 		t.Fatalf("drain of a missing node: exit %d", res.code)
+	}
+	if got := api.last("POST", "/api/v1/nodes/nd1/drain").body; got != "" {
+		t.Fatalf("a plain drain sent %s", got)
+	}
+	api.json("POST /api/v1/nodes/nd1/drain", 200, `{"id":"nd1","name":"dev-node","status":"draining","drain":{"agents":"move","deadline":"2030-01-01T00:00:00.000Z"}}`)
+	if res = runCLI(t, "", "nodes", "drain", "nd1", "--agents", "move", "--deadline", "10m"); res.code != 0 || !strings.Contains(res.stdout, "draining (move agents at 20") {
+		t.Fatalf("drain --agents move: %v %q", res.err, res.stdout)
+	}
+	if got := api.last("POST", "/api/v1/nodes/nd1/drain").body; got != `{"agents":"move","deadlineSeconds":600}` {
+		t.Fatalf("drain body %s", got)
 	}
 
 	org := `{"id":"orgx","name":"acme","plan":{"maxAgents":5,"maxRunning":2},"defaultModel":null,"usage":{"agents":1,"running":1},"createdAt":"2026-01-01T00:00:00.000Z"}`
