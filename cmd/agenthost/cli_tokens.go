@@ -77,6 +77,7 @@ tokens, with $AGENTHOST_TOKEN. With --org ORG: that org's tokens; with
 is shown once, when it is created; the cluster keeps only its hash.`,
 	}
 	addNounFlags(cmd, f)
+	cmd.PersistentFlags().Lookup("token").Usage = "API token (default $AGENTHOST_TOKEN; with --org or --operator, $AGENTHOST_OPERATOR_TOKEN first)"
 	scope.add(cmd)
 	cmd.AddCommand(tokensListCommand(f, &scope), tokensCreateCommand(f, &scope), tokensRevokeCommand(f, &scope))
 	return cmd
