@@ -11,7 +11,9 @@ MAKEFLAGS += --no-builtin-rules
 GO ?= go
 
 # Debian packages that the targets below need and a fresh Debian 12 machine may lack.
-APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static mmdebstrap
+# prometheus (with promtool) is for the tests of deploy/: they start their own, and
+# apt-packages keeps its package from starting or enabling a service of its own.
+APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static mmdebstrap prometheus
 # npm installs OpenCode (setup, runtime-image); any npm will do, so Debian's is added only
 # when none is on the PATH.
 APT_PACKAGES += $(if $(shell command -v npm),,nodejs npm)
@@ -59,7 +61,17 @@ apt-packages:
 		fi; \
 		echo "setup: installing $${missing[*]}"; \
 		export DEBIAN_FRONTEND=noninteractive; \
+		policy=/usr/sbin/policy-rc.d; \
+		if [[ ! -e "$$policy" ]]; then \
+			trap 'rm -f "$$policy"' EXIT; \
+			printf '%s\n' '#!/bin/sh' '# make setup: Debian'"'"'s prometheus service is not started (the tests run their own).' \
+				'for a; do case "$$a" in prometheus|prometheus.service) exit 101;; esac; done' 'exit 0' > "$$policy"; \
+			chmod 755 "$$policy"; \
+		fi; \
 		apt-get update && apt-get install -y --no-install-recommends "$${missing[@]}"; \
+		if [[ " $${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then \
+			systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+		fi; \
 	fi
 
 # npm-packages: npm install -g each NPM_PACKAGES entry whose pinned version is not installed.
