@@ -124,7 +124,18 @@ func TestDashboardAndAlertsAgainstARunningCluster(t *testing.T) {
 		}
 		c.waitAgent(id, step.status)
 	}
-	time.Sleep(4 * time.Second)
+	// Until Prometheus has scraped the last of it.
+	for _, expr := range []string{
+		`sum(agenthost_nodeagent_agent_start_duration_seconds_count{action="start"}) >= 1`,
+		`max(agenthost_org_running_agents{org_name="capped"}) >= 1`,
+		`sum(agenthost_scheduler_rejections_total{reason="running_cap"}) >= 1`,
+	} {
+		waitFor(t, 20*time.Second, expr, func() bool {
+			res, err := prom.query(expr)
+			return err == nil && len(res) > 0
+		})
+	}
+	time.Sleep(2 * time.Second)
 
 	t.Run("dashboard", func(t *testing.T) {
 		for _, q := range dashboardQueries(t) {

@@ -98,10 +98,20 @@ func startCluster(t *testing.T) *cluster {
 
 	var regs []*prometheus.Registry
 	c.tc = clusterrpc.NewTestClusterWith(t, 3, func(cfg *clusterrpc.ServerConfig) {
+		// Production timings: a loaded machine must not see leadership
+		// churn, which would show as a passing AgenthostNoLeader.
+		clusterrpc.ProductionTimings(cfg)
 		reg := newRegistry()
 		regs = append(regs, reg)
 		cfg.Store.Registerer = reg
 	})
+	// Agents' ports from this test's own range, below the ephemeral ports
+	// that listeners on :0 get (other tests use 321xx–323xx).
+	ccfg := store.DefaultClusterConfig()
+	ccfg.PortRangeStart, ccfg.PortRangeEnd = 32400, 32499
+	if _, err := c.leader().Store.Apply(ctx, &store.ClusterConfigSet{Config: ccfg}); err != nil {
+		t.Fatal(err)
+	}
 	var apiAddrs, controlAddrs []string
 	for i, srv := range c.tc.Servers {
 		acfg := api.DefaultConfig()
