@@ -55,14 +55,15 @@ func newNodesCommand() *cobra.Command {
 	f := &cliFlags{operator: true}
 	cmd := &cobra.Command{
 		Use:   "nodes",
-		Short: "List the host pool's nodes; drain and undrain them (operator API)",
+		Short: "List the host pool's nodes; drain, undrain and remove them (operator API)",
 		Long: `List the nodes that run agents, with capacity, allocation and agent count;
-drain a node (no new placements) or undrain it. Uses the operator token:
+drain a node (no new placements; its agents optionally stopped or moved) or
+undrain it; remove a node for good. Uses the operator token:
 $AGENTHOST_OPERATOR_TOKEN, else $AGENTHOST_TOKEN, or --token.`,
 	}
 	addNounFlags(cmd, f)
 	cmd.AddCommand(nodesListCommand(f), nodesStatusCommand(f, "drain", "Drain nodes: no new agents are placed on them"),
-		nodesStatusCommand(f, "undrain", "Undrain nodes: they take new agents again"))
+		nodesStatusCommand(f, "undrain", "Undrain nodes: they take new agents again"), nodesRemoveCommand(f))
 	return cmd
 }
 
@@ -138,23 +139,10 @@ func nodesStatusCommand(f *cliFlags, verb, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var known []nodeInfo
+			var r nodeResolver
 			for _, arg := range a {
-				id := arg
 				var n nodeInfo
-				raw, err := c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, body, &n)
-				if isStatus(err, http.StatusNotFound) {
-					// Perhaps a name: look it up, once for all arguments.
-					if known == nil {
-						if known, _, err = c.nodes(cmd.Context()); err != nil {
-							return err
-						}
-					}
-					if id = nodeByName(known, arg); id == "" {
-						return &exitError{code: exitNotFound, err: fmt.Errorf("node %q not found (by ID or name)", arg)}
-					}
-					raw, err = c.do(cmd.Context(), http.MethodPost, "/nodes/"+url.PathEscape(id)+"/"+verb, body, &n)
-				}
+				raw, err := r.call(cmd.Context(), c, http.MethodPost, arg, "/"+verb, body, &n)
 				if err != nil {
 					return err
 				}
@@ -183,11 +171,59 @@ running.`
 	return cmd
 }
 
-func nodeByName(nodes []nodeInfo, name string) string {
-	for _, n := range nodes {
-		if n.Name == name {
-			return n.ID
+// nodeResolver calls the API on a node named by its ID or, failing that,
+// by its name; the list of nodes is fetched once for all arguments.
+type nodeResolver struct {
+	known []nodeInfo
+}
+
+func (r *nodeResolver) call(ctx context.Context, c *apiClient, method, arg, suffix string, body, out any) ([]byte, error) {
+	raw, err := c.do(ctx, method, "/nodes/"+url.PathEscape(arg)+suffix, body, out)
+	if !isStatus(err, http.StatusNotFound) {
+		return raw, err
+	}
+	if r.known == nil {
+		if r.known, _, err = c.nodes(ctx); err != nil {
+			return nil, err
 		}
 	}
-	return ""
+	for _, n := range r.known {
+		if n.Name == arg && n.ID != arg {
+			return c.do(ctx, method, "/nodes/"+url.PathEscape(n.ID)+suffix, body, out)
+		}
+	}
+	return nil, &exitError{code: exitNotFound, err: fmt.Errorf("node %q not found (by ID or name)", arg)}
+}
+
+func nodesRemoveCommand(f *cliFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NODE…",
+		Aliases: []string{"delete"},
+		Short:   "Remove nodes for good (refused while agents are placed on them: drain with --agents move or stop first)",
+		Args:    argCount(1, -1, "NODE…"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var r nodeResolver
+			for _, arg := range a {
+				var res struct {
+					ID string `json:"id"`
+				}
+				raw, err := r.call(cmd.Context(), c, http.MethodDelete, arg, "", nil, &res)
+				if err != nil {
+					return err
+				}
+				if f.json {
+					if err := printJSON(cmd.OutOrStdout(), raw); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s removed\n", res.ID)
+			}
+			return nil
+		},
+	}
 }

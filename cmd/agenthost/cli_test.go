@@ -567,6 +567,16 @@ func TestCLIOperatorVerbs(t *testing.T) {
 	if got := api.last("POST", "/api/v1/nodes/nd1/drain").body; got != `{"agents":"move","deadlineSeconds":600}` {
 		t.Fatalf("drain body %s", got)
 	}
+	api.on("DELETE /api/v1/nodes/nd1", func(w http.ResponseWriter, _ *http.Request) {
+		writeFakeError(w, 409, "conflict", "node nd1 has 3 agents placed on it")
+	})
+	if res = runCLI(t, "", "nodes", "rm", "dev-node"); res.code != exitConflict || !strings.Contains(res.err.Error(), "has 3 agents") {
+		t.Fatalf("rm of a node with agents: exit %d (%v)", res.code, res.err)
+	}
+	api.json("DELETE /api/v1/nodes/nd1", 200, `{"id":"nd1","deleted":true}`)
+	if res = runCLI(t, "", "nodes", "rm", "dev-node"); res.code != 0 || res.stdout != "nd1 removed\n" {
+		t.Fatalf("rm: %v %q", res.err, res.stdout)
+	}
 
 	org := `{"id":"orgx","name":"acme","plan":{"maxAgents":5,"maxRunning":2},"defaultModel":null,"usage":{"agents":1,"running":1},"createdAt":"2026-01-01T00:00:00.000Z"}`
 	api.json("GET /api/v1/orgs", 200, `{"orgs":[`+org+`]}`)

@@ -57,7 +57,8 @@ func (c *cli) ok(args ...string) (stdout, stderr string) {
 
 // TestCLI drives a dev cluster with the CLI as a user would: create an
 // agent and wait for it, list and read it, talk to it, stop, start and
-// delete it, and check the exit codes of a missing agent and a bad token.
+// delete it, drain and undrain the node, and check the exit codes of a
+// missing agent, a bad token and a wrong verb.
 func TestCLI(t *testing.T) {
 	d := startDev(t, "10.213.43.0/24", "32300-32399")
 	bin := filepath.Join(t.TempDir(), "agenthost")
@@ -130,6 +131,12 @@ func TestCLI(t *testing.T) {
 	// The operator's view.
 	if stdout, _ = c.ok("nodes", "list"); !regexp.MustCompile(`(?m)^\S+\s+dev-node\s+\S+\s+ready\s+`).MatchString(stdout) {
 		t.Fatalf("nodes list:\n%s", stdout)
+	}
+	if stdout, _ = c.ok("nodes", "drain", "dev-node"); !strings.HasSuffix(stdout, " (dev-node) draining\n") {
+		t.Fatalf("nodes drain: %q", stdout)
+	}
+	if stdout, _ = c.ok("nodes", "undrain", "dev-node"); !strings.HasSuffix(stdout, " (dev-node) ready\n") {
+		t.Fatalf("nodes undrain: %q", stdout)
 	}
 	if stdout, _ = c.ok("orgs", "get", "default"); !regexp.MustCompile(`(?m)^USAGE\s+1 agents, 1 running$`).MatchString(stdout) {
 		t.Fatalf("orgs get default:\n%s", stdout)
