@@ -128,18 +128,18 @@ func registerRaftGauges(reg prometheus.Registerer, r *raft.Raft, fsm *FSM) {
 // of thousands of tenants must not give Prometheus thousands of series per
 // scrape, but every org at or near its running cap must be visible by name.
 const (
-	// OrgSeriesTop is how many orgs, the ones with the most running agents,
+	// orgSeriesTop is how many orgs, the ones with the most running agents,
 	// get series of their own.
-	OrgSeriesTop = 20
-	// OrgSeriesNearCap is the share of its running cap from which an org
+	orgSeriesTop = 20
+	// orgSeriesNearCap is the share of its running cap from which an org
 	// gets series of its own, whatever its rank.
-	OrgSeriesNearCap = 0.8
-	// OrgSeriesMax bounds the orgs with series of their own: the near-cap
+	orgSeriesNearCap = 0.8
+	// orgSeriesMax bounds the orgs with series of their own: the near-cap
 	// orgs fullest first, then the top ones.
-	OrgSeriesMax = 100
-	// OtherOrg is the org label of the sum over every org without series
+	orgSeriesMax = 100
+	// otherOrg is the org label of the sum over every org without series
 	// of its own.
-	OtherOrg = "other"
+	otherOrg = "other"
 )
 
 // clusterCollector exports the replicated state, read at scrape time from
@@ -258,23 +258,23 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		c.s.logger.Warn("metrics: list orgs", "error", err)
 		return
 	}
-	usage := make([]OrgUsage, 0, len(orgs))
+	usage := make([]orgCapUse, 0, len(orgs))
 	for _, o := range orgs {
 		row, err := first[*usageRow](st.txn, tableOrgUsage, "id", o.ID)
 		if err != nil {
 			c.s.logger.Warn("metrics: org usage", "org", o.ID, "error", err)
 			continue
 		}
-		u := OrgUsage{ID: o.ID, Name: o.Name, Cap: o.Plan.MaxRunning}
+		u := orgCapUse{ID: o.ID, Name: o.Name, Cap: o.Plan.MaxRunning}
 		if row != nil {
 			u.Running = row.Running
 		}
 		usage = append(usage, u)
 	}
-	own, other := OrgSeries(usage, OrgSeriesTop, OrgSeriesMax, OrgSeriesNearCap)
+	own, other := orgSeries(usage, orgSeriesTop, orgSeriesMax, orgSeriesNearCap)
 	byCap := map[string]int{}
 	for _, u := range usage {
-		byCap[u.capState(OrgSeriesNearCap)]++
+		byCap[u.capState(orgSeriesNearCap)]++
 	}
 	for _, s := range []string{"at", "near", "below", "unlimited"} {
 		gauge(c.orgs, float64(byCap[s]), s)
@@ -285,16 +285,16 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.orgCap, float64(u.Cap), u.ID, u.Name)
 		}
 	}
-	gauge(c.orgRunning, float64(other), OtherOrg, OtherOrg)
+	gauge(c.orgRunning, float64(other), otherOrg, otherOrg)
 }
 
-// OrgUsage is an org's running agents against its running cap (0: none).
-type OrgUsage struct {
+// orgCapUse is an org's running agents against its running cap (0: none).
+type orgCapUse struct {
 	ID, Name     string
 	Running, Cap int
 }
 
-func (u OrgUsage) capState(nearCap float64) string {
+func (u orgCapUse) capState(nearCap float64) string {
 	switch {
 	case u.Cap <= 0:
 		return "unlimited"
@@ -306,12 +306,12 @@ func (u OrgUsage) capState(nearCap float64) string {
 	return "below"
 }
 
-// OrgSeries picks the orgs that get series of their own: every org at or
+// orgSeries picks the orgs that get series of their own: every org at or
 // past nearCap of its running cap, fullest first, then the top others by
 // running agents (orgs running nothing left out), at most limit in all. It returns them and the running
-// agents of all the others, which are exported as one org, OtherOrg.
-func OrgSeries(usage []OrgUsage, top, limit int, nearCap float64) (own []OrgUsage, other int) {
-	share := func(u OrgUsage) float64 {
+// agents of all the others, which are exported as one org, otherOrg.
+func orgSeries(usage []orgCapUse, top, limit int, nearCap float64) (own []orgCapUse, other int) {
+	share := func(u orgCapUse) float64 {
 		if u.Cap <= 0 {
 			return 0
 		}
@@ -320,7 +320,7 @@ func OrgSeries(usage []OrgUsage, top, limit int, nearCap float64) (own []OrgUsag
 	sorted := slices.Clone(usage)
 	// Near-cap orgs first, fullest first; then by running agents; ties by
 	// ID, so that the choice is the same at every scrape.
-	slices.SortFunc(sorted, func(a, b OrgUsage) int {
+	slices.SortFunc(sorted, func(a, b orgCapUse) int {
 		an, bn := share(a) >= nearCap, share(b) >= nearCap
 		switch {
 		case an != bn:

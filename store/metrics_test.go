@@ -1,10 +1,8 @@
-package store_test
+package store
 
 import (
 	"fmt"
 	"testing"
-
-	"github.com/agenthost/agenthost/store"
 )
 
 // TestOrgSeriesBounded: however many orgs there are, at most the limit get
@@ -12,10 +10,10 @@ import (
 // rest of the top N by running agents follow; the others' running agents
 // are summed, so that the per-org series add up to the cluster's total.
 func TestOrgSeriesBounded(t *testing.T) {
-	var usage []store.OrgUsage
+	var usage []orgCapUse
 	total := 0
 	for i := range 5000 {
-		u := store.OrgUsage{ID: fmt.Sprintf("org%04d", i), Running: i % 7}
+		u := orgCapUse{ID: fmt.Sprintf("org%04d", i), Running: i % 7}
 		switch {
 		case i%1000 == 3:
 			u.Cap, u.Running = 10, 10 // at its cap
@@ -27,7 +25,7 @@ func TestOrgSeriesBounded(t *testing.T) {
 		total += u.Running
 		usage = append(usage, u)
 	}
-	own, other := store.OrgSeries(usage, 3, 100, 0.8)
+	own, other := orgSeries(usage, 3, 100, 0.8)
 	if len(own) != 13 {
 		t.Fatalf("%d orgs with own series, want 10 near their cap + 3 top", len(own))
 	}
@@ -54,13 +52,13 @@ func TestOrgSeriesBounded(t *testing.T) {
 	}
 
 	// More near-cap orgs than the limit: the fullest are kept.
-	own, _ = store.OrgSeries(usage, 3, 4, 0.8)
+	own, _ = orgSeries(usage, 3, 4, 0.8)
 	if len(own) != 4 || own[3].Running != 10 {
 		t.Fatalf("limit 4: %+v", own)
 	}
 	// Stable: the same input picks the same orgs.
-	a, _ := store.OrgSeries(usage, 20, 100, 0.8)
-	b, _ := store.OrgSeries(usage, 20, 100, 0.8)
+	a, _ := orgSeries(usage, 20, 100, 0.8)
+	b, _ := orgSeries(usage, 20, 100, 0.8)
 	if fmt.Sprint(a) != fmt.Sprint(b) {
 		t.Fatal("the choice changed between two calls")
 	}
