@@ -153,6 +153,13 @@ func TestDashboardAndAlertsAgainstARunningCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("cluster state from the leader only", func(t *testing.T) {
+		res, err := prom.query(`count(count by (instance) (agenthost_cluster_nodes))`)
+		if err != nil || len(res) != 1 || res[0].value() != "1" {
+			t.Fatalf("servers exporting the cluster's state: %v %v, want 1", res, err)
+		}
+	})
+
 	t.Run("alerts", func(t *testing.T) {
 		var rules struct {
 			Groups []struct {
