@@ -250,8 +250,15 @@ func containerdDriver(ctx context.Context, opts nodeOptions, modelPort uint16, l
 			drv.Close()
 			return nil, fmt.Errorf("--import-image: %w", err)
 		}
-		logger.Info("importing image archive", "path", path)
-		names, err := drv.ImportImage(ctx, f)
+		var size int64
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
+		logger.Info("importing image archive", "path", path, "size", mebibytes(size))
+		pr := &progressReader{r: f}
+		stopProgress := pr.report(logger.With("path", path), "importing image archive", size, 2*time.Second)
+		names, err := drv.ImportImage(ctx, pr)
+		stopProgress()
 		f.Close()
 		if err != nil {
 			drv.Close()
