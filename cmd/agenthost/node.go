@@ -77,7 +77,6 @@ func defaultNodeOptions() nodeOptions {
 		processCmd:    "opencode serve --port {port} --hostname 127.0.0.1",
 		defaultModel:  def.DefaultModel,
 		permission:    def.PermissionPolicy,
-		metricsAddr:   "127.0.0.1:7492",
 	}
 }
 
@@ -121,7 +120,7 @@ agent adopts them.`,
 	f.StringVar(&opts.defaultModel, "default-model", opts.defaultModel, "model of agents created without one and without an org default (provider/model)")
 	f.StringVar(&opts.permission, "permission-policy", opts.permission, "runtimes' policy for edits, shell commands and web fetches: ask (requests reach the API), allow or deny")
 	f.StringVar(&opts.driver, "driver", opts.driver, "containerd, or process: runtimes as plain child processes with NO isolation, for a developer machine only")
-	f.StringVar(&opts.metricsAddr, "metrics-addr", opts.metricsAddr, "address for /metrics (empty: none); Prometheus must reach it, so bind it to a private interface")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", opts.metricsAddr, "address for /metrics, e.g. 10.0.1.7:7492 (empty: none); Prometheus must reach it, so a private interface")
 	f.StringVar(&opts.processCmd, "process-command", opts.processCmd, "with --driver process: the runtime's command; {port} is the agent's port")
 	return cmd
 }
