@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/agenthost/agenthost/store"
@@ -277,10 +278,23 @@ http {
 	cmd := exec.Command("nginx", "-c", path, "-p", dir)
 	out, _ := os.Create(filepath.Join(dir, "nginx.out"))
 	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group: killing the master alone would leave its
+	// workers behind, still holding the port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return func() { cmd.Process.Kill(); cmd.Wait() }, nil
+	return func() {
+		cmd.Process.Signal(syscall.SIGTERM) // the master stops its workers
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}, nil
 }
 
 func waitFor(url, host string, want []byte) error {
