@@ -186,7 +186,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 		if err != nil {
 			stop()
 			c.Close()
-			if reused && r.Context().Err() == nil {
+			if cerr := r.Context().Err(); cerr != nil {
+				return cerr // the client left: nobody to answer
+			}
+			if reused {
 				// The agent closed a kept-alive connection as the
 				// request went out; the request is a read, so it is
 				// sent again on a fresh connection, as Transport does.
