@@ -61,7 +61,7 @@ func (s *Service) StateChanged(index uint64, changes []store.Change) {
 			before, ok := c.Before.(*store.Node)
 			if after.Status == store.NodeDown && (!ok || before.Status != store.NodeDown) || after.Drain.Due(time.Now()) {
 				s.requestReschedule()
-			} else if d := after.Drain; after.Status == store.NodeDraining && d.Agents != store.DrainKeep {
+			} else if d := after.Drain; after.Status == store.NodeDraining && d != nil && d.Agents != store.DrainKeep {
 				// Due later: look again at the deadline rather than
 				// up to RescheduleInterval after it.
 				time.AfterFunc(time.Until(d.Deadline), s.requestReschedule)
