@@ -183,7 +183,11 @@ func runNode(ctx context.Context, opts nodeOptions) error {
 	cfg.DefaultModel = opts.defaultModel
 	cfg.PermissionPolicy = opts.permission
 	cfg.OfflineModelURL = modelURL
-	cfg.Registerer = opts.registry
+	if opts.registry != nil {
+		// Only a registry that is there: a nil *Registry in the interface
+		// would not compare equal to nil and would be registered into.
+		cfg.Registerer = opts.registry
+	}
 	if cfg.Registerer == nil && opts.metricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
