@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,6 +183,16 @@ func (f *FSM) notifyChanges(index uint64, raw memdb.Changes) {
 		}
 		changes = append(changes, Change{Before: publicObject(c.Before), After: publicObject(c.After)})
 	}
+	// The change is committed whatever the handler does. A handler that
+	// panics (a bug in the scheduler's model, say) must not take the
+	// server down with it: every server would then crash on the same entry
+	// and again on replay. It is told to start over instead.
+	defer func() {
+		if v := recover(); v != nil {
+			f.logger.Error("change handler panicked; it starts over from the state", "index", index, "panic", v, "stack", string(debug.Stack()))
+			box.h.StateReset()
+		}
+	}()
 	box.h.StateChanged(index, changes)
 }
 

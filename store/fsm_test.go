@@ -1070,3 +1070,25 @@ func TestApplyAgentDelete(t *testing.T) {
 		{name: "deleted twice", setup: []Command{&AgentDelete{ID: "a1"}}, cmd: &AgentDelete{ID: "a1"}, want: ErrNotFound},
 	})
 }
+
+// panickyHandler is a change handler that panics on every change, as a
+// buggy scheduler model might.
+type panickyHandler struct{ resets int }
+
+func (h *panickyHandler) StateChanged(uint64, []Change) { panic("a bug in a change handler") }
+func (h *panickyHandler) StateReset()                   { h.resets++ }
+
+// TestChangeHandlerPanicDoesNotStopTheFSM: the command is applied, the
+// server goes on, and the handler is told to start over.
+func TestChangeHandlerPanicDoesNotStopTheFSM(t *testing.T) {
+	f := newTestFSM(t)
+	h := &panickyHandler{}
+	f.fsm.SetChangeHandler(h)
+	f.mustApply(newNode("node-1", NodeCapacity{}), newNode("node-2", NodeCapacity{}))
+	if h.resets != 2 {
+		t.Fatalf("the handler was reset %d times, want 2", h.resets)
+	}
+	if n, err := f.fsm.State().Node("node-2"); err != nil || n == nil {
+		t.Fatalf("the command after a panicking handler: %v %v", n, err)
+	}
+}
