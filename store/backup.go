@@ -99,6 +99,14 @@ func (s *Store) RestoreSnapshot(ctx context.Context, r io.Reader) (SnapshotInfo,
 	if err := s.raft.Restore(meta, f, s.cfg.ApplyTimeout); err != nil {
 		return SnapshotInfo{}, s.raftError(err)
 	}
+	// The restored state carries the backup's own index, which may be
+	// below what every server had applied; whoever waits for the next
+	// index (route and assignment watches) would wait for a write that
+	// might not come. A no-op moves every server's applied index past the
+	// restore, changing nothing in the state.
+	if _, err := s.Apply(ctx, &Noop{}); err != nil {
+		return info, fmt.Errorf("restored, but the index after it was not committed: %w", err)
+	}
 	return info, nil
 }
 

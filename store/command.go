@@ -34,6 +34,9 @@ const (
 	CmdClusterConfigSet        CommandType = 21
 	CmdPlanApply               CommandType = 22
 	CmdAgentSetRuntimePassword CommandType = 23
+	// CmdNoop changes nothing; it only moves every server's applied index
+	// on (after a restore). Older servers may skip it.
+	CmdNoop CommandType = 24 | IgnoreUnknownFlag
 )
 
 // IgnoreUnknownFlag may be set on a command type that older servers can safely
@@ -52,6 +55,7 @@ var commandNames = map[CommandType]string{
 	CmdIdempotencyPut: "idempotency_put", CmdIdempotencyDelete: "idempotency_delete",
 	CmdClusterConfigSet: "cluster_config_set", CmdPlanApply: "plan_apply",
 	CmdAgentSetRuntimePassword: "agent_set_runtime_password",
+	CmdNoop:                    "noop",
 }
 
 func (t CommandType) String() string {
@@ -124,6 +128,8 @@ func newCommand(t CommandType) Command {
 		return &ClusterConfigSet{}
 	case CmdPlanApply:
 		return &PlanApply{}
+	case CmdNoop:
+		return &Noop{}
 	case CmdAgentSetRuntimePassword:
 		return &AgentSetRuntimePassword{}
 	}
@@ -377,3 +383,8 @@ func (*IdempotencyDelete) CommandType() CommandType       { return CmdIdempotenc
 func (*ClusterConfigSet) CommandType() CommandType        { return CmdClusterConfigSet }
 func (*PlanApply) CommandType() CommandType               { return CmdPlanApply }
 func (*AgentSetRuntimePassword) CommandType() CommandType { return CmdAgentSetRuntimePassword }
+
+// Noop is committed through Raft and changes nothing (see CmdNoop).
+type Noop struct{}
+
+func (*Noop) CommandType() CommandType { return CmdNoop }

@@ -256,6 +256,8 @@ func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) (any, error) {
 		return nil, applyIdempotencyDelete(txn, c)
 	case *ClusterConfigSet:
 		return nil, applyClusterConfigSet(txn, index, c)
+	case *Noop:
+		return nil, nil
 	}
 	return nil, fmt.Errorf("%w: %s has no applier", ErrUnknownCommand, cmd.CommandType())
 }

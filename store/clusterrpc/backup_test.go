@@ -49,6 +49,17 @@ func TestSnapshotSaveRestoreIntoAFreshCluster(t *testing.T) {
 
 	fresh := NewTestCluster(t, 3)
 	leader := fresh.Servers[fresh.WaitForLeader()].Store
+	// More history here than in the backup: its index is below what the
+	// fresh servers have applied.
+	for i := range 40 {
+		if _, err := leader.Apply(ctx, &store.OrgCreate{Org: store.Org{ID: fmt.Sprintf("fresh-%d", i), Name: fmt.Sprintf("fresh %d", i), CreatedAt: f.now}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appliedBefore := leader.AppliedIndex()
+	if appliedBefore <= index {
+		t.Fatalf("the fresh cluster's index %d should be past the backup's %d", appliedBefore, index)
+	}
 	before := hashOf(t, leader)
 
 	// Damaged: one byte changed, or cut short. Refused, nothing changed.
@@ -88,6 +99,15 @@ func TestSnapshotSaveRestoreIntoAFreshCluster(t *testing.T) {
 		}
 	}
 	waitForHash("after restore")
+	// Every server's applied index moved on past the restore, so that
+	// watches waiting for the next index see the restored state.
+	for i, srv := range fresh.Servers {
+		for deadline := time.Now().Add(10 * time.Second); srv.Store.AppliedIndex() <= appliedBefore; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("server %d's applied index %d stayed behind %d after the restore", i, srv.Store.AppliedIndex(), appliedBefore)
+			}
+		}
+	}
 
 	// The restored state is on disk: a server restarted comes back with it.
 	victim := fresh.Follower()
