@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -183,11 +184,36 @@ func (c *cluster) resources() resources {
 
 func countFDs(t *testing.T) int {
 	t.Helper()
+	return len(fdTargets(t))
+}
+
+// fdTargets are what this process's open file descriptors point at
+// ("socket:[123]", a path), sorted.
+func fdTargets(t *testing.T) []string {
+	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	var out []string
+	for _, e := range ents {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			out = append(out, target)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// newFDs are the targets of now that base does not have.
+func newFDs(base, now []string) []string {
+	var out []string
+	for _, f := range now {
+		if _, found := slices.BinarySearch(base, f); !found {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // countChildren counts the processes whose parent is this one, from
@@ -216,4 +242,14 @@ func countChildren(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// waitNoAgents waits until no agent holds a port and the process driver has
+// no container and this process no child.
+func (c *cluster) waitNoAgents(t *testing.T) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "every agent and its process to be gone", func() bool {
+		r := c.resources()
+		return r.ports == 0 && r.containers == 0 && r.children == 0
+	})
 }

@@ -82,8 +82,9 @@ type answer struct {
 //   - once every agent is deleted, no agent holds a port (and each admitted
 //     port can be bound again), the driver has no container, this process
 //     has no child, and goroutines and open file descriptors are back to
-//     the baseline taken before the load, give or take a small slack for
-//     the cluster's own background work.
+//     the baseline taken before the load (after a warm-up burst, so that
+//     the cluster's connection pools are already open), give or take a
+//     small slack for the cluster's own background work.
 //
 // Latency bounds are liveness only (the API's 60 s create timeout).
 func TestCreatesAdmitExactlyTheCapsAndLeakNothing(t *testing.T) {
@@ -114,28 +115,28 @@ func TestCreatesAdmitExactlyTheCapsAndLeakNothing(t *testing.T) {
 	client := &http.Client{Transport: transport, Timeout: 2 * time.Minute}
 	t.Cleanup(transport.CloseIdleConnections)
 
+	// A warm-up burst from every client, refused but for one create, then
+	// deleted: the baseline is that of a cluster that has served load (its
+	// Raft pipelines and forwarding connections are open), so that what
+	// remains afterwards is what the load left.
+	warmID, warmToken, err := c.leaderAPI().CreateOrg(ctx, "warm-up", store.Plan{MaxAgents: 1}, "load test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenOf[warmID] = warmToken
+	sendCreates(t, client, c.urls, []string{warmToken}, 2*clients, "warm-up")
+	deleteAll(t, c, client, tokenOf)
+	c.waitNoAgents(t)
+	transport.CloseIdleConnections()
+	time.Sleep(time.Second)
+
 	base := c.resources()
+	baseFDs := fdTargets(t)
 	t.Logf("baseline: %s", base)
 
 	// The load: request i is for org i%10 through API i%3.
-	answers := make([]answer, creates)
-	work := make(chan int)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for i := range work {
-				org := i % len(orgPlans)
-				answers[i] = create(t, client, c.urls[i%len(c.urls)], tokens[org], fmt.Sprintf("agent-%d", i))
-				answers[i].org = org
-			}
-		})
-	}
-	for i := range creates {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	answers := sendCreates(t, client, c.urls, tokens, creates, "agent")
 	elapsed := time.Since(start)
 
 	admitted := make([][]string, len(orgPlans))
@@ -207,11 +208,7 @@ func TestCreatesAdmitExactlyTheCapsAndLeakNothing(t *testing.T) {
 
 	// Delete every agent the state holds (admitted or not), again spread
 	// over the APIs.
-	for i, a := range all {
-		if status, body := do(t, client, "DELETE", c.urls[i%len(c.urls)]+"/api/v1/agents/"+a.ID, tokenOf[a.OrgID], nil); status != http.StatusOK {
-			t.Errorf("delete %s: %d %s", a.ID, status, body)
-		}
-	}
+	deleteAll(t, c, client, tokenOf)
 	transport.CloseIdleConnections()
 
 	// Back to the baseline. The slack absorbs the cluster's own transient
@@ -227,7 +224,8 @@ func TestCreatesAdmitExactlyTheCapsAndLeakNothing(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("60 s after deleting every agent: %s; baseline %s", now, base)
+			t.Fatalf("60 s after deleting every agent: %s; baseline %s; descriptors opened since: %v",
+				now, base, newFDs(baseFDs, fdTargets(t)))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -239,6 +237,46 @@ func TestCreatesAdmitExactlyTheCapsAndLeakNothing(t *testing.T) {
 			continue
 		}
 		l.Close()
+	}
+}
+
+// sendCreates sends n creates from the clients, request i for the org of
+// tokens[i%len(tokens)] through API urls[i%len(urls)], and returns the
+// answers in request order.
+func sendCreates(t *testing.T, client *http.Client, urls, tokens []string, n int, prefix string) []answer {
+	t.Helper()
+	answers := make([]answer, n)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for i := range work {
+				org := i % len(tokens)
+				answers[i] = create(t, client, urls[i%len(urls)], tokens[org], fmt.Sprintf("%s-%d", prefix, i))
+				answers[i].org = org
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return answers
+}
+
+// deleteAll deletes, through the APIs in turn, every agent the leader's
+// state holds, with the token of its org.
+func deleteAll(t *testing.T, c *cluster, client *http.Client, tokenOf map[string]string) {
+	t.Helper()
+	all, err := c.leader().Store.State().Agents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range all {
+		if status, body := do(t, client, "DELETE", c.urls[i%len(c.urls)]+"/api/v1/agents/"+a.ID, tokenOf[a.OrgID], nil); status != http.StatusOK {
+			t.Errorf("delete %s: %d %s", a.ID, status, body)
+		}
 	}
 }
 
