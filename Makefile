@@ -41,7 +41,7 @@ BUF := $(BIN)/buf
 # Generated files in proto/; everything else there is hand-written.
 GENERATED_FIND := find proto -type f \( -name '*.pb.go' -o -name '*.connect.go' \)
 
-.PHONY: setup apt-packages npm-packages tools opencode runtime-image proto check-proto lint build test bench dev clean containerd-up
+.PHONY: setup apt-packages npm-packages tools opencode runtime-image proto check-proto lint build test test-faults bench dev clean containerd-up
 
 # setup: install missing Debian and npm packages, then the tools and OpenCode. A no-op when
 # all are present.
@@ -183,6 +183,12 @@ build:
 # timing-sensitive tests; the tests that need it then find it in build/runtime.
 test: setup lint runtime-image
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# test-faults: the long versions of the multi-process fault scenarios in test/cluster
+# (several leader kills under load, whole-cluster restarts by SIGTERM and kill -9);
+# `make test` runs their short versions.
+test-faults:
+	$(GO) test -count=1 -timeout 30m -v ./test/cluster -args -faults
 
 # bench: store and placement throughput beside raw raft.Apply on a 3-server loopback
 # cluster; scheduler decisions per second on one core (5,000 nodes, 50,000 agents);
