@@ -45,7 +45,6 @@ func TestMain(m *testing.M) {
 	// A normal build, without -race: the processes are the system under
 	// test, not the test code.
 	build := exec.Command("go", "build", "-o", binary, "../../cmd/agenthost")
-	build.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build agenthost: %v\n%s", err, out)
 		os.RemoveAll(dir)
