@@ -185,10 +185,12 @@ test: setup lint runtime-image
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # test-faults: the long versions of the multi-process fault scenarios in test/cluster
-# (several leader kills under load, whole-cluster restarts by SIGTERM and kill -9);
-# `make test` runs their short versions.
+# (several leader kills under load, whole-cluster restarts by SIGTERM and kill -9) and of
+# the load test in test/load (10,000 creates instead of 1,000); `make test` runs their
+# short versions.
 test-faults:
 	$(GO) test -count=1 -timeout 30m -v ./test/cluster -args -faults
+	AGENTHOST_LOAD_CREATES=10000 $(GO) test -count=1 -timeout 10m -v ./test/load
 
 # bench: store and placement throughput beside raw raft.Apply on a 3-server loopback
 # cluster; scheduler decisions per second on one core (5,000 nodes, 50,000 agents);
