@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -65,8 +66,10 @@ type Proc struct {
 	HTTPAddr string
 	// ClusterAddr is a server's Raft and internal RPC address.
 	ClusterAddr string
-	args        []string
-	log         string
+	// DataDir is a server's data directory.
+	DataDir string
+	args    []string
+	log     string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -180,6 +183,7 @@ type Cluster struct {
 	// OperatorToken is the cluster's first operator token.
 	OperatorToken string
 	HTTP          *http.Client
+	mounts        []string // tmpfs data directories
 }
 
 // freePort returns a loopback TCP port that was free a moment ago, and free
@@ -210,6 +214,19 @@ func loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 // t.Cleanup stops every process it started.
 func StartCluster(t *testing.T) *Cluster {
 	t.Helper()
+	return StartClusterWith(t, Options{})
+}
+
+// Options vary the cluster StartClusterWith starts.
+type Options struct {
+	// ServerDiskMB, when not 0, puts each server's data directory on a
+	// tmpfs of this size (it needs root), so that FillDisk can fill it.
+	ServerDiskMB int
+}
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(t *testing.T, opts Options) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, Dir: t.TempDir(), Domain: "agents.test", HTTP: &http.Client{Timeout: 10 * time.Second}}
 	keyFile := filepath.Join(c.Dir, "secrets.key")
 	if err := os.WriteFile(keyFile, []byte("k1:"+testKey()+"\n"), 0o600); err != nil {
@@ -235,7 +252,11 @@ func StartCluster(t *testing.T) *Cluster {
 				others = append(others, a)
 			}
 		}
-		s.args = []string{"server", "--name", s.Name, "--data-dir", filepath.Join(c.Dir, s.Name),
+		s.DataDir = filepath.Join(c.Dir, s.Name)
+		if opts.ServerDiskMB > 0 {
+			c.mountTmpfs(s.DataDir, opts.ServerDiskMB)
+		}
+		s.args = []string{"server", "--name", s.Name, "--data-dir", s.DataDir,
 			"--bind", s.ClusterAddr, "--http-addr", s.HTTPAddr, "--gossip-bind", loopback(freePort(t)),
 			"--bootstrap-expect", "3", "--join", strings.Join(others, ","),
 			"--secrets-key-file", keyFile, "--public-url", "http://" + c.Domain}
@@ -291,6 +312,13 @@ func (c *Cluster) stopAll() {
 	for _, p := range append(append([]*Proc{}, c.Servers...), c.Proxy) {
 		if p != nil {
 			p.Kill9()
+		}
+	}
+	for _, dir := range c.mounts {
+		// Lazily: a process the harness could not stop must not keep the
+		// mount, nor fail the removal of the test's directory.
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			c.t.Errorf("unmount %s: %v: %s", dir, err, out)
 		}
 	}
 	if c.t.Failed() {
@@ -429,5 +457,57 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of sizeMB at dir; stopAll unmounts it once the
+// processes are gone.
+func (c *Cluster) mountTmpfs(dir string, sizeMB int) {
+	c.t.Helper()
+	if os.Geteuid() != 0 {
+		c.t.Fatal("a tmpfs data directory needs root")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm,mode=0700", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
+		c.t.Fatalf("mount a tmpfs at %s: %v: %s", dir, err, out)
+	}
+	c.mounts = append(c.mounts, dir)
+}
+
+// fillFile is the file FillDisk writes in a data directory.
+const fillFile = "cluster-test-fill"
+
+// FillDisk fills server i's data directory (a tmpfs: Options.ServerDiskMB)
+// until no byte is left.
+func (c *Cluster) FillDisk(i int) {
+	c.t.Helper()
+	f, err := os.OpenFile(filepath.Join(c.Servers[i].DataDir, fillFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				// Then byte by byte, so that not even a page is left.
+				for {
+					if _, err := f.Write(buf[:1]); err != nil {
+						return
+					}
+				}
+			}
+			c.t.Fatalf("fill %s: %v", c.Servers[i].Name, err)
+		}
+	}
+}
+
+// FreeDisk gives server i's data directory its space back.
+func (c *Cluster) FreeDisk(i int) {
+	c.t.Helper()
+	if err := os.Remove(filepath.Join(c.Servers[i].DataDir, fillFile)); err != nil {
+		c.t.Fatal(err)
 	}
 }
