@@ -495,9 +495,14 @@ func (c *Cluster) FillDisk(i int) {
 				// Then byte by byte, so that not even a page is left.
 				for {
 					if _, err := f.Write(buf[:1]); err != nil {
-						return
+						break
 					}
 				}
+				var fs syscall.Statfs_t
+				if err := syscall.Statfs(c.Servers[i].DataDir, &fs); err != nil || fs.Bavail != 0 {
+					c.t.Fatalf("fill %s: %d blocks left (%v)", c.Servers[i].Name, fs.Bavail, err)
+				}
+				return
 			}
 			c.t.Fatalf("fill %s: %v", c.Servers[i].Name, err)
 		}
