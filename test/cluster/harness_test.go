@@ -42,6 +42,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Servers of a Partitionable cluster run as users of their own.
+	os.Chmod(dir, 0o755)
 	binary = filepath.Join(dir, "agenthost")
 	// A normal build, without -race: the processes are the system under
 	// test, not the test code.
@@ -68,8 +70,13 @@ type Proc struct {
 	ClusterAddr string
 	// DataDir is a server's data directory.
 	DataDir string
-	args    []string
-	log     string
+	// GossipAddr is a server's gossip address (TCP and UDP).
+	GossipAddr string
+	// uid, when not 0, is the user the process runs as (Partition's rules
+	// tell servers apart by it).
+	uid  int
+	args []string
+	log  string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -87,6 +94,9 @@ func (p *Proc) start(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = f, f
 	// Pdeathsig: should this test process die, its cluster dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if p.uid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.uid)}
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", p.Name, err)
@@ -184,6 +194,7 @@ type Cluster struct {
 	OperatorToken string
 	HTTP          *http.Client
 	mounts        []string // tmpfs data directories
+	nftTable      string   // Partition's rules, when set
 }
 
 // freePort returns a loopback TCP port that was free a moment ago, and free
@@ -222,6 +233,10 @@ type Options struct {
 	// ServerDiskMB, when not 0, puts each server's data directory on a
 	// tmpfs of this size (it needs root), so that FillDisk can fill it.
 	ServerDiskMB int
+	// Partitionable runs each server as a user of its own (it needs root),
+	// so that Partition's nftables rules can tell their packets apart on
+	// loopback.
+	Partitionable bool
 }
 
 // StartClusterWith is StartCluster with options.
@@ -256,10 +271,15 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 		if opts.ServerDiskMB > 0 {
 			c.mountTmpfs(s.DataDir, opts.ServerDiskMB)
 		}
+		s.GossipAddr = loopback(freePort(t))
+		serverKey := keyFile
+		if opts.Partitionable {
+			serverKey = c.runAsOwnUser(s, i, keyFile)
+		}
 		s.args = []string{"server", "--name", s.Name, "--data-dir", s.DataDir,
-			"--bind", s.ClusterAddr, "--http-addr", s.HTTPAddr, "--gossip-bind", loopback(freePort(t)),
+			"--bind", s.ClusterAddr, "--http-addr", s.HTTPAddr, "--gossip-bind", s.GossipAddr,
 			"--bootstrap-expect", "3", "--join", strings.Join(others, ","),
-			"--secrets-key-file", keyFile, "--public-url", "http://" + c.Domain}
+			"--secrets-key-file", serverKey, "--public-url", "http://" + c.Domain}
 		s.log = filepath.Join(c.Dir, s.Name+".log")
 		s.start(t)
 	}
@@ -314,6 +334,7 @@ func (c *Cluster) stopAll() {
 			p.Kill9()
 		}
 	}
+	c.Heal()
 	for _, dir := range c.mounts {
 		// Lazily: a process the harness could not stop must not keep the
 		// mount, nor fail the removal of the test's directory.
