@@ -2,8 +2,17 @@
 // item 5): a harness that builds the agenthost binary once and starts real
 // processes on loopback — three control servers, two node agents with the
 // process driver (stand-in runtimes: the test binary itself), an edge proxy —
-// and scenarios that break them on purpose (kill -9, SIGSTOP, restarts) and
-// check that nothing acknowledged is lost.
+// and scenarios that break them on purpose and check that nothing
+// acknowledged is lost.
+//
+// The harness kills (SIGKILL), pauses (SIGSTOP/SIGCONT) and restarts any
+// process on its data directory and ports; puts servers' data directories on
+// a small tmpfs it can fill (Options.ServerDiskMB); and partitions a server
+// from the others (Options.Partitionable: each server runs as a user of its
+// own, and nftables rules drop, by that user, its packets to the other
+// servers' cluster and gossip ports — on loopback, without network
+// namespaces). Tmpfs and partitions need root. It stops only the processes
+// it started, by PID.
 //
 // Everything is in _test.go files: nothing imports this package. The short
 // scenarios run in `go test ./...`; `make test-faults` runs the longer ones
