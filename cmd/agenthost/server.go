@@ -40,6 +40,9 @@ type serverOptions struct {
 	secretsKeyFile  string
 	publicURL       string
 	modelsFile      string
+	// raftTimeout is Raft's heartbeat and election timeout (the leader
+	// lease is half): how soon a dead leader is replaced.
+	raftTimeout time.Duration
 	// createKeyFile makes the key file when it is missing (dev only: a
 	// cluster's servers must share one key file, made once by an operator).
 	createKeyFile bool
@@ -79,6 +82,8 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 	f.StringVar(&opts.gossipBind, "gossip-bind", "127.0.0.1:7402", "gossip (memberlist) address, TCP and UDP, shared with node agents")
 	f.StringVar(&opts.publicURL, "public-url", "", "where users reach agenthost (the edge proxy), e.g. https://agents.example.com; agents get URLs a<port>.<host> (default: http://localhost:<http-addr port>)")
 	f.StringVar(&opts.modelsFile, "models-file", "", `JSON file of models added to the catalog: {"models": [{"id": "vllm/qwen", "name": "Qwen", "kind": "openai-compatible", "baseURL": "http://10.0.0.9:8000/v1"}]}`)
+	f.DurationVar(&opts.raftTimeout, "raft-timeout", store.DefaultConfig().HeartbeatTimeout,
+		"Raft heartbeat and election timeout, the same on every server (the leader lease is half): a dead leader is replaced after 1–2 of these plus an election; shorter fails over sooner but risks needless elections on loaded machines (100ms–10s)")
 	f.StringVar(&opts.secretsKeyFile, "secrets-key-file", os.Getenv(keyring.EnvKeyFile),
 		"file of the key-encryption keys that seal secrets and agents' runtime passwords (mode 600, the same on every server, never in the data directory's Raft state; env "+keyring.EnvKeyFile+"); without it the server creates no agents and opens nothing sealed")
 	return cmd
@@ -88,6 +93,9 @@ own. --bootstrap-expect 1 runs a single-server cluster.`,
 // called once the HTTP endpoint is up, with its address.
 func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr string, srv *clusterrpc.Server, apiSrv *api.Server)) error {
 	logger := slog.Default()
+	if t := opts.raftTimeout; t != 0 && (t < 100*time.Millisecond || t > 10*time.Second) {
+		return fmt.Errorf("--raft-timeout %s: want 100ms to 10s", t)
+	}
 	id, err := serverID(opts.dataDir, opts.name)
 	if err != nil {
 		return err
@@ -103,6 +111,11 @@ func runServer(ctx context.Context, opts serverOptions, ready func(httpAddr stri
 
 	cfg := clusterrpc.DefaultServerConfig()
 	cfg.Store.ServerID = id
+	if opts.raftTimeout != 0 {
+		cfg.Store.HeartbeatTimeout = opts.raftTimeout
+		cfg.Store.ElectionTimeout = opts.raftTimeout
+		cfg.Store.LeaderLeaseTimeout = opts.raftTimeout / 2
+	}
 	cfg.Store.DataDir = opts.dataDir
 	cfg.Store.AdvertiseAddr = opts.advertise
 	cfg.Store.Logger = logger

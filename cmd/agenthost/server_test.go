@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -173,5 +174,20 @@ func TestServerRefusesDataDirOfAnotherServer(t *testing.T) {
 	}
 	if _, err := serverID(dir, "beta"); err == nil {
 		t.Fatalf("a data dir of server alpha was accepted for beta")
+	}
+}
+
+func TestServerRefusesRaftTimeoutOutOfRange(t *testing.T) {
+	for _, d := range []string{"10ms", "1m"} {
+		dir := t.TempDir()
+		cmd := newRootCommand()
+		cmd.SetArgs([]string{"server", "--data-dir", dir, "--raft-timeout", d, "--bind", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"})
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "--raft-timeout") {
+			t.Errorf("--raft-timeout %s: %v", d, err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("--raft-timeout %s: the data directory was written before the flag was refused", d)
+		}
 	}
 }

@@ -26,6 +26,10 @@ const standInEnv = "AGENTHOST_CLUSTER_TEST_STANDIN_PORT"
 
 var faults = flag.Bool("faults", false, "run the long fault scenarios (make test-faults)")
 
+// raftTimeout, when set, is passed to every server as --raft-timeout, to
+// measure failover with tuned timings (the servers' default is 1 s).
+var raftTimeout = flag.Duration("raft-timeout", 0, "the servers' --raft-timeout (default: theirs)")
+
 // binary is the agenthost binary every test starts, built once by TestMain.
 var binary string
 
@@ -280,6 +284,9 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 			"--bind", s.ClusterAddr, "--http-addr", s.HTTPAddr, "--gossip-bind", s.GossipAddr,
 			"--bootstrap-expect", "3", "--join", strings.Join(others, ","),
 			"--secrets-key-file", serverKey, "--public-url", "http://" + c.Domain}
+		if *raftTimeout != 0 {
+			s.args = append(s.args, "--raft-timeout", raftTimeout.String())
+		}
 		s.log = filepath.Join(c.Dir, s.Name+".log")
 		s.start(t)
 	}
