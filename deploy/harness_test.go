@@ -23,25 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/agenthost/agenthost/api"
-	"github.com/agenthost/agenthost/nodeagent"
-	"github.com/agenthost/agenthost/nodeagent/driver/process"
+	"github.com/agenthost/agenthost/nodeagent/driver/process/processtest"
 	"github.com/agenthost/agenthost/proxy"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
-// standInEnv makes the test binary a stand-in agent runtime: an HTTP server
-// on 127.0.0.1 at the port the variable holds, answering 200 to anything
-// (the node agent's health check, and requests through the proxy).
-const standInEnv = "AGENTHOST_DEPLOY_TEST_STANDIN_PORT"
-
 func TestMain(m *testing.M) {
-	if port := os.Getenv(standInEnv); port != "" {
-		http.ListenAndServe("127.0.0.1:"+port, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "stand-in runtime: %s", r.URL.Path)
-		}))
-		os.Exit(1)
-	}
+	processtest.ServeStandInIfAsked()
 	os.Exit(m.Run())
 }
 
@@ -139,33 +128,9 @@ func startCluster(t *testing.T) *cluster {
 	}
 
 	// The node agent: one agent slot, so that one agent fills it.
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	drv, err := process.New(process.Config{
-		Command: []string{"env", standInEnv + "={port}", exe},
-		DataDir: t.TempDir(), LogMaxBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ncfg := nodeagent.DefaultConfig()
-	ncfg.ControlAddrs = controlAddrs
-	ncfg.Name, ncfg.AdvertiseAddr = testNode, "127.0.0.1"
-	ncfg.CPUMillis, ncfg.MemoryMB, ncfg.MaxAgents = 2000, 2048, 1
-	ncfg.GossipBind, ncfg.RuntimeServiceBind = "127.0.0.1:0", "127.0.0.1:0"
-	ncfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: "stand-in", Port: 4096, HealthPath: "/global/health"}}
-	ncfg.Logger = slog.New(slog.DiscardHandler)
 	nodeReg := newRegistry()
-	ncfg.Registerer = nodeReg
-	node, err := nodeagent.New(ncfg, drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeDone := make(chan struct{})
-	go func() { defer close(nodeDone); node.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-nodeDone; drv.Close() })
+	processtest.StartNode(ctx, t, processtest.NodeConfig{Name: testNode, ControlAddrs: controlAddrs,
+		CPUMillis: 2000, MemoryMB: 2048, MaxAgents: 1, Registerer: nodeReg})
 	serveMetrics("agenthost-node", testNode, nodeReg, nil)
 
 	// The edge proxy.

@@ -16,13 +16,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agenthost/agenthost/nodeagent/driver/process/processtest"
 )
 
-// standInEnv makes the test binary a stand-in agent runtime: an HTTP server
-// on 127.0.0.1 at the port the variable holds that answers 200 to anything
-// (the node agent's health check). The node agents' process driver runs it
-// for every agent, so no OpenCode and no containerd is needed.
-const standInEnv = "AGENTHOST_CLUSTER_TEST_STANDIN_PORT"
+// The node agents' process driver runs this test binary as every agent's
+// runtime (processtest.ServeStandInIfAsked), so no OpenCode and no
+// containerd is needed.
 
 var faults = flag.Bool("faults", false, "run the long fault scenarios (make test-faults)")
 
@@ -34,12 +34,7 @@ var raftTimeout = flag.Duration("raft-timeout", 0, "the servers' --raft-timeout 
 var binary string
 
 func TestMain(m *testing.M) {
-	if port := os.Getenv(standInEnv); port != "" {
-		http.ListenAndServe("127.0.0.1:"+port, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "stand-in runtime: %s", r.URL.Path)
-		}))
-		os.Exit(1)
-	}
+	processtest.ServeStandInIfAsked()
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "agenthost-cluster-test-")
 	if err != nil {
@@ -251,10 +246,6 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 	if err := os.WriteFile(keyFile, []byte("k1:"+testKey()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(c.stopAll)
 
 	var clusterAddrs, apiAddrs []string
@@ -306,7 +297,7 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 			"--advertise", "127.0.0.1", "--data-dir", filepath.Join(c.Dir, n.Name),
 			"--gossip-bind", loopback(freePort(t)), "--runtime-service-bind", loopback(freePort(t)),
 			"--cpu-millis", "100000", "--memory-mb", "200000", "--max-agents", "200",
-			"--process-command", "env " + standInEnv + "={port} " + exe}
+			"--process-command", strings.Join(processtest.StandInCommand(t), " ")}
 		n.log = filepath.Join(c.Dir, n.Name+".log")
 		n.start(t)
 		c.Nodes = append(c.Nodes, n)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -16,24 +15,14 @@ import (
 	"time"
 
 	"github.com/agenthost/agenthost/api"
-	"github.com/agenthost/agenthost/nodeagent"
 	"github.com/agenthost/agenthost/nodeagent/driver/process"
+	"github.com/agenthost/agenthost/nodeagent/driver/process/processtest"
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
 )
 
-// standInEnv makes the test binary a stand-in agent runtime: an HTTP server
-// on 127.0.0.1 at the port the variable holds, answering 200 to anything
-// (the node agent's health check).
-const standInEnv = "AGENTHOST_LOAD_TEST_STANDIN_PORT"
-
 func TestMain(m *testing.M) {
-	if port := os.Getenv(standInEnv); port != "" {
-		http.ListenAndServe("127.0.0.1:"+port, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "stand-in runtime: %s", r.URL.Path)
-		}))
-		os.Exit(1)
-	}
+	processtest.ServeStandInIfAsked()
 	os.Exit(m.Run())
 }
 
@@ -93,32 +82,9 @@ func startCluster(t *testing.T, slots int) *cluster {
 		controlAddrs = append(controlAddrs, srv.Addr())
 	}
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.drv, err = process.New(process.Config{
-		Command: []string{"env", standInEnv + "={port}", exe},
-		DataDir: t.TempDir(), LogMaxBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	res := api.DefaultConfig().AgentResources
-	ncfg := nodeagent.DefaultConfig()
-	ncfg.ControlAddrs = controlAddrs
-	ncfg.Name, ncfg.AdvertiseAddr = testNode, "127.0.0.1"
-	ncfg.CPUMillis, ncfg.MemoryMB, ncfg.MaxAgents = int64(slots)*res.CPUMillis, int64(slots)*res.MemoryMB, slots
-	ncfg.GossipBind, ncfg.RuntimeServiceBind = "127.0.0.1:0", "127.0.0.1:0"
-	ncfg.Runtimes = map[string]nodeagent.Runtime{"opencode": {Image: "stand-in", Port: 4096, HealthPath: "/global/health"}}
-	ncfg.Logger = slog.New(slog.DiscardHandler)
-	node, err := nodeagent.New(ncfg, c.drv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodeDone := make(chan struct{})
-	go func() { defer close(nodeDone); node.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-nodeDone; c.drv.Close() })
+	c.drv = processtest.StartNode(ctx, t, processtest.NodeConfig{Name: testNode, ControlAddrs: controlAddrs,
+		CPUMillis: int64(slots) * res.CPUMillis, MemoryMB: int64(slots) * res.MemoryMB, MaxAgents: slots})
 
 	waitFor(t, 20*time.Second, "the node to register", func() bool {
 		n, _ := c.leader().Store.State().Node(testNode)
