@@ -13,21 +13,9 @@ import (
 // every byte covered by a SHA-256 checksum at its end, so a truncated or
 // altered backup is refused whole.
 
-// SaveSnapshot writes a consistent snapshot of the cluster's state to w: the
-// state as of a read index (every write acknowledged before the call is in
-// it). It returns the index the snapshot is at.
-func (s *Store) SaveSnapshot(ctx context.Context, w io.Writer) (uint64, error) {
-	st, err := s.ConsistentState(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if err := writeSnapshot(w, st); err != nil {
-		return 0, err
-	}
-	return st.Index(), nil
-}
-
-// WriteSnapshot writes st in the snapshot format, for a backup.
+// WriteSnapshot writes st in the snapshot format, for a backup. A backup
+// is consistent when st is (Store.ConsistentState: every write
+// acknowledged before it is in it).
 func WriteSnapshot(w io.Writer, st *State) error { return writeSnapshot(w, st) }
 
 // SnapshotInfo describes a saved snapshot.

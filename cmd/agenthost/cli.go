@@ -200,22 +200,27 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	return b, nil
 }
 
-// send makes the request; the caller closes the body.
+// send makes the request with body, when not nil, as JSON; the caller
+// closes the answer's body.
 func (c *apiClient) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
+	if body == nil {
+		return c.sendRaw(ctx, method, path, "", nil)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+"/api/v1"+path, rd)
+	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	return c.sendRaw(ctx, method, path, "application/json", bytes.NewReader(b))
+}
+
+// sendRaw makes the request with body of contentType (none when empty).
+func (c *apiClient) sendRaw(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+"/api/v1"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("User-Agent", "agenthost-cli/"+version)

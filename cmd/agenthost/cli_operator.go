@@ -227,16 +227,9 @@ are the backup's: the operator token used must be in it for what follows.`,
 				return err
 			}
 			defer file.Close()
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, c.base+"/api/v1/operator/snapshot", file)
+			res, err := c.sendRaw(cmd.Context(), http.MethodPost, "/operator/snapshot", "application/octet-stream", file)
 			if err != nil {
 				return err
-			}
-			req.Header.Set("Content-Type", "application/octet-stream")
-			req.Header.Set("Authorization", "Bearer "+c.token)
-			req.Header.Set("User-Agent", "agenthost-cli/"+version)
-			res, err := c.http.Do(req)
-			if err != nil {
-				return &exitError{code: exitUnavailable, err: fmt.Errorf("cannot reach the API at %s: %w", c.base, err)}
 			}
 			defer res.Body.Close()
 			b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))

@@ -37,10 +37,14 @@ func TestSnapshotSaveRestoreIntoAFreshCluster(t *testing.T) {
 	f.apply(&store.ScopeCreate{Scope: store.Scope{ID: "sc1", OrgID: "org", Name: "scope", CreatedAt: f.now, UpdatedAt: f.now}})
 	// Through a follower: the backup is still consistent (a read index).
 	var backup bytes.Buffer
-	index, err := f.tc.Servers[f.tc.Follower()].Store.SaveSnapshot(ctx, &backup)
+	st, err := f.tc.Servers[f.tc.Follower()].Store.ConsistentState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := store.WriteSnapshot(&backup, st); err != nil {
+		t.Fatal(err)
+	}
+	index := st.Index()
 	want := hashOf(t, f.s)
 	info, err := store.InspectSnapshot(bytes.NewReader(backup.Bytes()))
 	if err != nil || info.Index != index || info.Hash != want || info.Size != int64(backup.Len()) {
