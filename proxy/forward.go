@@ -33,6 +33,9 @@ const (
 	dialTimeout           = 5 * time.Second
 )
 
+// dialer reaches agents and control servers, on every path.
+var dialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+
 // forwardable reports whether r takes the fast path: a method a retry
 // cannot repeat the effect of, no body, no upgrade.
 func forwardable(r *http.Request) bool {
@@ -142,8 +145,7 @@ func (p *backendPool) closeAll() {
 // dial connects to addr, for the pool named poolAddr: one per agent (see
 // route.poolAddr).
 func (p *backendPool) dial(ctx context.Context, poolAddr, addr string) (*backendConn, error) {
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -155,12 +157,6 @@ func (p *backendPool) dial(ctx context.Context, poolAddr, addr string) (*backend
 
 // copyBuffers are the body copy buffers, shared across requests.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// errAgentUnreachable wraps what went wrong before the agent answered.
-type errAgentUnreachable struct{ err error }
-
-func (e errAgentUnreachable) Error() string { return e.err.Error() }
-func (e errAgentUnreachable) Unwrap() error { return e.err }
 
 // aLongTimeAgo is a deadline that makes a connection's blocked reads and
 // writes return at once.
@@ -175,7 +171,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 		if c == nil {
 			var err error
 			if c, err = p.backends.dial(r.Context(), rt.poolAddr, rt.backendAddr); err != nil {
-				return errAgentUnreachable{err}
+				return err
 			}
 		}
 		// The client going away ends the wait for the agent (for an
@@ -196,7 +192,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 				c, reused = nil, false
 				continue
 			}
-			return errAgentUnreachable{err}
+			return err
 		}
 		err = copyResponse(w, r, resp)
 		if stop() && err == nil && !resp.Close {

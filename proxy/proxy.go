@@ -115,7 +115,7 @@ func New(cfg Config) (*Proxy, error) {
 	newTransport := func() *http.Transport {
 		return &http.Transport{
 			Proxy:                 nil, // never an environment proxy: nodes are internal
-			DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           dialer.DialContext,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   maxIdlePerBackend,
 			IdleConnTimeout:       backendIdleTimeout,
@@ -136,7 +136,7 @@ func New(cfg Config) (*Proxy, error) {
 		if rt == nil {
 			return nil, fmt.Errorf("agent %s is no longer routed", id)
 		}
-		return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext(ctx, network, rt.backendAddr)
+		return dialer.DialContext(ctx, network, rt.backendAddr)
 	}
 	p.agentProxy = &httputil.ReverseProxy{
 		Rewrite:   p.rewriteAgent,
