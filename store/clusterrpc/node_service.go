@@ -143,7 +143,7 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 	if nodeID == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("watch needs the node's id"))
 	}
-	last := ""
+	first, last := true, ""
 	sentIndex := req.Msg.GetAfterIndex()
 	passwords := newRuntimePasswords(n.keyring, n.logger)
 	for {
@@ -169,15 +169,19 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 		passwords.keepOnly(func(id string) bool {
 			return slices.ContainsFunc(agents, func(a *store.Agent) bool { return a.ID == id })
 		})
-		// A resuming watcher that already has this list (nothing of its
-		// changed after its index, and it is the first message) is not
-		// sent it again.
-		if sig.String() != last && !(last == "" && sentIndex > 0 && newest <= sentIndex && len(agents) > 0) {
+		// The first list is always sent, even an empty one: a node agent
+		// does nothing before it has heard from the control plane, so a
+		// node whose agents all moved away while it was down would keep
+		// their stale containers forever. Except that a resuming watcher
+		// that already has this list (nothing of it changed after its
+		// index) is not sent it again; later lists only when they change.
+		resumedUnchanged := first && sentIndex > 0 && newest <= sentIndex && len(agents) > 0
+		if (first || sig.String() != last) && !resumedUnchanged {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
 		}
-		last = sig.String()
+		first, last = false, sig.String()
 		if err := n.store.WaitForIndex(ctx, applied+1); err != nil {
 			return nil // the node went away
 		}
@@ -287,7 +291,6 @@ func (h *NodeHealth) RevokeLeadership() {
 }
 
 func (h *NodeHealth) run(ctx context.Context) {
-	start := time.Now()
 	ticker := time.NewTicker(h.ttl / 4)
 	defer ticker.Stop()
 	for {
@@ -300,25 +303,42 @@ func (h *NodeHealth) run(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		now := time.Now()
-		var expired []string
-		h.mu.Lock()
-		for _, n := range nodes {
-			seen, ok := h.lastSeen[n.ID]
-			if !ok {
-				seen = start // never heard from under this leader
-			}
-			if n.Status != store.NodeDown && now.Sub(seen) > h.ttl {
-				expired = append(expired, n.ID)
-			}
-		}
-		h.mu.Unlock()
-		slices.Sort(expired)
-		for _, id := range expired {
+		for _, id := range h.expired(nodes, time.Now()) {
 			h.logger.Warn("node missed its heartbeats; marking it down", "node", id, "ttl", h.ttl)
 			if _, err := h.store.Apply(ctx, &store.NodeSetStatus{ID: id, Status: store.NodeDown}); err != nil {
 				h.logger.Warn("could not mark node down", "node", id, "error", err)
 			}
 		}
 	}
+}
+
+// expired lists, sorted, the nodes not marked down that this leader has
+// not heard from for the TTL at now. A node it sees here for the first time
+// — registered through a follower, or known before this leader began — gets
+// a full TTL from now: judging it from the leader's start would mark a node
+// that joins a long-running cluster down before its first heartbeat could
+// arrive.
+func (h *NodeHealth) expired(nodes []*store.Node, now time.Time) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	known := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		known[n.ID] = true
+		seen, ok := h.lastSeen[n.ID]
+		if !ok {
+			h.lastSeen[n.ID] = now
+			continue
+		}
+		if n.Status != store.NodeDown && now.Sub(seen) > h.ttl {
+			out = append(out, n.ID)
+		}
+	}
+	for id := range h.lastSeen {
+		if !known[id] {
+			delete(h.lastSeen, id) // a removed node
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -73,9 +73,16 @@ type Proc struct {
 	GossipAddr string
 	// uid, when not 0, is the user the process runs as (Partition's rules
 	// tell servers apart by it).
-	uid  int
-	args []string
-	log  string
+	uid int
+	// path is the program, the agenthost binary when empty.
+	path string
+	// netns, when set, is the network namespace (of a Host) the process
+	// runs in, entered with nsenter: only the network namespace, so that
+	// the mounts it makes (agents' network namespaces, containers' root
+	// file systems) are seen by the host's other processes.
+	netns string
+	args  []string
+	log   string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -89,7 +96,16 @@ func (p *Proc) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(f, "=== %s: start %s\n", time.Now().UTC().Format(time.RFC3339Nano), strings.Join(p.args, " "))
-	cmd := exec.Command(binary, p.args...)
+	path, args := binary, p.args
+	if p.path != "" {
+		path = p.path
+	}
+	if p.netns != "" {
+		// nsenter execs the program in place: the PID is the program's.
+		args = append([]string{"--net=/var/run/netns/" + p.netns, "--", path}, args...)
+		path = "nsenter"
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Pdeathsig: should this test process die, its cluster dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -194,6 +210,9 @@ type Cluster struct {
 	HTTP          *http.Client
 	mounts        []string // tmpfs data directories
 	nftTable      string   // Partition's rules, when set
+	// Hosts are the node agents' hosts (Options.ContainerdHosts), by node.
+	Hosts   []*Host
+	hostNet *hostNetwork
 }
 
 // freePort returns a loopback TCP port that was free a moment ago, and free
@@ -236,12 +255,25 @@ type Options struct {
 	// so that Partition's nftables rules can tell their packets apart on
 	// loopback.
 	Partitionable bool
+	// ContainerdHosts runs each node agent with the containerd driver on a
+	// Host of its own: a network namespace with a containerd of its own,
+	// reached from the servers and the proxy over a veth pair (it needs
+	// root, containerd, runc and the CNI plugins). Agents' runtimes are
+	// containers of a small test image. KillHost and RebootHost then do to
+	// a node what a machine's crash and reboot do.
+	ContainerdHosts bool
 }
 
 // StartClusterWith is StartCluster with options.
 func StartClusterWith(t *testing.T, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Dir: t.TempDir(), Domain: "agents.test", HTTP: &http.Client{Timeout: 10 * time.Second}}
+	// Servers' cluster and gossip addresses: on loopback, unless node
+	// agents run in network namespaces of their own, which must reach them.
+	serverIP := "127.0.0.1"
+	if opts.ContainerdHosts {
+		serverIP = c.startHostNetwork()
+	}
 	keyFile := filepath.Join(c.Dir, "secrets.key")
 	if err := os.WriteFile(keyFile, []byte("k1:"+testKey()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -250,7 +282,7 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 
 	var clusterAddrs, apiAddrs []string
 	for i := range 3 {
-		s := &Proc{Name: fmt.Sprintf("s%d", i+1), ClusterAddr: loopback(freePort(t)), HTTPAddr: loopback(freePort(t))}
+		s := &Proc{Name: fmt.Sprintf("s%d", i+1), ClusterAddr: net.JoinHostPort(serverIP, fmt.Sprint(freePort(t))), HTTPAddr: loopback(freePort(t))}
 		clusterAddrs = append(clusterAddrs, s.ClusterAddr)
 		apiAddrs = append(apiAddrs, s.HTTPAddr)
 		c.Servers = append(c.Servers, s)
@@ -266,7 +298,7 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 		if opts.ServerDiskMB > 0 {
 			c.mountTmpfs(s.DataDir, opts.ServerDiskMB)
 		}
-		s.GossipAddr = loopback(freePort(t))
+		s.GossipAddr = net.JoinHostPort(serverIP, fmt.Sprint(freePort(t)))
 		serverKey := keyFile
 		if opts.Partitionable {
 			serverKey = c.runAsOwnUser(s, i, keyFile)
@@ -293,11 +325,16 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 
 	for i := range 2 {
 		n := &Proc{Name: fmt.Sprintf("n%d", i+1)}
-		n.args = []string{"node", "--driver", "process", "--name", n.Name, "--control", strings.Join(clusterAddrs, ","),
-			"--advertise", "127.0.0.1", "--data-dir", filepath.Join(c.Dir, n.Name),
-			"--gossip-bind", loopback(freePort(t)), "--runtime-service-bind", loopback(freePort(t)),
-			"--cpu-millis", "100000", "--memory-mb", "200000", "--max-agents", "200",
-			"--process-command", strings.Join(processtest.StandInCommand(t), " ")}
+		n.args = []string{"node", "--name", n.Name, "--control", strings.Join(clusterAddrs, ","),
+			"--cpu-millis", "100000", "--memory-mb", "200000", "--max-agents", "200"}
+		if opts.ContainerdHosts {
+			h := c.startHost(n, i)
+			n.args = append(n.args, h.nodeArgs()...)
+		} else {
+			n.args = append(n.args, "--driver", "process", "--advertise", "127.0.0.1", "--data-dir", filepath.Join(c.Dir, n.Name),
+				"--gossip-bind", loopback(freePort(t)), "--runtime-service-bind", loopback(freePort(t)),
+				"--process-command", strings.Join(processtest.StandInCommand(t), " "))
+		}
 		n.log = filepath.Join(c.Dir, n.Name+".log")
 		n.start(t)
 		c.Nodes = append(c.Nodes, n)
@@ -327,6 +364,11 @@ func (c *Cluster) stopAll() {
 		wg.Go(func() { n.Stop(5 * time.Second) })
 	}
 	wg.Wait()
+	// Containers outlive their node agent by design: end each host's.
+	for _, h := range c.Hosts {
+		h.destroy()
+	}
+	c.stopHostNetwork()
 	for _, p := range append(append([]*Proc{}, c.Servers...), c.Proxy) {
 		if p != nil {
 			p.Kill9()
@@ -355,6 +397,9 @@ func (c *Cluster) all() []*Proc {
 	ps := append(append([]*Proc{}, c.Servers...), c.Nodes...)
 	if c.Proxy != nil {
 		ps = append(ps, c.Proxy)
+	}
+	for _, h := range c.Hosts {
+		ps = append(ps, h.containerd)
 	}
 	return ps
 }

@@ -1,0 +1,205 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNodeHostCrashes is scenario 2.3: a node agent's host crashes (every
+// process on it killed at once: node agent, containerd, shims, the agents'
+// containers). The node is declared down (the time is logged; only a
+// generous bound is asserted, the machine being shared), its agents are
+// re-placed on the other node with the same URLs and answer there through
+// the proxy; when the host reboots, the node is ready again and its stale
+// containers are removed without being started — never two live copies of
+// one agent.
+func TestNodeHostCrashes(t *testing.T) {
+	c := StartClusterWith(t, Options{ContainerdHosts: true})
+	org := c.CreateOrg("crash")
+	ctx := context.Background()
+
+	agents := 6
+	if *faults {
+		agents = 16
+	}
+	for i := range agents {
+		res, err := c.Do(ctx, c.Proxy.HTTPAddr, "POST", "/api/v1/agents", org.Token, map[string]any{"name": fmt.Sprintf("crash-%d", i)})
+		if err != nil || !res.OK() {
+			t.Fatalf("create agent %d: %v %v", i, res, err)
+		}
+	}
+	var before []Agent
+	waitFor(t, 90*time.Second, "every agent RUNNING", func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != agents {
+			return false
+		}
+		for _, a := range list {
+			if a.Status != "RUNNING" {
+				return false
+			}
+		}
+		before = list
+		return true
+	})
+	for _, a := range before {
+		waitFor(t, 30*time.Second, "agent "+a.AgentID+" to answer through the proxy", func() bool { return c.containerAnswers(a) })
+	}
+
+	// The host with the most agents crashes.
+	onHost := make([]map[string]bool, len(c.Hosts))
+	for i, h := range c.Hosts {
+		tasks, err := h.Tasks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		onHost[i] = tasks
+	}
+	checkOneCopy(t, c, before)
+	victim := 0
+	if len(onHost[1]) > len(onHost[0]) {
+		victim = 1
+	}
+	survivor := 1 - victim
+	h := c.Hosts[victim]
+	t.Logf("%d agents on %s, %d on %s; crashing %s's host", len(onHost[0]), c.Nodes[0].Name, len(onHost[1]), c.Nodes[1].Name, c.Nodes[victim].Name)
+
+	crashed := time.Now()
+	h.Crash()
+	var detected time.Duration
+	waitFor(t, 30*time.Second, c.Nodes[victim].Name+" to be declared down", func() bool {
+		if c.nodeStatus(c.Nodes[victim].Name) == "down" {
+			detected = time.Since(crashed)
+			return true
+		}
+		return false
+	})
+	// Its agents run on the other node, on the same ports (so URLs), and
+	// answer through the proxy there.
+	waitFor(t, 60*time.Second, "the crashed node's agents to run on "+c.Nodes[survivor].Name, func() bool {
+		tasks, err := c.Hosts[survivor].Tasks()
+		if err != nil {
+			return false
+		}
+		for id := range onHost[victim] {
+			if !tasks[id] {
+				return false
+			}
+		}
+		return true
+	})
+	var moved []Agent
+	waitFor(t, 60*time.Second, "every agent RUNNING at its old URL", func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != len(before) {
+			return false
+		}
+		moved = moved[:0]
+		for i, a := range list {
+			if a.AgentID != before[i].AgentID || a.URL != before[i].URL {
+				t.Fatalf("agent %s: URL %q before the crash, %q after", a.AgentID, before[i].URL, a.URL)
+			}
+			if a.Status != "RUNNING" || !c.containerAnswers(a) {
+				return false
+			}
+			if onHost[victim][a.AgentID] {
+				moved = append(moved, a)
+			}
+		}
+		return true
+	})
+	replaced := time.Since(crashed)
+	t.Logf("%s declared down %v after its host crashed; its %d agents running on %s and answering at their URLs %v after",
+		c.Nodes[victim].Name, detected.Round(time.Millisecond), len(moved), c.Nodes[survivor].Name, replaced.Round(time.Millisecond))
+
+	// The host reboots: its disks kept its containers' records. The node
+	// comes back ready and removes them, never starting one; meanwhile
+	// every agent has exactly one live copy.
+	rebooted := time.Now()
+	h.Reboot()
+	stale, err := h.Containers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after the reboot %s's containerd holds %d containers of the agents moved away", c.Nodes[victim].Name, len(stale))
+	waitFor(t, 60*time.Second, c.Nodes[victim].Name+" to be ready and its stale containers removed", func() bool {
+		checkOneCopy(t, c, before)
+		list, err := h.Containers()
+		return err == nil && len(list) == 0 && c.nodeStatus(c.Nodes[victim].Name) == "ready"
+	})
+	t.Logf("%s ready again with its stale containers removed %v after the reboot began", c.Nodes[victim].Name, time.Since(rebooted).Round(time.Millisecond))
+	checkOneCopy(t, c, before)
+	for _, a := range before {
+		if !c.containerAnswers(a) {
+			t.Errorf("agent %s does not answer after its old node came back", a.AgentID)
+		}
+	}
+	if detected > 15*time.Second {
+		t.Errorf("the crashed node was declared down only %v after the crash", detected)
+	}
+}
+
+// checkOneCopy fails the test when an agent runs on both hosts.
+func checkOneCopy(t *testing.T, c *Cluster, agents []Agent) {
+	t.Helper()
+	count := map[string]int{}
+	for _, h := range c.Hosts {
+		if !h.containerd.Running() {
+			continue
+		}
+		tasks, err := h.Tasks()
+		if err != nil {
+			continue // containerd starting
+		}
+		for id := range tasks {
+			count[id]++
+		}
+	}
+	for _, a := range agents {
+		if count[a.AgentID] > 1 {
+			t.Fatalf("agent %s runs on %d hosts", a.AgentID, count[a.AgentID])
+		}
+	}
+}
+
+// nodeStatus is the named node's status ("ready", "down", …), or "".
+func (c *Cluster) nodeStatus(name string) string {
+	var out struct {
+		Nodes []struct {
+			Name   string `json:"name"`
+			Status string `json:"status"`
+		} `json:"nodes"`
+	}
+	if err := c.Get(c.anyServer(), "/api/v1/nodes", c.OperatorToken, &out); err != nil {
+		return ""
+	}
+	for _, n := range out.Nodes {
+		if n.Name == name {
+			return strings.ToLower(n.Status)
+		}
+	}
+	return ""
+}
+
+// containerAnswers reports whether the agent's container (the test image:
+// /global/health from busybox's httpd) answers through the proxy at
+// a<port>.<domain>.
+func (c *Cluster) containerAnswers(a Agent) bool {
+	req, err := http.NewRequest("GET", "http://"+c.Proxy.HTTPAddr+"/global/health", nil)
+	if err != nil {
+		return false
+	}
+	req.Host = fmt.Sprintf("a%d.%s", a.Port(), c.Domain)
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(res.Body, 256))
+	return res.StatusCode == http.StatusOK && strings.Contains(string(b), `"healthy":true`)
+}
