@@ -280,21 +280,57 @@ func (h *Host) destroy() {
 	os.RemoveAll(h.Dir)
 }
 
-// Tasks lists the agents whose containers run on the host now (containerd's
-// running tasks; a container's ID is its agent's).
-func (h *Host) Tasks() (map[string]bool, error) {
+// Tasks lists the agents whose containers run on the host now, with their
+// tasks' PIDs (containerd's running tasks; a container's ID is its agent's).
+func (h *Host) Tasks() (map[string]int, error) {
 	out, err := exec.Command("ctr", "--address", h.socket(), "-n", h.Namespace, "tasks", "ls").Output()
 	if err != nil {
 		return nil, fmt.Errorf("ctr tasks ls on %s: %w", h.NetNS, err)
 	}
-	running := map[string]bool{}
+	running := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n")[1:] {
 		f := strings.Fields(line)
 		if len(f) == 3 && f[2] == "RUNNING" {
-			running[f[0]] = true
+			running[f[0]], _ = strconv.Atoi(f[1])
 		}
 	}
 	return running, nil
+}
+
+// taskPIDs is every running task of every host: agent to host and PID.
+func (c *Cluster) taskPIDs(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, h := range c.Hosts {
+		tasks, err := h.Tasks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, pid := range tasks {
+			if other, ok := out[id]; ok {
+				t.Fatalf("agent %s runs twice: %s and %s/%d", id, other, h.NetNS, pid)
+			}
+			out[id] = fmt.Sprintf("%s/%d", h.NetNS, pid)
+		}
+	}
+	return out
+}
+
+// checkSameTasks fails the test unless the hosts run exactly the tasks
+// want lists, with the same PIDs: nothing restarted, nothing added.
+func checkSameTasks(t *testing.T, c *Cluster, want map[string]string) {
+	t.Helper()
+	got := c.taskPIDs(t)
+	for id, task := range want {
+		if got[id] != task {
+			t.Errorf("agent %s: task %s before, %q now", id, task, got[id])
+		}
+	}
+	for id, task := range got {
+		if _, ok := want[id]; !ok {
+			t.Errorf("agent %s: task %s that was not running before", id, task)
+		}
+	}
 }
 
 // Containers lists the containers on the host, running or not.

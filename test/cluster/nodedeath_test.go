@@ -52,7 +52,7 @@ func TestNodeHostCrashes(t *testing.T) {
 	}
 
 	// The host with the most agents crashes.
-	onHost := make([]map[string]bool, len(c.Hosts))
+	onHost := make([]map[string]int, len(c.Hosts))
 	for i, h := range c.Hosts {
 		tasks, err := h.Tasks()
 		if err != nil {
@@ -87,7 +87,7 @@ func TestNodeHostCrashes(t *testing.T) {
 			return false
 		}
 		for id := range onHost[victim] {
-			if !tasks[id] {
+			if _, ok := tasks[id]; !ok {
 				return false
 			}
 		}
@@ -107,7 +107,7 @@ func TestNodeHostCrashes(t *testing.T) {
 			if a.Status != "RUNNING" || !c.containerAnswers(a) {
 				return false
 			}
-			if onHost[victim][a.AgentID] {
+			if _, ok := onHost[victim][a.AgentID]; ok {
 				moved = append(moved, a)
 			}
 		}

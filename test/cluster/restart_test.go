@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,14 +14,12 @@ import (
 // TestWholeClusterRestart is scenario 2.4: every server and node agent is
 // stopped (kill -9; with -faults a SIGTERM round follows) and started again
 // from its data directory. Orgs and agents are intact, stopped agents stay
-// stopped, and running agents run again and answer through the proxy.
-//
-// The process driver's runtimes are child processes of the node agent and
-// die with it, so "re-adopted" here means the restarted node agent starts
-// them again on the same ports; re-adoption of running containers without a
-// restart is the containerd driver's, covered by the nodeagent tests.
+// stopped, and running agents' containers are re-adopted without a restart:
+// the node agents run on containerd hosts (Options.ContainerdHosts), whose
+// containers outlive them, and every running agent's task keeps its PID and
+// answers through the proxy throughout.
 func TestWholeClusterRestart(t *testing.T) {
-	c := StartCluster(t)
+	c := StartClusterWith(t, Options{ContainerdHosts: true})
 	orgs := []Org{c.CreateOrg("restart-a"), c.CreateOrg("restart-b")}
 	perOrg := 4
 	if *faults {
@@ -69,6 +66,18 @@ func TestWholeClusterRestart(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "the stops to settle", settled)
 	before := c.snapshot(t, orgs)
+	tasks := c.taskPIDs(t)
+	running := 0
+	for _, org := range orgs {
+		for _, a := range before[org.ID] {
+			if a.Status == "RUNNING" {
+				running++
+			}
+		}
+	}
+	if len(tasks) != running {
+		t.Fatalf("%d running tasks on the hosts for %d running agents: %v", len(tasks), running, tasks)
+	}
 
 	rounds := []string{"kill -9"}
 	if *faults {
@@ -84,17 +93,15 @@ func TestWholeClusterRestart(t *testing.T) {
 			wg.Go(func() { stop(p) })
 		}
 		wg.Wait()
-		// The runtimes died with their node agents: what answers later was
-		// started again.
+		// The containers outlived their node agents: each running agent's
+		// task is the one it was, and answers while the control plane and
+		// the node agents are down.
+		checkSameTasks(t, c, tasks)
 		for _, org := range orgs {
 			for _, a := range before[org.ID] {
-				waitFor(t, 10*time.Second, "agent "+a.AgentID+"'s runtime to die with its node agent", func() bool {
-					conn, err := net.DialTimeout("tcp", loopback(a.Port()), time.Second)
-					if err == nil {
-						conn.Close()
-					}
-					return err != nil
-				})
+				if a.Status == "RUNNING" && !c.containerAnswers(a) {
+					t.Errorf("agent %s stopped answering when its node agent died", a.AgentID)
+				}
 			}
 		}
 
@@ -123,10 +130,12 @@ func TestWholeClusterRestart(t *testing.T) {
 					continue
 				}
 				waitFor(t, 30*time.Second, "agent "+a.AgentID+" to answer through the proxy", func() bool {
-					return c.agentAnswers(a)
+					return c.containerAnswers(a)
 				})
 			}
 		}
+		// Re-adopted, not restarted: the same tasks, and no others.
+		checkSameTasks(t, c, tasks)
 		t.Logf("%s of every server and node agent: leader after %v, listings as before after %v, every running agent answering through the proxy after %v",
 			how, elected.Round(time.Millisecond), listed.Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 	}
