@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
@@ -363,15 +366,41 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	for _, c := range actual {
 		containers[c.AgentID] = c
 	}
-	var errs []error
 	actions := diff(desired, actual)
 	a.logger.Debug("reconcile", "index", index, "actions", fmt.Sprint(actions), "actual", fmt.Sprint(actual))
+	// Removals first, all of them done before anything starts: a port that
+	// a deleted or stopped agent frees may be the one an agent new here was
+	// given. Within a phase, ParallelActions at a time; each action is
+	// about one agent, and diff gives an agent one action.
+	var removals, rest []Action
 	for _, act := range actions {
-		if err := a.execute(ctx, act, byID[act.AgentID], containers[act.AgentID]); err != nil {
-			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
+		if act.Kind == ActDelete || act.Kind == ActStop {
+			removals = append(removals, act)
+		} else {
+			rest = append(rest, act)
 		}
 	}
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, phase := range [][]Action{removals, rest} {
+		var g errgroup.Group
+		g.SetLimit(a.cfg.ParallelActions)
+		for _, act := range phase {
+			g.Go(func() error {
+				if err := a.execute(ctx, act, byID[act.AgentID], containers[act.AgentID]); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.AgentID, err))
+					mu.Unlock()
+				}
+				return nil
+			})
+		}
+		g.Wait()
+	}
 	a.pruneRuntimes(byID, containers)
+	slices.SortFunc(errs, func(x, y error) int { return strings.Compare(x.Error(), y.Error()) })
 	return errors.Join(errs...)
 }
 

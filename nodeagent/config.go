@@ -61,6 +61,13 @@ type Config struct {
 	// ReconcileInterval bounds the time between full reconciles, even
 	// without news from the control plane.
 	ReconcileInterval time.Duration
+	// ParallelActions is how many containers a reconcile creates, starts,
+	// stops or deletes at once: a node that receives many agents at a time
+	// (a crashed node's, re-placed here) starts them in a fraction of the
+	// time one by one would take. Networking steps stay serial (the CNI
+	// plugins and iptables), containerd's and the runtimes' start-up do
+	// not.
+	ParallelActions int
 	// StopGrace is how long an agent has to exit after SIGTERM.
 	StopGrace time.Duration
 	// HealthTimeout bounds how long a starting agent may take to answer on
@@ -108,6 +115,7 @@ func DefaultConfig() Config {
 		StopGrace:         3 * time.Second,
 		HealthTimeout:     60 * time.Second,
 		HealthInterval:    50 * time.Millisecond,
+		ParallelActions:   4,
 		DefaultModel:      "anthropic/claude-sonnet-4-6",
 		PermissionPolicy:  "ask",
 		Logger:            slog.Default(),
@@ -136,6 +144,9 @@ func (c Config) Validate() error {
 		if r.Adapter != "" && r.Adapter != AdapterOpenCode {
 			errs = append(errs, fmt.Errorf("runtime %s: unknown adapter %q", name, r.Adapter))
 		}
+	}
+	if c.ParallelActions < 1 {
+		errs = append(errs, errors.New("parallel actions must be at least 1"))
 	}
 	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 || c.HealthInterval <= 0 {
 		errs = append(errs, errors.New("intervals, grace and timeouts must be positive"))
