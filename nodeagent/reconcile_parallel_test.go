@@ -57,7 +57,7 @@ func (d *recordingDriver) Start(context.Context, string, []string) (driver.Conta
 	return driver.Container{}, fmt.Errorf("recordingDriver: no starts expected")
 }
 func (d *recordingDriver) Stop(_ context.Context, id string, _ time.Duration) error { return nil }
-func (d *recordingDriver) Delete(_ context.Context, id string) error             { return d.remove(id) }
+func (d *recordingDriver) Delete(_ context.Context, id string) error                { return d.remove(id) }
 func (d *recordingDriver) List(context.Context) ([]driver.Container, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
