@@ -116,7 +116,9 @@ func (lc *loadClient) last() op {
 // the machine is shared), no acknowledged create is lost, no port is held
 // twice, and every agent converges to its desired state.
 func TestLeaderKilledUnderLoad(t *testing.T) {
-	c := StartCluster(t)
+	// The timeouts tuned for fast failover on a LAN (docs/operations.md,
+	// "Tuning --raft-timeout"): 500 ms instead of the default 1 s.
+	c := StartClusterWith(t, Options{RaftTimeout: 500 * time.Millisecond})
 	org := c.CreateOrg("failover")
 
 	rounds, warmup, after := 1, 1500*time.Millisecond, 2*time.Second

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -262,6 +263,9 @@ type Options struct {
 	// containers of a small test image. KillHost and RebootHost then do to
 	// a node what a machine's crash and reboot do.
 	ContainerdHosts bool
+	// RaftTimeout, when not 0, is the servers' --raft-timeout (the
+	// -raft-timeout flag overrides it).
+	RaftTimeout time.Duration
 }
 
 // StartClusterWith is StartCluster with options.
@@ -307,8 +311,8 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 			"--bind", s.ClusterAddr, "--http-addr", s.HTTPAddr, "--gossip-bind", s.GossipAddr,
 			"--bootstrap-expect", "3", "--join", strings.Join(others, ","),
 			"--secrets-key-file", serverKey, "--public-url", "http://" + c.Domain}
-		if *raftTimeout != 0 {
-			s.args = append(s.args, "--raft-timeout", raftTimeout.String())
+		if timeout := cmp.Or(*raftTimeout, opts.RaftTimeout); timeout != 0 {
+			s.args = append(s.args, "--raft-timeout", timeout.String())
 		}
 		s.log = filepath.Join(c.Dir, s.Name+".log")
 		s.start(t)
