@@ -498,6 +498,8 @@ func (a *Agent) checkHealth(ctx context.Context, as Assignment, addr, action str
 				a.metrics.observeStart(action, started)
 				if err := a.report(ctx, as, statusRunning, ""); err != nil {
 					a.logger.Warn("could not report a healthy agent", "agent", as.AgentID, "error", err)
+				} else if action != "" {
+					a.logger.Info("agent healthy", "agent", as.AgentID, "after", action, "elapsed", time.Since(started).Round(time.Millisecond))
 				}
 				return
 			}

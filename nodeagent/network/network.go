@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/pkg/netns"
 	gocni "github.com/containerd/go-cni"
@@ -161,7 +162,9 @@ func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePo
 		ns.Remove()
 		return "", "", err
 	}
+	began := time.Now()
 	result, err := n.cni.Setup(ctx, agentID, path, gocni.WithCapabilityPortMap(portMap(hostPort, runtimePort)))
+	cniTook := time.Since(began)
 	if err != nil {
 		n.teardown(ctx, agentID, path, hostPort, runtimePort)
 		return "", "", fmt.Errorf("CNI setup: %w", err)
@@ -177,6 +180,7 @@ func (n *Network) Setup(ctx context.Context, agentID string, hostPort, runtimePo
 		n.teardown(ctx, agentID, path, hostPort, runtimePort)
 		return "", "", err
 	}
+	n.logger.Debug("agent network ready", "agent", agentID, "cni", cniTook.Round(time.Millisecond), "total", time.Since(began).Round(time.Millisecond))
 	return path, netip.AddrPortFrom(ip, uint16(runtimePort)).String(), nil
 }
 
