@@ -341,3 +341,16 @@ func (h *Host) Containers() ([]string, error) {
 	}
 	return strings.Fields(string(out)), nil
 }
+
+// Cut takes the host's link down: nothing passes between it and the rest
+// (servers, proxy, the other host) while its processes run on. Mend brings
+// the link back.
+func (h *Host) Cut() { run(h.c.t, "ip", "link", "set", h.veth, "down") }
+
+// Mend undoes Cut.
+func (h *Host) Mend() {
+	t := h.c.t
+	run(t, "ip", "link", "set", h.veth, "up")
+	// The route through the link went with it; the host's side keeps its own.
+	exec.Command("ip", "addr", "add", fmt.Sprintf("%s.%d.1/24", hostsPrefix, 10+h.Index), "dev", h.veth).Run()
+}

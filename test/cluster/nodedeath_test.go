@@ -203,3 +203,90 @@ func (c *Cluster) containerAnswers(a Agent) bool {
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 256))
 	return res.StatusCode == http.StatusOK && strings.Contains(string(b), `"healthy":true`)
 }
+
+// TestNodeHostPartitioned: a node's host is cut off from everything while
+// its processes run on. The node is declared down and its agents re-placed
+// on the other node, answering at their URLs; the cut-off copies run on
+// (nothing can reach them, nor tell them to stop: docs/architecture.md,
+// "Partitioned nodes"). When the link is back, the node agent hears that
+// its agents are elsewhere and removes their containers, and the node is
+// ready again.
+func TestNodeHostPartitioned(t *testing.T) {
+	c := StartClusterWith(t, Options{ContainerdHosts: true})
+	org := c.CreateOrg("partition")
+	ctx := context.Background()
+	for i := range 4 {
+		res, err := c.Do(ctx, c.Proxy.HTTPAddr, "POST", "/api/v1/agents", org.Token, map[string]any{"name": fmt.Sprintf("cut-%d", i)})
+		if err != nil || !res.OK() {
+			t.Fatalf("create agent %d: %v %v", i, res, err)
+		}
+	}
+	var before []Agent
+	waitFor(t, 90*time.Second, "every agent RUNNING", func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != 4 {
+			return false
+		}
+		for _, a := range list {
+			if a.Status != "RUNNING" {
+				return false
+			}
+		}
+		before = list
+		return true
+	})
+	tasks := c.taskPIDs(t)
+	victim := 0
+	if h1, _ := c.Hosts[1].Tasks(); len(h1) > len(tasks)/2 {
+		victim = 1
+	}
+	h := c.Hosts[victim]
+	onVictim, err := h.Tasks()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cut := time.Now()
+	h.Cut()
+	waitFor(t, 30*time.Second, c.Nodes[victim].Name+" to be declared down", func() bool {
+		return c.nodeStatus(c.Nodes[victim].Name) == "down"
+	})
+	detected := time.Since(cut)
+	waitFor(t, 60*time.Second, "every agent RUNNING and answering at its old URL", func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != len(before) {
+			return false
+		}
+		for i, a := range list {
+			if a.URL != before[i].URL {
+				t.Fatalf("agent %s: URL %q before, %q after", a.AgentID, before[i].URL, a.URL)
+			}
+			if a.Status != "RUNNING" || !c.containerAnswers(a) {
+				return false
+			}
+		}
+		return true
+	})
+	replaced := time.Since(cut)
+	// The cut-off copies still run: the harness sees them, nothing else can.
+	stillThere, err := h.Tasks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s declared down %v after its link was cut; its %d agents answering on %s %v after; %d cut-off copies still running",
+		c.Nodes[victim].Name, detected.Round(time.Millisecond), len(onVictim), c.Nodes[1-victim].Name, replaced.Round(time.Millisecond), len(stillThere))
+
+	mended := time.Now()
+	h.Mend()
+	waitFor(t, 60*time.Second, c.Nodes[victim].Name+" ready with the cut-off copies removed", func() bool {
+		list, err := h.Containers()
+		return err == nil && len(list) == 0 && c.nodeStatus(c.Nodes[victim].Name) == "ready"
+	})
+	t.Logf("%s removed its cut-off copies and was ready %v after its link came back", c.Nodes[victim].Name, time.Since(mended).Round(time.Millisecond))
+	checkOneCopy(t, c, before)
+	for _, a := range before {
+		if !c.containerAnswers(a) {
+			t.Errorf("agent %s does not answer after the partition healed", a.AgentID)
+		}
+	}
+}
