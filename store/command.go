@@ -37,6 +37,14 @@ const (
 	// CmdNoop changes nothing; it only moves every server's applied index
 	// on (after a restore). Older servers may skip it.
 	CmdNoop CommandType = 24 | IgnoreUnknownFlag
+
+	CmdAccountCreate     CommandType = 25
+	CmdAccountDelete     CommandType = 26
+	CmdWebSessionCreate  CommandType = 27
+	CmdWebSessionDelete  CommandType = 28
+	CmdInvitationCreate  CommandType = 29
+	CmdInvitationDelete  CommandType = 30
+	CmdWebSessionsExpire CommandType = 31
 )
 
 // IgnoreUnknownFlag may be set on a command type that older servers can safely
@@ -56,6 +64,10 @@ var commandNames = map[CommandType]string{
 	CmdClusterConfigSet: "cluster_config_set", CmdPlanApply: "plan_apply",
 	CmdAgentSetRuntimePassword: "agent_set_runtime_password",
 	CmdNoop:                    "noop",
+	CmdAccountCreate:           "account_create", CmdAccountDelete: "account_delete",
+	CmdWebSessionCreate: "web_session_create", CmdWebSessionDelete: "web_session_delete",
+	CmdWebSessionsExpire: "web_sessions_expire",
+	CmdInvitationCreate:  "invitation_create", CmdInvitationDelete: "invitation_delete",
 }
 
 func (t CommandType) String() string {
@@ -132,6 +144,20 @@ func newCommand(t CommandType) Command {
 		return &Noop{}
 	case CmdAgentSetRuntimePassword:
 		return &AgentSetRuntimePassword{}
+	case CmdAccountCreate:
+		return &AccountCreate{}
+	case CmdAccountDelete:
+		return &AccountDelete{}
+	case CmdWebSessionCreate:
+		return &WebSessionCreate{}
+	case CmdWebSessionDelete:
+		return &WebSessionDelete{}
+	case CmdWebSessionsExpire:
+		return &WebSessionsExpire{}
+	case CmdInvitationCreate:
+		return &InvitationCreate{}
+	case CmdInvitationDelete:
+		return &InvitationDelete{}
 	}
 	return nil
 }
@@ -388,3 +414,58 @@ func (*AgentSetRuntimePassword) CommandType() CommandType { return CmdAgentSetRu
 type Noop struct{}
 
 func (*Noop) CommandType() CommandType { return CmdNoop }
+
+// AccountCreate signs a person up. With Org set, the org is created in the
+// same transaction (sign-up with an org of one's own); otherwise the
+// account joins Account.OrgID, which must exist. With InvitationID set, the
+// invitation is checked (unexpired at Now, for this email if it names one,
+// into this org if it names one) and consumed in the same transaction, so
+// an invitation admits exactly one account however many race for it.
+// Whether sign-up is open at all is the API's check, against the cluster
+// config it reads.
+type AccountCreate struct {
+	Account      Account   `json:"account"`
+	Org          *Org      `json:"org,omitempty"`
+	InvitationID string    `json:"invitationId,omitempty"`
+	Now          time.Time `json:"now"`
+}
+
+// AccountDelete removes an account and signs it out everywhere.
+type AccountDelete struct {
+	ID string `json:"id"`
+}
+
+// WebSessionCreate records a sign-in.
+type WebSessionCreate struct {
+	Session WebSession `json:"session"`
+}
+
+// WebSessionDelete signs one browser out; an unknown id is not an error
+// (signing out twice is signing out).
+type WebSessionDelete struct {
+	ID string `json:"id"`
+}
+
+// WebSessionsExpire deletes the sessions that expired before Before (the
+// leader proposes it now and then; reads ignore expired sessions anyway).
+type WebSessionsExpire struct {
+	Before time.Time `json:"before"`
+}
+
+// InvitationCreate stores an invitation (its code's hash, never the code).
+type InvitationCreate struct {
+	Invitation Invitation `json:"invitation"`
+}
+
+// InvitationDelete withdraws an invitation.
+type InvitationDelete struct {
+	ID string `json:"id"`
+}
+
+func (*AccountCreate) CommandType() CommandType     { return CmdAccountCreate }
+func (*AccountDelete) CommandType() CommandType     { return CmdAccountDelete }
+func (*WebSessionCreate) CommandType() CommandType  { return CmdWebSessionCreate }
+func (*WebSessionDelete) CommandType() CommandType  { return CmdWebSessionDelete }
+func (*WebSessionsExpire) CommandType() CommandType { return CmdWebSessionsExpire }
+func (*InvitationCreate) CommandType() CommandType  { return CmdInvitationCreate }
+func (*InvitationDelete) CommandType() CommandType  { return CmdInvitationDelete }

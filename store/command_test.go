@@ -37,6 +37,14 @@ func sampleCommands() []Command {
 		&ClusterConfigSet{Config: ClusterConfig{PortRangeStart: 10000, PortRangeEnd: 10100, SchedulerAlgorithm: AlgorithmSpread, ReschedulePolicy: RescheduleFail}},
 		&PlanApply{Items: []PlanItem{{Op: PlanStart, AgentID: "agent-1", NodeID: "node-1"}, {Op: PlanMove, AgentID: "agent-2", NodeID: "node-2"}}},
 		&Noop{},
+		&InvitationCreate{Invitation: Invitation{ID: "inv-1", OrgID: "org-1", Email: "ada@example.com", Hash: hexHash("inv-1"), CreatedAt: testTime, ExpiresAt: testTime.Add(time.Hour)}},
+		&AccountCreate{Account: Account{ID: "acc-1", OrgID: "org-1", Email: "ada@example.com", PasswordHash: testPasswordHash, CreatedAt: testTime}, InvitationID: "inv-1", Now: testTime},
+		&WebSessionCreate{Session: WebSession{ID: "ws-1", AccountID: "acc-1", Hash: hexHash("ws-1"), CreatedAt: testTime, ExpiresAt: testTime.Add(time.Hour)}},
+		&WebSessionDelete{ID: "ws-1"},
+		&WebSessionsExpire{Before: testTime.Add(2 * time.Hour)},
+		&InvitationCreate{Invitation: Invitation{ID: "inv-2", Hash: hexHash("inv-2"), CreatedAt: testTime, ExpiresAt: testTime.Add(time.Hour)}},
+		&InvitationDelete{ID: "inv-2"},
+		&AccountDelete{ID: "acc-1"},
 	}
 }
 
@@ -72,6 +80,10 @@ func TestCommandNumbersAreStable(t *testing.T) {
 		{CmdPlanApply, 22, "plan_apply"},
 		{CmdAgentSetRuntimePassword, 23, "agent_set_runtime_password"},
 		{CmdNoop, 24 | 0x80, "noop"},
+		{CmdAccountCreate, 25, "account_create"}, {CmdAccountDelete, 26, "account_delete"},
+		{CmdWebSessionCreate, 27, "web_session_create"}, {CmdWebSessionDelete, 28, "web_session_delete"},
+		{CmdInvitationCreate, 29, "invitation_create"}, {CmdInvitationDelete, 30, "invitation_delete"},
+		{CmdWebSessionsExpire, 31, "web_sessions_expire"},
 	}
 	if len(commandNames) != len(want) {
 		t.Errorf("%d command types are named, want %d: add the new one here", len(commandNames), len(want))

@@ -256,6 +256,20 @@ func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) (any, error) {
 		return nil, applyIdempotencyDelete(txn, c)
 	case *ClusterConfigSet:
 		return nil, applyClusterConfigSet(txn, index, c)
+	case *AccountCreate:
+		return nil, applyAccountCreate(txn, index, c)
+	case *AccountDelete:
+		return nil, applyAccountDelete(txn, c)
+	case *WebSessionCreate:
+		return nil, applyWebSessionCreate(txn, c)
+	case *WebSessionDelete:
+		return nil, applyWebSessionDelete(txn, c)
+	case *WebSessionsExpire:
+		return nil, applyWebSessionsExpire(txn, c)
+	case *InvitationCreate:
+		return nil, applyInvitationCreate(txn, c)
+	case *InvitationDelete:
+		return nil, applyInvitationDelete(txn, c)
 	case *Noop:
 		return nil, nil
 	}

@@ -88,6 +88,9 @@ func applyOrgDelete(txn *memdb.Txn, c *OrgDelete) error {
 			return err
 		}
 	}
+	if err := deleteOrgAccounts(txn, o.ID); err != nil {
+		return err
+	}
 	return txn.Delete(tableOrgs, o)
 }
 

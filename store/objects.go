@@ -282,7 +282,11 @@ type ClusterConfig struct {
 	// ReschedulePolicy says what happens to a lost node's agents:
 	// RescheduleReschedule or RescheduleFail.
 	ReschedulePolicy string `json:"reschedulePolicy"`
-	ModifyIndex      uint64 `json:"modifyIndex"`
+	// Signup says who may create a dashboard account: SignupOpen,
+	// SignupInvite or SignupClosed. Empty (a state from before accounts)
+	// reads as SignupInvite.
+	Signup      string `json:"signup,omitempty"`
+	ModifyIndex uint64 `json:"modifyIndex"`
 }
 
 // DefaultClusterConfig is in force until an operator sets another.
@@ -292,7 +296,16 @@ func DefaultClusterConfig() ClusterConfig {
 		PortRangeEnd:       59999,
 		SchedulerAlgorithm: AlgorithmBinpack,
 		ReschedulePolicy:   RescheduleReschedule,
+		Signup:             SignupInvite,
 	}
+}
+
+// SignupMode is c.Signup, SignupInvite when unset.
+func (c ClusterConfig) SignupMode() string {
+	if c.Signup == "" {
+		return SignupInvite
+	}
+	return c.Signup
 }
 
 // NewRuntimePassword returns a fresh runtime password: 32 random bytes,
@@ -304,3 +317,51 @@ func NewRuntimePassword() string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// Account is a person who signs in to the web dashboard with an email and a
+// password; it belongs to one org and acts in it as the org's tenant tokens
+// do. Only a password hash is stored (argon2id, PHC string form).
+type Account struct {
+	ID    string `json:"id"`
+	OrgID string `json:"orgId"`
+	// Email is the sign-in name, lower-cased; unique in the cluster.
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"passwordHash"`
+	CreatedAt    time.Time `json:"createdAt"`
+	CreateIndex  uint64    `json:"createIndex"`
+	ModifyIndex  uint64    `json:"modifyIndex"`
+}
+
+// WebSession is a signed-in browser. Only the SHA-256 of the session cookie's
+// value is stored (hex), so a copy of the state signs no one in; any server
+// can check a cookie, and signing out on one ends the session on all.
+type WebSession struct {
+	ID        string    `json:"id"`
+	AccountID string    `json:"accountId"`
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// Invitation lets one person sign up while sign-up is by invitation only:
+// into an existing org (OrgID set) or with an org of their own. Only the
+// SHA-256 of the invitation code is stored (hex); it is used once.
+type Invitation struct {
+	ID    string `json:"id"`
+	OrgID string `json:"orgId,omitempty"`
+	// Email, when set, is the only address the invitation admits.
+	Email     string    `json:"email,omitempty"`
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// Sign-up modes (ClusterConfig.Signup).
+const (
+	// SignupOpen lets anyone create an account and an org of their own.
+	SignupOpen = "open"
+	// SignupInvite admits only holders of an invitation.
+	SignupInvite = "invite"
+	// SignupClosed admits no one; operators create orgs and tokens.
+	SignupClosed = "closed"
+)

@@ -19,6 +19,9 @@ const (
 	tableIndex       = "index"
 	tableOrgUsage    = "org_usage"
 	tableNodeUsage   = "node_usage"
+	tableAccounts    = "accounts"
+	tableWebSessions = "web_sessions"
+	tableInvitations = "invitations"
 )
 
 // tableOrder fixes the order in which snapshots and state hashes visit tables.
@@ -27,6 +30,7 @@ var tableOrder = []string{
 	tableOrgs, tableTokens, tableAgents, tableNodes,
 	tableScopes, tableSecrets, tableIdempotency, tableConfig, tableIndex,
 	tableOrgUsage, tableNodeUsage,
+	tableAccounts, tableWebSessions, tableInvitations,
 }
 
 // configSingletonID is the id of the one ClusterConfig row.
@@ -132,6 +136,22 @@ func schema() *memdb.DBSchema {
 		}},
 		tableNodeUsage: {Name: tableNodeUsage, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("ID"),
+		}},
+		tableAccounts: {Name: tableAccounts, Indexes: map[string]*memdb.IndexSchema{
+			"id":    id("ID"),
+			"email": str("email", "Email", true),
+			"org":   str("org", "OrgID", false),
+		}},
+		tableWebSessions: {Name: tableWebSessions, Indexes: map[string]*memdb.IndexSchema{
+			"id":      id("ID"),
+			"hash":    str("hash", "Hash", true),
+			"account": str("account", "AccountID", false),
+		}},
+		tableInvitations: {Name: tableInvitations, Indexes: map[string]*memdb.IndexSchema{
+			"id":   id("ID"),
+			"hash": str("hash", "Hash", true),
+			// Invitations to an org of one's own belong to none.
+			"org": {Name: "org", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "OrgID"}},
 		}},
 	}}
 }

@@ -172,6 +172,12 @@ func newTableObject(table string) any {
 		return &indexRow{}
 	case tableOrgUsage, tableNodeUsage:
 		return &usageRow{}
+	case tableAccounts:
+		return &Account{}
+	case tableWebSessions:
+		return &WebSession{}
+	case tableInvitations:
+		return &Invitation{}
 	}
 	panic("store: table without object type: " + table)
 }

@@ -208,3 +208,34 @@ func (s *State) each(fn func(table string, obj any) error) error {
 	}
 	return nil
 }
+
+// Account returns the account with this id.
+func (s *State) Account(id string) (*Account, error) {
+	return first[*Account](s.txn, tableAccounts, "id", id)
+}
+
+// AccountByEmail returns the account signed in with email (lower-case).
+func (s *State) AccountByEmail(email string) (*Account, error) {
+	return first[*Account](s.txn, tableAccounts, "email", email)
+}
+
+// AccountsByOrg returns an org's accounts, ordered by id.
+func (s *State) AccountsByOrg(orgID string) ([]*Account, error) {
+	return all[*Account](s.txn, tableAccounts, "org", orgID)
+}
+
+// WebSessionByHash returns the session whose cookie hashes to hash (hex
+// SHA-256), expired or not: the caller compares ExpiresAt with its clock.
+func (s *State) WebSessionByHash(hash string) (*WebSession, error) {
+	return first[*WebSession](s.txn, tableWebSessions, "hash", hash)
+}
+
+// InvitationByHash returns the invitation whose code hashes to hash.
+func (s *State) InvitationByHash(hash string) (*Invitation, error) {
+	return first[*Invitation](s.txn, tableInvitations, "hash", hash)
+}
+
+// InvitationsByOrg returns the invitations into an org, ordered by id.
+func (s *State) InvitationsByOrg(orgID string) ([]*Invitation, error) {
+	return all[*Invitation](s.txn, tableInvitations, "org", orgID)
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"time"
@@ -350,3 +351,13 @@ type closeTracker struct {
 }
 
 func (c *closeTracker) Close() error { c.closed = true; return nil }
+
+// testPasswordHash is an argon2id PHC string (of "password"; its shape is
+// all the store checks).
+const testPasswordHash = "$argon2id$v=19$m=65536,t=1,p=2$c2FsdHNhbHRzYWx0c2FsdA$ZjJmYjE4N2I1ZmY1ZTJmZjFiNTg0ZTE2YTQ0OGE2OGI"
+
+// hexHash is the hex SHA-256 of s: a stored secret's digest.
+func hexHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"net/mail"
 	"regexp"
 	"strings"
 	"time"
@@ -122,6 +123,32 @@ func validateClusterConfig(c ClusterConfig) error {
 	case RescheduleReschedule, RescheduleFail:
 	default:
 		return invalidf("reschedule policy %q is not %s or %s", c.ReschedulePolicy, RescheduleReschedule, RescheduleFail)
+	}
+	switch c.Signup {
+	case "", SignupOpen, SignupInvite, SignupClosed:
+	default:
+		return invalidf("sign-up mode %q is not %s, %s or %s", c.Signup, SignupOpen, SignupInvite, SignupClosed)
+	}
+	return nil
+}
+
+// validateEmail accepts a bare address (no display name, no angle
+// brackets), lower-case, of at most 254 bytes: what sign-up stores.
+func validateEmail(email string) error {
+	if email == "" || len(email) > 254 || email != strings.ToLower(strings.TrimSpace(email)) {
+		return invalidf("email %q must be a lower-case address of at most 254 characters", email)
+	}
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email || addr.Name != "" {
+		return invalidf("email %q is not a plain address", email)
+	}
+	return nil
+}
+
+// validateHexSHA256 checks a stored secret's digest: 64 lower-case hex digits.
+func validateHexSHA256(what, h string) error {
+	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		return invalidf("%s must be a hex SHA-256 digest", what)
 	}
 	return nil
 }
