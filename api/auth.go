@@ -12,11 +12,14 @@ import (
 	"github.com/agenthost/agenthost/store"
 )
 
-// Principal is who a request acts as.
+// Principal is who a request acts as: a token, or a dashboard account's
+// session (AccountID and SessionID set, TokenID empty; always a tenant).
 type Principal struct {
-	TokenID string
-	OrgID   string
-	Role    store.TokenRole
+	TokenID   string
+	OrgID     string
+	Role      store.TokenRole
+	AccountID string
+	SessionID string
 }
 
 // ErrUnauthenticated is the one answer to a missing, malformed, unknown or
@@ -45,7 +48,16 @@ func NewAuthenticator(s *store.Store, logger *slog.Logger) *Authenticator {
 // the local state: a token revoked a moment ago on the leader may still pass
 // on a follower for the time replication takes (milliseconds); a token made
 // a moment ago is looked up again in a consistent state before it is refused.
+//
+// A request without an Authorization header may carry the dashboard's
+// session cookie instead (accounts.go); a request with both is judged by
+// its token alone.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	if r.Header.Get("Authorization") == "" {
+		if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+			return a.authenticateSession(r, c.Value)
+		}
+	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return Principal{}, ErrUnauthenticated

@@ -49,6 +49,8 @@ const (
 	CodeIdempotencyReused  = "idempotency_key_reused"
 	CodeSecretsUnavailable = "secrets_unavailable"
 	CodeNotLeader          = "not_leader"
+	CodeSignupClosed       = "signup_closed"
+	CodeRateLimited        = "rate_limited"
 	CodeInternal           = "internal"
 )
 

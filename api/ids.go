@@ -18,6 +18,9 @@ const (
 	prefixSecret = "se"
 	prefixToken  = "tk"
 	prefixOrg    = "org"
+	// Dashboard accounts and their sessions.
+	prefixAccount = "acc"
+	prefixSession = "ws"
 )
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

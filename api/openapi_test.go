@@ -470,6 +470,22 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/snapshot", token: op, body: string(backup[:len(backup)-1]), contentType: "application/octet-stream"}, 400)
 	x.do(t, oaCall{method: "POST", path: "/api/v1/operator/snapshot", token: op, body: string(backup), contentType: "application/octet-stream"}, 200)
 
+	// Accounts: open sign-up, the session, sign-out, sign-in.
+	cfg, _ := x.st.State().ClusterConfig()
+	cfg.Signup = store.SignupOpen
+	if _, err := x.st.Apply(ctx, &store.ClusterConfigSet{Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signup", body: `{"email":"oa@example.com","password":"short"}`, invalid: true}, 400)
+	signedUp := x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signup", body: `{"email":"oa@example.com","password":"long enough password","orgName":"oa-self"}`}, 201)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signup", body: `{"email":"oa@example.com","password":"long enough password"}`}, 409)
+	session := (&http.Response{Header: signedUp.header}).Cookies()[0]
+	x.do(t, oaCall{method: "GET", path: "/api/v1/auth/session", header: []string{"Cookie", session.Name + "=" + session.Value}}, 200)
+	x.do(t, oaCall{method: "GET", path: "/api/v1/auth/session", token: tenant}, 401)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signout", header: []string{"Cookie", session.Name + "=" + session.Value}}, 204)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signin", body: `{"email":"oa@example.com","password":"wrong password!"}`}, 401)
+	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signin", body: `{"email":"oa@example.com","password":"long enough password"}`}, 200)
+
 	// Unknown paths under /api/ are a JSON 404.
 	x.do(t, oaCall{method: "GET", path: "/api/v1/nope", token: tenant, invalid: true}, 404)
 	x.do(t, oaCall{method: "POST", path: "/api/v2/agents", invalid: true}, 404)
@@ -597,7 +613,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 					schemes = append(schemes, name)
 				}
 			}
-			wantSchemes := map[string][]string{"tenant": {"tenantToken"}, "operator": {"operatorToken"}, "public": nil}[op.Access]
+			// A tenant's token or a dashboard account's session cookie.
+			wantSchemes := map[string][]string{"tenant": {"tenantToken", "sessionCookie"}, "operator": {"operatorToken"}, "public": nil}[op.Access]
 			if !slices.Equal(schemes, wantSchemes) {
 				t.Errorf("%s: x-access %q with security %v", key, op.Access, schemes)
 			}
@@ -636,6 +653,10 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		switch key {
 		case "POST /api/v1/operator/bootstrap":
 			want = 403
+		case "POST /api/v1/auth/signup", "POST /api/v1/auth/signin":
+			want = 400 // no body
+		case "POST /api/v1/auth/signout":
+			want = 204 // no session: the cookie is cleared all the same
 		case "GET /api/v1/openapi.json", "GET /docs":
 			want = 200
 		}
@@ -711,9 +732,9 @@ func TestOpenAPIDocumentDescribesErrorsOnce(t *testing.T) {
 			}
 			_, has409 := op.Responses["409"]
 			_, has422 := op.Responses["422"]
-			// Bootstrap and restore take no Idempotency-Key (see their
-			// descriptions); every other POST does.
-			if method == "post" && path != "/api/v1/operator/bootstrap" && path != "/api/v1/operator/snapshot" && (!hasKey || !has409 || !has422) {
+			// Bootstrap, restore and the account endpoints take no
+			// Idempotency-Key (see their descriptions); every other POST does.
+			if method == "post" && path != "/api/v1/operator/bootstrap" && path != "/api/v1/operator/snapshot" && !strings.HasPrefix(path, "/api/v1/auth/") && (!hasKey || !has409 || !has422) {
 				t.Errorf("%s: Idempotency-Key %v, 409 %v, 422 %v", where, hasKey, has409, has422)
 			}
 		}

@@ -70,6 +70,13 @@ func (s *Server) routes() {
 		route{post, operator, s.createOperatorToken})
 	s.handle("/api/v1/operator/tokens/{tokenId}", route{del, operator, s.revokeOperatorToken})
 	s.handle("/api/v1/operator/bootstrap", route{post, public, s.bootstrap})
+
+	// Dashboard accounts (accounts.go): sign-up, sign-in and sign-out
+	// answer without a token; the session is the cookie's.
+	s.handle("/api/v1/auth/signup", route{post, public, s.signUp})
+	s.handle("/api/v1/auth/signin", route{post, public, s.signIn})
+	s.handle("/api/v1/auth/signout", route{post, public, s.signOut})
+	s.handle("/api/v1/auth/session", route{get, tenant, s.getSession})
 	s.handle("/api/v1/operator/secrets/keys", route{get, operator, s.getSecretKeys})
 	s.handle("/api/v1/operator/secrets/reseal", route{post, operator, s.resealSecrets})
 	s.handle("/api/v1/operator/raft", route{get, operator, s.getRaft})

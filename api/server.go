@@ -72,6 +72,7 @@ type Server struct {
 	keyring atomic.Pointer[keyring.Keyring]
 	metrics *metrics
 	mux     *http.ServeMux
+	signIns *signInLimiter
 }
 
 // New returns the API over cfg.Store.
@@ -116,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		rtc:     cfg.RuntimeClient,
 		metrics: newMetrics(cfg.Registerer),
 		mux:     http.NewServeMux(),
+		signIns: newSignInLimiter(),
 	}
 	s.keyring.Store(cfg.Keyring)
 	s.routes()
@@ -191,6 +193,10 @@ func (s *Server) wrap(path string, rt route) http.Handler {
 		if rt.access != public {
 			var err error
 			p, err = s.auth.Authenticate(r)
+			if errors.Is(err, ErrCSRF) {
+				s.writeError(w, r, apiError(http.StatusForbidden, CodeForbidden, "%v", err))
+				return
+			}
 			if err != nil {
 				if !errors.Is(err, ErrUnauthenticated) {
 					s.logger.Error("authenticate", "error", err)

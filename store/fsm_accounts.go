@@ -12,7 +12,7 @@ func applyAccountCreate(txn *memdb.Txn, index uint64, c *AccountCreate) error {
 	if err := requireID("account", a.ID); err != nil {
 		return err
 	}
-	if err := validateEmail(a.Email); err != nil {
+	if err := ValidateEmail(a.Email); err != nil {
 		return err
 	}
 	if !strings.HasPrefix(a.PasswordHash, "$argon2id$") {
@@ -150,7 +150,7 @@ func applyInvitationCreate(txn *memdb.Txn, c *InvitationCreate) error {
 		return err
 	}
 	if inv.Email != "" {
-		if err := validateEmail(inv.Email); err != nil {
+		if err := ValidateEmail(inv.Email); err != nil {
 			return err
 		}
 	}

@@ -132,9 +132,9 @@ func validateClusterConfig(c ClusterConfig) error {
 	return nil
 }
 
-// validateEmail accepts a bare address (no display name, no angle
+// ValidateEmail accepts a bare address (no display name, no angle
 // brackets), lower-case, of at most 254 bytes: what sign-up stores.
-func validateEmail(email string) error {
+func ValidateEmail(email string) error {
 	if email == "" || len(email) > 254 || email != strings.ToLower(strings.TrimSpace(email)) {
 		return invalidf("email %q must be a lower-case address of at most 254 characters", email)
 	}
