@@ -61,7 +61,9 @@ func TestAccountsSignUpSignInAndUseTheAPI(t *testing.T) {
 	if org, _ := h.st.State().Org(acc.OrgID); org == nil || org.Plan != selfServePlan {
 		t.Fatalf("self-serve org %+v", org)
 	}
-	withCookie := func(extra ...string) []string { return append([]string{"Cookie", sessionCookie + "=" + cookie}, extra...) }
+	withCookie := func(extra ...string) []string {
+		return append([]string{"Cookie", sessionCookie + "=" + cookie}, extra...)
+	}
 
 	// Reads ride on the cookie; the session says who is signed in.
 	h.mustStatus(h.do(nil, "GET", "/api/v1/auth/session", "", nil, withCookie()...), 200)
