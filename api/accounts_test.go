@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -181,4 +182,23 @@ func TestPasswordHashRoundTrip(t *testing.T) {
 			t.Errorf("tampered hash %q checks", bad)
 		}
 	}
+}
+
+// TestAccountsExpiredSessions: an expired session's cookie is refused at
+// once, and the leader's sweep deletes it while keeping live ones.
+func TestAccountsExpiredSessions(t *testing.T) {
+	h := htNew(t, htOptions{})
+	h.setSignup(store.SignupOpen)
+	r := h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signup", "", map[string]any{"email": "ada@example.com", "password": "correct horse battery"}), 201)
+	live, _ := sessionCookieOf(r)
+	acc, _ := h.st.State().AccountByEmail("ada@example.com")
+	now := time.Now().UTC()
+	h.htApply(&store.WebSessionCreate{Session: store.WebSession{ID: "ws-old", AccountID: acc.ID, Hash: hexSHA256("ahs_old"), CreatedAt: now.Add(-8 * 24 * time.Hour), ExpiresAt: now.Add(-time.Hour)}})
+
+	h.mustStatus(h.do(nil, "GET", "/api/v1/agents", "", nil, "Cookie", sessionCookie+"=ahs_old"), 401)
+	h.srv.expireWebSessions(context.Background())
+	if ws, _ := h.st.State().WebSessionByHash(hexSHA256("ahs_old")); ws != nil {
+		t.Error("expired session kept after the sweep")
+	}
+	h.mustStatus(h.do(nil, "GET", "/api/v1/agents", "", nil, "Cookie", sessionCookie+"="+live), 200)
 }

@@ -209,6 +209,26 @@ func (s *Server) expireIdempotency(ctx context.Context, interval time.Duration) 
 		if _, err := s.store.Apply(ctx, &store.IdempotencyDelete{Before: time.Now().UTC()}); err != nil && ctx.Err() == nil {
 			s.logger.Warn("expire idempotency records", "error", err)
 		}
+		s.expireWebSessions(ctx)
+	}
+}
+
+// expireWebSessions deletes the dashboard sessions past their expiry (reads
+// ignore them already; this keeps the state from growing), proposing a
+// command only when there is one to delete.
+func (s *Server) expireWebSessions(ctx context.Context) {
+	sessions, err := s.store.State().WebSessions()
+	if err != nil {
+		return
+	}
+	now := time.Now().UTC()
+	for _, ws := range sessions {
+		if ws.ExpiresAt.Before(now) {
+			if _, err := s.store.Apply(ctx, &store.WebSessionsExpire{Before: now}); err != nil && ctx.Err() == nil {
+				s.logger.Warn("expire web sessions", "error", err)
+			}
+			return
+		}
 	}
 }
 

@@ -239,3 +239,8 @@ func (s *State) InvitationByHash(hash string) (*Invitation, error) {
 func (s *State) InvitationsByOrg(orgID string) ([]*Invitation, error) {
 	return all[*Invitation](s.txn, tableInvitations, "org", orgID)
 }
+
+// WebSessions returns every session, ordered by id.
+func (s *State) WebSessions() ([]*WebSession, error) {
+	return all[*WebSession](s.txn, tableWebSessions, "id")
+}
