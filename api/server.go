@@ -121,6 +121,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.keyring.Store(cfg.Keyring)
 	s.routes()
+	// The dashboard's pages are not API operations: served beside them.
+	s.mux.HandleFunc("/{$}", s.serveDashboard)
+	s.mux.HandleFunc("/app", s.serveDashboard)
+	s.mux.HandleFunc("/app/", s.serveDashboard)
 	return s, nil
 }
 

@@ -263,7 +263,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKin
 	// Duplicate Host headers never get here: net/http refuses them (400).
 	switch t.Kind {
 	case RouteAPI:
-		if r.URL.Path != "/docs" && !strings.HasPrefix(r.URL.Path, "/api/") {
+		if !controlPath(r.URL.Path) {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such endpoint")
 			return t.Kind
 		}
@@ -508,4 +508,12 @@ func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// controlPath reports whether an apex path is the control nodes': the API
+// under /api/, its /docs page, and the web dashboard at / and under /app/
+// (api/dashboard.go). Anything else on the apex — /metrics, /v1/status —
+// is never forwarded.
+func controlPath(p string) bool {
+	return p == "/" || p == "/docs" || p == "/app" || strings.HasPrefix(p, "/app/") || strings.HasPrefix(p, "/api/")
 }

@@ -208,12 +208,14 @@ func TestProxyRoutesAgentsAndTheAPI(t *testing.T) {
 			t.Fatalf("API on %s: %d %q", host, code, body)
 		}
 	}
-	// The API's docs page too.
-	if code, body := h.get("example.test", "/docs"); code != 200 || !strings.HasPrefix(body, "api GET /docs") {
-		t.Fatalf("docs: %d %q", code, body)
+	// The API's docs page and the web dashboard too.
+	for _, path := range []string{"/docs", "/", "/app/", "/app/tokens", "/app/assets/app.js"} {
+		if code, body := h.get("example.test", path); code != 200 || !strings.HasPrefix(body, "api GET "+path) {
+			t.Fatalf("%s: %d %q", path, code, body)
+		}
 	}
 	for _, c := range []struct{ host, path string }{
-		{"example.test", "/"}, {"example.test", "/metrics"}, {"other.example.test", "/"}, {"a1.example.test", "/"},
+		{"example.test", "/metrics"}, {"example.test", "/v1/status"}, {"example.test", "/apps"}, {"example.test", "/favicon.ico"}, {"other.example.test", "/"}, {"a1.example.test", "/"},
 		{"agbbbbbbbbbbbbbbbbbbbb.example.test", "/"}, {"example.com", "/api/v1/agents"}, {fmt.Sprintf("x.a%d.example.test", b.port), "/"},
 	} {
 		if code, _ := h.get(c.host, c.path); code != 404 {

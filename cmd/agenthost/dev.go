@@ -80,10 +80,11 @@ resolve with no DNS set-up.`,
 				fmt.Fprintf(out, "  data dir:      %s\n", opts.dataDir)
 				fmt.Fprintf(out, "  cluster addr:  %s\n", srv.Addr())
 				fmt.Fprintf(out, "  REST API:      http://%s/api/v1 (docs at http://%s/docs)\n", httpAddr, httpAddr)
+				fmt.Fprintf(out, "  dashboard:     http://%s/app/ (sign up there)\n", httpAddr)
 				fmt.Fprintf(out, "  status:        http://%s/v1/status\n", httpAddr)
 				fmt.Fprintf(out, "  metrics:       http://%s/metrics\n", httpAddr)
 				tokensFile := filepath.Join(opts.dataDir, devTokensFile)
-				if err := devBootstrap(ctx, apiSrv, tokensFile, "http://"+httpAddr); err != nil {
+				if err := devBootstrap(ctx, apiSrv, srv.Store, tokensFile, "http://"+httpAddr); err != nil {
 					slog.Error("could not make the dev tokens", "error", err)
 				} else {
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
@@ -157,9 +158,11 @@ resolve with no DNS set-up.`,
 const devTokensFile = "tokens.env"
 
 // devBootstrap makes, on a fresh data directory, an operator token and a
-// tenant token for the org "default", and writes them to path. Later starts
-// find the cluster bootstrapped and leave the file as it is.
-func devBootstrap(ctx context.Context, apiSrv *api.Server, path, addr string) error {
+// tenant token for the org "default", writes them to path, and opens
+// dashboard sign-up (a dev cluster is one person's: the invitation-only
+// default would only be in the way). Later starts find the cluster
+// bootstrapped and leave it as it is.
+func devBootstrap(ctx context.Context, apiSrv *api.Server, st *store.Store, path, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	operatorToken, err := apiSrv.Bootstrap(ctx, "dev operator")
@@ -174,6 +177,14 @@ func devBootstrap(ctx context.Context, apiSrv *api.Server, path, addr string) er
 	}
 	_, tenantToken, err := apiSrv.CreateOrg(ctx, "default", store.Plan{}, "dev")
 	if err != nil {
+		return err
+	}
+	cfg, err := st.State().ClusterConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Signup = store.SignupOpen
+	if _, err := st.Apply(ctx, &store.ClusterConfigSet{Config: cfg}); err != nil {
 		return err
 	}
 	content := fmt.Sprintf(`# agenthost dev: tokens made on first start. The cluster stores only their
