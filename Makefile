@@ -12,8 +12,9 @@ GO ?= go
 
 # Debian packages that the targets below need and a fresh Debian 12 machine may lack.
 # prometheus (with promtool) is for the tests of deploy/: they start their own, and
-# apt-packages keeps its package from starting or enabling a service of its own.
-APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static mmdebstrap prometheus
+# apt-packages keeps its package from starting or enabling a service of its own. chromium
+# runs headless in the web dashboard's browser tests (test/e2e).
+APT_PACKAGES := git ca-certificates procps iproute2 containerd runc containernetworking-plugins nftables iptables busybox-static mmdebstrap prometheus chromium
 # npm installs OpenCode (setup, runtime-image); any npm will do, so Debian's is added only
 # when none is on the PATH.
 APT_PACKAGES += $(if $(shell command -v npm),,nodejs npm)

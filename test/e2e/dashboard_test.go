@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+)
+
+// chromium is Debian's package's browser, which the dashboard tests drive
+// headless (make setup installs it).
+const chromium = "/usr/bin/chromium"
+
+// requireChromium skips without the browser, except in CI, where the
+// dashboard's tests must run.
+func requireChromium(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(chromium); err == nil {
+		return
+	}
+	msg := "the dashboard's browser tests need chromium; run `make setup`"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI must run these tests, not skip them)")
+	}
+	t.Skip(msg)
+}
+
+// browser starts a headless chromium for the test and returns its context.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	requireChromium(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	// Confirmation dialogs (revoke) are accepted.
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// screenshotDir is where the dashboard tests save their screenshots
+// (build/screenshots, not committed).
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "build", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// screenshot saves the page as name.png, at the window's size and at a
+// phone's.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := screenshotDir(t)
+	for _, size := range []struct {
+		suffix        string
+		width, height int64
+		opts          []chromedp.EmulateViewportOption
+	}{{"", 1280, 900, nil}, {"-phone", 390, 844, []chromedp.EmulateViewportOption{chromedp.EmulateMobile}}} {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(size.width, size.height, size.opts...)); err != nil {
+			t.Fatalf("viewport for %s: %v", name, err)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+size.suffix+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateReset()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDashboardAccountsAndTokens drives the dashboard in headless chromium
+// against `agenthost dev` through its proxy (http://localhost:<port>): sign
+// up, create an API token on the page and use it on the REST API, revoke it
+// on the page and see the API refuse it, sign out and in again.
+func TestDashboardAccountsAndTokens(t *testing.T) {
+	requireChromium(t)
+	d := startDev(t, "10.213.45.0/24", "32500-32599")
+	_, port, _ := strings.Cut(d.proxyAddr, ":")
+	app := "http://localhost:" + port + "/app/"
+	ctx := browser(t)
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(tctx, steps...); err != nil {
+			loc, _ := chromedp.Run(ctx, chromedp.Location())
+			body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+			t.Fatalf("%s: %v (at %s: %q)", what, err, loc, body)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return v
+	}
+
+	// Signed out, the dashboard sends the browser to sign in.
+	run("open the dashboard", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("signin")))
+	screenshot(t, ctx, "signin")
+	run("sign up",
+		chromedp.Navigate(app+"signup"), chromedp.WaitVisible(chromedp.ID("signup")),
+		chromedp.SendKeys(chromedp.ID("email"), "ada@example.com"),
+		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
+		chromedp.SendKeys(chromedp.ID("orgName"), "Ada's lab"),
+	)
+	screenshot(t, ctx, "signup")
+	run("signed in after sign-up",
+		chromedp.Click(chromedp.CSS(`#signup button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.ID("signout")),
+		chromedp.Query(chromedp.CSS(`#who`)),
+	)
+	// waitText waits until the element's text has want: the page fills it
+	// in after its API calls, and may replace the document meanwhile.
+	waitText := func(sel, want string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
+			if err == nil && strings.Contains(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				loc, _ := chromedp.Run(ctx, chromedp.Location())
+				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+				t.Fatalf("%s says %q (%v), want %q in it; at %s: %q", sel, got, err, want, loc, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitText("#who", "ada@example.com")
+	waitText("#who", "Ada's lab")
+
+	// A token made on the page works on the API.
+	run("create a token",
+		chromedp.Click(chromedp.CSS(`a[href="/app/tokens"]`)),
+		chromedp.WaitVisible(chromedp.ID("label")),
+		chromedp.SendKeys(chromedp.ID("label"), "laptop"),
+		chromedp.Click(chromedp.CSS(`form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.ID("new-token")),
+		chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
+	)
+	screenshot(t, ctx, "tokens")
+	waitText("#new-token", "ah_live_")
+	token := strings.TrimSpace(text("#new-token"))
+	if !strings.HasPrefix(token, "ah_live_") {
+		t.Fatalf("the page showed %q, want a token", token)
+	}
+	apiStatus := func() int {
+		req, _ := http.NewRequest("GET", "http://"+d.proxyAddr+"/api/v1/agents", nil)
+		req.Host = "localhost:" + port
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := apiStatus(); got != 200 {
+		t.Fatalf("GET /api/v1/agents with the page's token: %d", got)
+	}
+
+	// Revoked on the page, it is refused.
+	run("revoke the token",
+		chromedp.Click(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
+	)
+	deadline := time.Now().Add(10 * time.Second)
+	for apiStatus() != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked token still works")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Sign out, then in again.
+	run("sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("signin")))
+	run("sign in",
+		chromedp.SendKeys(chromedp.ID("email"), "ada@example.com"),
+		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
+		chromedp.Click(chromedp.CSS(`#signin button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.ID("signout")),
+	)
+	waitText("#who", "ada@example.com")
+	screenshot(t, ctx, "home")
+	t.Logf("screenshots in %s", screenshotDir(t))
+}
