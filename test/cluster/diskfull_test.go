@@ -2,21 +2,28 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
 
-// TestFollowerDiskFull fills a follower's data directory: the other two go
-// on committing writes, and once the space is back the follower catches up
-// without a restart. The writes are orgs, which need no node agent: with a
-// node agent connected to the full follower, agents placed on that node do
-// not start until the space is back (the follower serves it a state that
-// no longer advances), which is scenario 2.5's to settle.
+// TestFollowerDiskFull fills the data directory of the follower that both
+// node agents watch their assignments through: the other two servers go on
+// committing writes, agents created meanwhile start on both nodes (the node
+// agents notice that their server stopped applying the log and watch
+// through another one), and once the space is back the follower catches up
+// without a restart.
 func TestFollowerDiskFull(t *testing.T) {
 	c := StartClusterWith(t, Options{ServerDiskMB: 64})
+	c.HTTP.Timeout = 90 * time.Second // creates wait up to 60 s for RUNNING
 	leader := c.WaitForLeader(30 * time.Second)
 	full := (leader + 1) % len(c.Servers)
+	c.watchThrough(full)
 	c.FillDisk(full)
 
 	ctx := context.Background()
@@ -30,17 +37,36 @@ func TestFollowerDiskFull(t *testing.T) {
 		res.Decode(t, &created)
 		ids = append(ids, created.ID)
 	}
-	if !c.Servers[full].Running() {
-		t.Fatalf("%s exited on a full disk", c.Servers[full].Name)
-	}
 	// Not asserted: bolt may still write a few entries into pages of its
 	// file that it freed earlier, which a full disk does not refuse.
 	t.Logf("with its disk full, %s holds all 10 writes: %v", c.Servers[full].Name, c.holdsOrgs(full, ids))
 
+	org := c.createOrgAt(c.Proxy.HTTPAddr, "full-agents")
+	start := time.Now()
+	byNode := c.createAgentsOnEveryNode(c.Proxy.HTTPAddr, org, "full", 3)
+	t.Logf("3 agents on each node RUNNING %v after the first create, with %s's disk full", time.Since(start).Round(time.Millisecond), c.Servers[full].Name)
+	c.requireRunningWhereCreated(leader, org, byNode)
+	agents := allAgents(byNode)
+	if !c.Servers[full].Running() {
+		t.Fatalf("%s exited on a full disk", c.Servers[full].Name)
+	}
+
+	// A write sent to the full follower is forwarded and committed, but
+	// the follower cannot apply it: it says so instead of holding the
+	// request until the space is back, then refuses writes up front.
+	behind := c.writeToBehind(full, "sent-to-full")
+	if !c.orgNames(c.Servers[leader].HTTPAddr)["sent-to-full"] {
+		t.Fatalf("%s answered %v, but the write is not committed", c.Servers[full].Name, behind)
+	}
+	refused := c.writeToBehind(full, "refused-by-full")
+	if !strings.Contains(refused.String(), "nothing was written") || c.orgNames(c.Servers[leader].HTTPAddr)["refused-by-full"] {
+		t.Fatalf("a second write to %s: %v, want it refused with nothing written", c.Servers[full].Name, refused)
+	}
+
 	c.FreeDisk(full)
 	freed := time.Now()
 	waitFor(t, 30*time.Second, c.Servers[full].Name+" to hold the writes made while its disk was full", func() bool {
-		return c.holdsOrgs(full, ids)
+		return c.holdsOrgs(full, ids) && c.holdsAgents(full, org, agents)
 	})
 	t.Logf("%s caught up %v after its space came back", c.Servers[full].Name, time.Since(freed).Round(time.Millisecond))
 }
@@ -64,4 +90,83 @@ func (c *Cluster) holdsOrgs(i int, ids []string) bool {
 		}
 	}
 	return true
+}
+
+// writeToBehind creates an org named name through server i, whose log does
+// not advance, and requires the documented answer: 503 server_behind, in
+// well under the client's timeout.
+func (c *Cluster) writeToBehind(i int, name string) *Response {
+	c.t.Helper()
+	start := time.Now()
+	res, err := c.Do(context.Background(), c.Servers[i].HTTPAddr, "POST", "/api/v1/orgs", c.OperatorToken, map[string]any{"name": name})
+	if err != nil {
+		c.t.Fatalf("write to %s, which is behind: no answer after %v: %v", c.Servers[i].Name, time.Since(start), err)
+	}
+	var body struct{ Error struct{ Code string } }
+	if res.Code != http.StatusServiceUnavailable || json.Unmarshal(res.Body, &body) != nil || body.Error.Code != "server_behind" {
+		c.t.Fatalf("write to %s, which is behind: %v, want 503 server_behind", c.Servers[i].Name, res)
+	}
+	c.t.Logf("write to %s, which is behind, answered after %v: %v", c.Servers[i].Name, time.Since(start).Round(time.Millisecond), res)
+	return res
+}
+
+// holdsAgents reports whether server i lists every agent of ids as RUNNING.
+func (c *Cluster) holdsAgents(i int, org Org, ids []string) bool {
+	list, err := c.Agents(c.Servers[i].HTTPAddr, org)
+	if err != nil {
+		return false
+	}
+	running := map[string]bool{}
+	for _, a := range list {
+		running[a.AgentID] = a.Status == "RUNNING"
+	}
+	for _, id := range ids {
+		if !running[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// watchThrough restarts both node agents with server i first among their
+// control nodes, so that they register and watch their assignments
+// through it, and waits until both say so in their logs.
+func (c *Cluster) watchThrough(i int) {
+	c.t.Helper()
+	first := c.Servers[i].ClusterAddr
+	for _, n := range c.Nodes {
+		at := slices.Index(n.args, "--control")
+		addrs := strings.Split(n.args[at+1], ",")
+		addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == first })
+		n.args[at+1] = strings.Join(append([]string{first}, addrs...), ",")
+		n.Stop(5 * time.Second)
+		n.start(c.t)
+	}
+	for _, n := range c.Nodes {
+		waitFor(c.t, 30*time.Second, n.Name+" to watch its assignments through "+c.Servers[i].Name, func() bool {
+			return c.lastWatch(n) == first
+		})
+	}
+	c.WaitForNodes(30 * time.Second)
+}
+
+// lastWatch is the control node a node agent's log says it last opened its
+// assignment watch on ("" before the first).
+func (c *Cluster) lastWatch(n *Proc) string {
+	b, err := os.ReadFile(n.log)
+	if err != nil {
+		return ""
+	}
+	last := ""
+	for line := range strings.Lines(string(b)) {
+		if !strings.Contains(line, `msg="watching assignments"`) {
+			continue
+		}
+		for f := range strings.FieldsSeq(line) {
+			if addr, ok := strings.CutPrefix(f, "control="); ok {
+				last = addr
+			}
+		}
+	}
+	return last
 }
