@@ -308,6 +308,10 @@ func (s *Store) Leader() (id, addr string) {
 // from a follower.
 func (s *Store) State() *State { return s.fsm.State() }
 
+// Restored is FSM.Restored: the state this server last installed from a
+// snapshot, as installed.
+func (s *Store) Restored() *StateDigest { return s.fsm.Restored() }
+
 // AppliedIndex is the Raft index of the last command this server applied
 // (refused and no-op commands included). A State taken after reading it
 // reflects at least everything up to it, so watchers read AppliedIndex, then
