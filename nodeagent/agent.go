@@ -15,6 +15,7 @@ import (
 
 	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/internal/lag"
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
@@ -38,7 +39,7 @@ type Agent struct {
 	checking map[string]bool // agents whose health is being awaited
 	server   int             // index in ControlAddrs of the server in use
 	leader   string          // where heartbeats go, when known
-	lag      watchLag        // whether the assignment watch keeps up with the leader
+	lag      lag.Tracker     // whether the assignment watch's server keeps up with the leader
 
 	serviceAddr string // AgentRuntimeService, as advertised
 
@@ -254,7 +255,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			a.mu.Lock()
 			a.leader = addr
 			a.mu.Unlock()
-			a.lag.leaderAt(resp.Msg.GetAppliedIndex(), time.Now())
+			a.lag.LeaderAt(resp.Msg.GetAppliedIndex(), time.Now())
 			continue
 		}
 		// Follow the leader's address when a follower names it; otherwise
@@ -282,7 +283,7 @@ var errWatchBehind = errors.New("the watch's control node is behind the leader")
 // watchLoop keeps a WatchAssignments stream open, resuming after the last
 // index seen, and wakes the reconcile loop on every update. A watch that
 // falls behind the leader for WatchLagBound is dropped and resumed on the
-// next control node (watchLag).
+// next control node (package lag).
 func (a *Agent) watchLoop(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
@@ -290,7 +291,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.mu.Lock()
 		after := a.index
 		a.mu.Unlock()
-		a.lag.restart()
+		a.lag.Restart()
 		streamCtx, cancel := context.WithCancelCause(ctx)
 		stopWatchdog := a.watchdog(streamCtx, cancel, addr)
 		stream, err := c.WatchAssignments(streamCtx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: a.cfg.Name, AfterIndex: after, Progress: true}))
@@ -299,7 +300,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			for stream.Receive() {
 				backoff.reset()
 				msg := stream.Msg()
-				a.lag.watchAt(msg.GetIndex())
+				a.lag.ServerAt(msg.GetIndex())
 				if !msg.GetProgressOnly() {
 					a.setDesired(msg)
 				}
@@ -336,7 +337,7 @@ func (a *Agent) watchdog(ctx context.Context, cancel context.CancelCauseFunc, ad
 				return
 			case <-ticker.C:
 			}
-			if target, reached, late := a.lag.behind(time.Now(), a.cfg.WatchLagBound); late {
+			if target, reached, late := a.lag.Behind(time.Now(), a.cfg.WatchLagBound); late {
 				a.logger.Warn("the assignment watch is behind the leader; moving it to another control node",
 					"control", addr, "leader_index", target, "watch_index", reached, "bound", a.cfg.WatchLagBound)
 				cancel(errWatchBehind)

@@ -47,6 +47,20 @@ func TestFollowerDiskFull(t *testing.T) {
 	t.Logf("3 agents on each node RUNNING %v after the first create, with %s's disk full", time.Since(start).Round(time.Millisecond), c.Servers[full].Name)
 	c.requireRunningWhereCreated(leader, org, byNode)
 	agents := allAgents(byNode)
+	// Through the proxy too: its route watch and its reads pass over the
+	// full server.
+	for range 2 * len(c.Servers) {
+		if !c.holdsAgentsAt(c.Proxy.HTTPAddr, org, agents) {
+			t.Fatalf("the proxy's API lists org %s's agents without all of %v RUNNING", org.ID, agents)
+		}
+	}
+	list, err := c.Agents(c.Servers[leader].HTTPAddr, org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range list {
+		waitFor(t, 30*time.Second, "agent "+a.AgentID+" to answer through the proxy", func() bool { return c.agentAnswers(a) })
+	}
 	if !c.Servers[full].Running() {
 		t.Fatalf("%s exited on a full disk", c.Servers[full].Name)
 	}
@@ -112,7 +126,12 @@ func (c *Cluster) writeToBehind(i int, name string) *Response {
 
 // holdsAgents reports whether server i lists every agent of ids as RUNNING.
 func (c *Cluster) holdsAgents(i int, org Org, ids []string) bool {
-	list, err := c.Agents(c.Servers[i].HTTPAddr, org)
+	return c.holdsAgentsAt(c.Servers[i].HTTPAddr, org, ids)
+}
+
+// holdsAgentsAt is holdsAgents through addr (a server's or the proxy's).
+func (c *Cluster) holdsAgentsAt(addr string, org Org, ids []string) bool {
+	list, err := c.Agents(addr, org)
 	if err != nil {
 		return false
 	}
@@ -128,38 +147,42 @@ func (c *Cluster) holdsAgents(i int, org Org, ids []string) bool {
 	return true
 }
 
-// watchThrough restarts both node agents with server i first among their
-// control nodes, so that they register and watch their assignments
-// through it, and waits until both say so in their logs.
+// watchThrough restarts both node agents and the proxy with server i first
+// among their control nodes, so that the node agents register and watch
+// their assignments, and the proxy watches its routes, through it; it waits
+// until their logs say so.
 func (c *Cluster) watchThrough(i int) {
 	c.t.Helper()
 	first := c.Servers[i].ClusterAddr
-	for _, n := range c.Nodes {
-		at := slices.Index(n.args, "--control")
-		addrs := strings.Split(n.args[at+1], ",")
+	for _, p := range append(slices.Clone(c.Nodes), c.Proxy) {
+		at := slices.Index(p.args, "--control")
+		addrs := strings.Split(p.args[at+1], ",")
 		addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == first })
-		n.args[at+1] = strings.Join(append([]string{first}, addrs...), ",")
-		n.Stop(5 * time.Second)
-		n.start(c.t)
+		p.args[at+1] = strings.Join(append([]string{first}, addrs...), ",")
+		p.Stop(5 * time.Second)
+		p.start(c.t)
 	}
 	for _, n := range c.Nodes {
 		waitFor(c.t, 30*time.Second, n.Name+" to watch its assignments through "+c.Servers[i].Name, func() bool {
-			return c.lastWatch(n) == first
+			return c.lastWatch(n, "watching assignments") == first
 		})
 	}
+	waitFor(c.t, 30*time.Second, "the proxy to watch its routes through "+c.Servers[i].Name, func() bool {
+		return c.lastWatch(c.Proxy, "watching routes") == first
+	})
 	c.WaitForNodes(30 * time.Second)
 }
 
-// lastWatch is the control node a node agent's log says it last opened its
-// assignment watch on ("" before the first).
-func (c *Cluster) lastWatch(n *Proc) string {
-	b, err := os.ReadFile(n.log)
+// lastWatch is the control node a process's log says it last opened a
+// watch on (log message msg), "" before the first.
+func (c *Cluster) lastWatch(p *Proc, msg string) string {
+	b, err := os.ReadFile(p.log)
 	if err != nil {
 		return ""
 	}
 	last := ""
 	for line := range strings.Lines(string(b)) {
-		if !strings.Contains(line, `msg="watching assignments"`) {
+		if !strings.Contains(line, `msg="`+msg+`"`) {
 			continue
 		}
 		for f := range strings.FieldsSeq(line) {
