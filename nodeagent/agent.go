@@ -361,6 +361,15 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 		})
 	}
 	a.mu.Lock()
+	if m.GetIndex() < a.index {
+		// From a server behind the one that sent the list in hand (a
+		// watch that just moved): acting on it could delete agents
+		// placed since. Its newer lists, or the next server's, follow.
+		held := a.index
+		a.mu.Unlock()
+		a.logger.Info("ignoring assignments older than those in hand", "index", m.GetIndex(), "held", held)
+		return
+	}
 	a.desired, a.index = desired, m.GetIndex()
 	a.mu.Unlock()
 	a.logger.Debug("assignments received", "index", m.GetIndex(), "agents", len(desired))

@@ -143,16 +143,16 @@ func (n *NodeService) ReportAgentStatus(ctx context.Context, req *connect.Reques
 const progressEvery = time.Second
 
 // WatchAssignments streams the node's desired agents: at once, then whenever
-// they change. after_index lets a reconnecting node skip an unchanged list.
-// A watcher that asks for progress also hears this server's applied index
+// they change. The first message is always the whole list, also for a
+// watcher resuming after an index: the server cannot tell from an index
+// alone whether an agent was deleted since. A watcher that asks for progress also hears this server's applied index
 // when its list has not changed (see WatchAssignmentsRequest.progress).
 func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request[nodev1.WatchAssignmentsRequest], stream *connect.ServerStream[nodev1.WatchAssignmentsResponse]) error {
 	nodeID := req.Msg.GetNodeId()
 	if nodeID == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("watch needs the node's id"))
 	}
-	last := ""
-	sentIndex := req.Msg.GetAfterIndex()
+	last, sent := "", false
 	progress := req.Msg.GetProgress()
 	var told uint64      // the highest index the watcher has been sent
 	var toldAt time.Time // when it was sent
@@ -168,7 +168,6 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 		// state's own index and applied.
 		resp := &nodev1.WatchAssignmentsResponse{Index: applied}
 		var sig strings.Builder
-		var newest uint64
 		for _, a := range agents {
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
@@ -177,19 +176,15 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
-			newest = max(newest, a.ModifyIndex)
 		}
 		passwords.keepOnly(func(id string) bool {
 			return slices.ContainsFunc(agents, func(a *store.Agent) bool { return a.ID == id })
 		})
-		// A resuming watcher that already has this list (nothing of its
-		// changed after its index, and it is the first message) is not
-		// sent it again.
-		if sig.String() != last && !(last == "" && sentIndex > 0 && newest <= sentIndex && len(agents) > 0) {
+		if !sent || sig.String() != last {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
-			told, toldAt = applied, time.Now()
+			sent, told, toldAt = true, applied, time.Now()
 		} else if progress && applied > told && time.Since(toldAt) >= progressEvery {
 			if err := stream.Send(&nodev1.WatchAssignmentsResponse{Index: applied, ProgressOnly: true}); err != nil {
 				return err

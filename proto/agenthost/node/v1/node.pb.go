@@ -362,7 +362,9 @@ type WatchAssignmentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ID of the watching node.
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Index of the last response the node applied; the first response is sent once the assignments are newer than it (at once when 0).
+	// Index of the last response the node applied. The first response is
+	// always the whole list (an index alone cannot tell whether an agent was
+	// deleted since); a watcher ignores lists older than the one it has.
 	AfterIndex uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
 	// Ask for progress messages: whenever the serving control node has applied
 	// more than the watcher was last told, and at most about once a second, it
