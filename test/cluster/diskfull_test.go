@@ -69,7 +69,7 @@ func TestFollowerDiskFull(t *testing.T) {
 	// the follower cannot apply it: it says so instead of holding the
 	// request until the space is back, then refuses writes up front.
 	behind := c.writeToBehind(full, "sent-to-full")
-	if !c.orgNames(c.Servers[leader].HTTPAddr)["sent-to-full"] {
+	if !strings.Contains(behind.String(), "is committed") || !c.orgNames(c.Servers[leader].HTTPAddr)["sent-to-full"] {
 		t.Fatalf("%s answered %v, but the write is not committed", c.Servers[full].Name, behind)
 	}
 	refused := c.writeToBehind(full, "refused-by-full")
@@ -83,6 +83,13 @@ func TestFollowerDiskFull(t *testing.T) {
 		return c.holdsOrgs(full, ids) && c.holdsAgents(full, org, agents)
 	})
 	t.Logf("%s caught up %v after its space came back", c.Servers[full].Name, time.Since(freed).Round(time.Millisecond))
+	if !c.orgNames(c.Servers[full].HTTPAddr)["sent-to-full"] {
+		t.Fatalf("%s caught up without the write it forwarded while full", c.Servers[full].Name)
+	}
+	waitFor(t, 30*time.Second, c.Servers[full].Name+" to take writes again", func() bool {
+		res, err := c.Do(ctx, c.Servers[full].HTTPAddr, "POST", "/api/v1/orgs", c.OperatorToken, map[string]any{"name": fmt.Sprintf("full-back-%d", time.Now().UnixNano())})
+		return err == nil && res.Code == http.StatusCreated
+	})
 }
 
 // holdsOrgs reports whether server i lists every org of ids (from its own
@@ -170,7 +177,38 @@ func (c *Cluster) watchThrough(i int) {
 	waitFor(c.t, 30*time.Second, "the proxy to watch its routes through "+c.Servers[i].Name, func() bool {
 		return c.lastWatch(c.Proxy, "watching routes") == first
 	})
-	c.WaitForNodes(30 * time.Second)
+	// Registered is not yet heard by the leader: a node agent's first
+	// heartbeats may go to a follower, and a leader that has not heard
+	// from a node for its TTL (2 s) marks it down. Ready for longer than
+	// that, it has been heard.
+	var readySince time.Time
+	waitFor(c.t, 60*time.Second, "the node agents to stay ready for 3 s", func() bool {
+		if !c.nodesReady() {
+			readySince = time.Time{}
+			return false
+		}
+		if readySince.IsZero() {
+			readySince = time.Now()
+		}
+		return time.Since(readySince) >= 3*time.Second
+	})
+}
+
+// nodesReady reports whether every node agent is registered and ready.
+func (c *Cluster) nodesReady() bool {
+	var out struct {
+		Nodes []struct{ Status string } `json:"nodes"`
+	}
+	if err := c.Get(c.Servers[c.WaitForLeader(30*time.Second)].HTTPAddr, "/api/v1/nodes", c.OperatorToken, &out); err != nil {
+		return false
+	}
+	ready := 0
+	for _, n := range out.Nodes {
+		if strings.EqualFold(n.Status, "ready") {
+			ready++
+		}
+	}
+	return ready == len(c.Nodes)
 }
 
 // lastWatch is the control node a process's log says it last opened a
