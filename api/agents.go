@@ -275,7 +275,7 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request, p Principal
 // carrying the agent's error message; deletion with a 404. index is the
 // write that asked for the change: a follower first catches up to it.
 func (s *Server) waitForStatus(ctx context.Context, index uint64, orgID, id string, want store.AgentStatus) (*store.Agent, error) {
-	if err := s.store.WaitForIndex(ctx, index); err != nil {
+	if err := s.store.CatchUp(ctx, index); err != nil {
 		return nil, err
 	}
 	for {

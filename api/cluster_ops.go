@@ -19,6 +19,13 @@ type raftView struct {
 	ServerID string           `json:"serverId"`
 	LeaderID string           `json:"leaderId"`
 	Servers  []raftServerView `json:"servers"`
+	// State is the answering server's own state, by index and hash: servers
+	// at the same index agree exactly when their hashes do.
+	State store.StateDigest `json:"state"`
+	// Restored is the snapshot the answering server last installed, as
+	// installed (null: none since it started). After a restore, every
+	// server's equals the backup's `snapshot inspect`.
+	Restored *store.StateDigest `json:"restored"`
 }
 
 type raftServerView struct {
@@ -30,7 +37,11 @@ type raftServerView struct {
 
 func (s *Server) getRaft(w http.ResponseWriter, _ *http.Request, _ Principal) error {
 	st := s.store.Status()
-	v := raftView{ServerID: st.ServerID, LeaderID: st.LeaderID, Servers: []raftServerView{}}
+	digest, err := s.store.State().Digest()
+	if err != nil {
+		return err
+	}
+	v := raftView{ServerID: st.ServerID, LeaderID: st.LeaderID, Servers: []raftServerView{}, State: digest, Restored: s.store.Restored()}
 	for _, srv := range st.Servers {
 		v.Servers = append(v.Servers, raftServerView{ID: srv.ID, Address: srv.Address, Voter: srv.Voter, Leader: srv.ID == st.LeaderID})
 	}

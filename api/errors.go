@@ -51,6 +51,7 @@ const (
 	CodeNotLeader          = "not_leader"
 	CodeSignupClosed       = "signup_closed"
 	CodeRateLimited        = "rate_limited"
+	CodeServerBehind       = "server_behind"
 	CodeInternal           = "internal"
 )
 
@@ -94,6 +95,11 @@ func toAPIError(err error) *Error {
 	case errors.Is(err, store.ErrOutcomeUnknown):
 		return apiError(http.StatusServiceUnavailable, CodeOutcomeUnknown,
 			"the cluster lost its leader while the request was in flight; it may or may not have taken effect (retry with the same Idempotency-Key to find out)")
+	case errors.Is(err, store.ErrBehind):
+		// The store's text says whether the write was committed anyway:
+		// the client must know before it retries.
+		return apiError(http.StatusServiceUnavailable, CodeServerBehind,
+			"%s; send requests through the edge proxy or to another server", err)
 	case errors.Is(err, store.ErrNoLeader), errors.Is(err, store.ErrNotLeader):
 		return apiError(http.StatusServiceUnavailable, CodeUnavailable, "the cluster has no leader right now; retry shortly")
 	case errors.Is(err, runtime.ErrUnavailable):

@@ -88,7 +88,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 	if err != nil {
 		return err
 	}
-	if err := s.store.WaitForIndex(r.Context(), index); err != nil {
+	if err := s.store.CatchUp(r.Context(), index); err != nil {
 		return err
 	}
 	rec, err := s.store.State().Idempotency(scope, key)
@@ -132,7 +132,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p Principal,
 		index, err := s.store.Apply(sctx, &store.IdempotencyPut{Record: final})
 		if err != nil {
 			s.logger.Warn("could not record an idempotent response; a retry will run again", "key", key, "error", err)
-		} else if err := s.store.WaitForIndex(sctx, index); err != nil {
+		} else if err := s.store.CatchUp(sctx, index); err != nil {
 			// A retry on this server before it applies the record would
 			// see the claim and answer 409, which is wrong but safe.
 			s.logger.Warn("idempotent response recorded but not yet applied here", "key", key, "error", err)

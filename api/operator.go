@@ -60,7 +60,7 @@ func (s *Server) mintToken(ctx context.Context, orgID, label string, role store.
 		return createdToken{}, err
 	}
 	// The token works here as soon as it is handed out.
-	if err := s.store.WaitForIndex(ctx, index); err != nil {
+	if err := s.store.CatchUp(ctx, index); err != nil {
 		return createdToken{}, err
 	}
 	return createdToken{tokenView: viewToken(&t), Token: secret}, nil
@@ -225,7 +225,7 @@ func (s *Server) createOrg(w http.ResponseWriter, r *http.Request, _ Principal) 
 }
 
 func (s *Server) writeOrg(w http.ResponseWriter, r *http.Request, index uint64, id string, status int) error {
-	if err := s.store.WaitForIndex(r.Context(), index); err != nil {
+	if err := s.store.CatchUp(r.Context(), index); err != nil {
 		return err
 	}
 	st := s.store.State()
@@ -455,7 +455,7 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, _ Principal)
 	if err != nil {
 		return err
 	}
-	if err := s.store.WaitForIndex(r.Context(), index); err != nil {
+	if err := s.store.CatchUp(r.Context(), index); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true})
@@ -479,7 +479,7 @@ func (s *Server) setNodeStatus(w http.ResponseWriter, r *http.Request, status st
 	if err != nil {
 		return err
 	}
-	if err := s.store.WaitForIndex(r.Context(), index); err != nil {
+	if err := s.store.CatchUp(r.Context(), index); err != nil {
 		return err
 	}
 	st := s.store.State()

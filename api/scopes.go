@@ -294,7 +294,7 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p Principal) 
 // secretAfterPut reads the secret a put wrote at index, once this server
 // has applied that far (a follower may lag the leader by a moment).
 func (s *Server) secretAfterPut(ctx context.Context, index uint64, orgID, scopeID, key string) (*store.Secret, error) {
-	if err := s.store.WaitForIndex(ctx, index); err != nil {
+	if err := s.store.CatchUp(ctx, index); err != nil {
 		return nil, err
 	}
 	sec, err := s.store.State().Secret(orgID, scopeID, key)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agenthost/agenthost/internal/gossip"
 	"github.com/agenthost/agenthost/internal/h2c"
+	"github.com/agenthost/agenthost/internal/lag"
 	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
 	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
@@ -41,6 +42,7 @@ type Agent struct {
 	checking map[string]bool // agents whose health is being awaited
 	server   int             // index in ControlAddrs of the server in use
 	leader   string          // where heartbeats go, when known
+	lag      lag.Tracker     // whether the assignment watch's server keeps up with the leader
 
 	serviceAddr string // AgentRuntimeService, as advertised
 
@@ -250,12 +252,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			_, addr = a.control()
 		}
 		callCtx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval*2)
-		_, err := a.client(addr).Heartbeat(callCtx, connect.NewRequest(&nodev1.HeartbeatRequest{NodeId: a.cfg.Name}))
+		resp, err := a.client(addr).Heartbeat(callCtx, connect.NewRequest(&nodev1.HeartbeatRequest{NodeId: a.cfg.Name}))
 		cancel()
 		if err == nil {
 			a.mu.Lock()
 			a.leader = addr
 			a.mu.Unlock()
+			a.lag.LeaderAt(resp.Msg.GetAppliedIndex(), time.Now())
 			continue
 		}
 		// Follow the leader's address when a follower names it; otherwise
@@ -277,8 +280,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
+// errWatchBehind ends a watch whose server has fallen behind the leader.
+var errWatchBehind = errors.New("the watch's control node is behind the leader")
+
 // watchLoop keeps a WatchAssignments stream open, resuming after the last
-// index seen, and wakes the reconcile loop on every update.
+// index seen, and wakes the reconcile loop on every update. A watch that
+// falls behind the leader for WatchLagBound is dropped and resumed on the
+// next control node (package lag).
 func (a *Agent) watchLoop(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
@@ -286,15 +294,28 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.mu.Lock()
 		after := a.index
 		a.mu.Unlock()
-		stream, err := c.WatchAssignments(ctx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: a.cfg.Name, AfterIndex: after}))
+		a.lag.Restart()
+		streamCtx, cancel := context.WithCancelCause(ctx)
+		stopWatchdog := a.watchdog(streamCtx, cancel, addr)
+		stream, err := c.WatchAssignments(streamCtx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: a.cfg.Name, AfterIndex: after, Progress: true}))
 		if err == nil {
+			a.logger.Info("watching assignments", "control", addr, "after", after)
 			for stream.Receive() {
 				backoff.reset()
-				a.setDesired(stream.Msg())
+				msg := stream.Msg()
+				a.lag.ServerAt(msg.GetIndex())
+				if !msg.GetProgressOnly() {
+					a.setDesired(msg)
+				}
 			}
 			err = stream.Err()
 			stream.Close()
 		}
+		stopWatchdog()
+		if cause := context.Cause(streamCtx); errors.Is(cause, errWatchBehind) {
+			err = cause
+		}
+		cancel(nil)
 		if ctx.Err() != nil {
 			return
 		}
@@ -302,6 +323,32 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.failover()
 		backoff.wait(ctx)
 	}
+}
+
+// watchdog ends the watch at addr (through cancel) once it has trailed the
+// leader for WatchLagBound. The returned func stops it.
+func (a *Agent) watchdog(ctx context.Context, cancel context.CancelCauseFunc, addr string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		ticker := time.NewTicker(max(a.cfg.WatchLagBound/5, 10*time.Millisecond))
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			if target, reached, late := a.lag.Behind(time.Now(), a.cfg.WatchLagBound); late {
+				a.logger.Warn("the assignment watch is behind the leader; moving it to another control node",
+					"control", addr, "leader_index", target, "watch_index", reached, "bound", a.cfg.WatchLagBound)
+				cancel(errWatchBehind)
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
@@ -317,6 +364,15 @@ func (a *Agent) setDesired(m *nodev1.WatchAssignmentsResponse) {
 		})
 	}
 	a.mu.Lock()
+	if m.GetIndex() < a.index {
+		// From a server behind the one that sent the list in hand (a
+		// watch that just moved): acting on it could delete agents
+		// placed since. Its newer lists, or the next server's, follow.
+		held := a.index
+		a.mu.Unlock()
+		a.logger.Info("ignoring assignments older than those in hand", "index", m.GetIndex(), "held", held)
+		return
+	}
 	a.desired, a.index = desired, m.GetIndex()
 	a.mu.Unlock()
 	a.logger.Debug("assignments received", "index", m.GetIndex(), "agents", len(desired))

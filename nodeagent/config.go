@@ -58,6 +58,12 @@ type Config struct {
 
 	// HeartbeatInterval is how often the leader hears from this node.
 	HeartbeatInterval time.Duration
+	// WatchLagBound is how long the assignment watch may trail the leader's
+	// applied index (named in heartbeat answers) before the node agent drops
+	// it and watches through another control node: a server that stopped
+	// applying the log would otherwise keep this node from ever hearing of
+	// new placements.
+	WatchLagBound time.Duration
 	// ReconcileInterval bounds the time between full reconciles, even
 	// without news from the control plane.
 	ReconcileInterval time.Duration
@@ -111,6 +117,7 @@ func DefaultConfig() Config {
 			"opencode": {Image: "agenthost.local/opencode:latest", Port: 4096, HealthPath: "/global/health", Adapter: AdapterOpenCode},
 		},
 		HeartbeatInterval: 500 * time.Millisecond,
+		WatchLagBound:     5 * time.Second,
 		ReconcileInterval: 10 * time.Second,
 		StopGrace:         3 * time.Second,
 		HealthTimeout:     60 * time.Second,
@@ -148,7 +155,7 @@ func (c Config) Validate() error {
 	if c.ParallelActions < 1 {
 		errs = append(errs, errors.New("parallel actions must be at least 1"))
 	}
-	if c.HeartbeatInterval <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 || c.HealthInterval <= 0 {
+	if c.HeartbeatInterval <= 0 || c.WatchLagBound <= 0 || c.ReconcileInterval <= 0 || c.StopGrace <= 0 || c.HealthTimeout <= 0 || c.HealthInterval <= 0 {
 		errs = append(errs, errors.New("intervals, grace and timeouts must be positive"))
 	}
 	if c.Logger == nil {

@@ -40,6 +40,10 @@ type Config struct {
 	MaxAPIBodyBytes int64
 	// RuntimeUsername is the user the runtime's basic auth expects.
 	RuntimeUsername string
+	// LagBound is how long a control server may trail the leader's applied
+	// index before the proxy sends it no reads and watches no routes
+	// through it (5 s).
+	LagBound time.Duration
 	// AccessLog logs a line per request (at Info).
 	AccessLog  bool
 	Logger     *slog.Logger
@@ -53,6 +57,7 @@ func DefaultConfig() Config {
 		WakeTimeout:     30 * time.Second,
 		MaxAPIBodyBytes: 64 << 20,
 		RuntimeUsername: "opencode",
+		LagBound:        5 * time.Second,
 		AccessLog:       true,
 	}
 }
@@ -76,6 +81,7 @@ type Proxy struct {
 	nextAPI    atomic.Uint64
 	// leaderAPI is the index in APIAddrs of the leader, -1 when unknown.
 	leaderAPI atomic.Int64
+	lag       *serverLag
 }
 
 // New returns a proxy; Run keeps its routing table up to date.
@@ -103,9 +109,13 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.RuntimeUsername == "" {
 		cfg.RuntimeUsername = def.RuntimeUsername
 	}
+	if cfg.LagBound <= 0 {
+		cfg.LagBound = def.LagBound
+	}
 	p := &Proxy{
 		cfg: cfg, domain: d, table: newTable(cfg.RuntimeUsername), backends: newBackendPool(), logger: cfg.Logger.With("component", "proxy"),
 		cluster: clusterrpc.NewClient(), control: h2c.NewClient(),
+		lag: newServerLag(len(cfg.APIAddrs), cfg.LagBound),
 	}
 	p.leaderAPI.Store(-1)
 	p.metrics, err = newMetrics(cfg.Registerer, p.table)
@@ -176,7 +186,7 @@ func (p *Proxy) Run(ctx context.Context) {
 			}
 		}
 	}()
-	p.table.watch(ctx, p.control, p.cfg.ControlAddrs, p.logger)
+	p.table.watch(ctx, p.control, p.cfg.ControlAddrs, p.lag.clusterBehind, p.logger)
 }
 
 // leaderPollInterval is how often the proxy asks the API servers which of
@@ -185,13 +195,15 @@ const leaderPollInterval = time.Second
 
 // watchLeader keeps track of which API server is the Raft leader (each
 // answers GET /v1/status), so that writes go straight to it instead of
-// being forwarded by a follower.
+// being forwarded by a follower, and of which have fallen behind it
+// (serverLag).
 func (p *Proxy) watchLeader(ctx context.Context) {
 	client := &http.Client{Timeout: leaderPollInterval}
 	t := time.NewTicker(leaderPollInterval)
 	defer t.Stop()
 	for {
 		leader := int64(-1)
+		statuses := make([]serverStatus, len(p.cfg.APIAddrs))
 		for i, addr := range p.cfg.APIAddrs {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
 			resp, err := client.Do(req)
@@ -199,16 +211,22 @@ func (p *Proxy) watchLeader(ctx context.Context) {
 				continue
 			}
 			var st struct {
-				State string `json:"state"`
+				State        string `json:"state"`
+				AppliedIndex uint64 `json:"appliedIndex"`
+				Address      string `json:"address"`
 			}
 			err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
 			resp.Body.Close()
-			if err == nil && st.State == "Leader" {
+			if err != nil {
+				continue
+			}
+			statuses[i] = serverStatus{ok: true, leader: st.State == "Leader", appliedIndex: st.AppliedIndex, address: st.Address}
+			if st.State == "Leader" && leader < 0 {
 				leader = int64(i)
-				break
 			}
 		}
 		p.leaderAPI.Store(leader)
+		p.lag.observe(statuses, time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -403,9 +421,17 @@ func (p *Proxy) rewriteAPI(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
-// nextAPIAddr is the next API server, round robin.
+// nextAPIAddr is the next API server, round robin, passing over servers
+// that are behind the leader (all of them, when every one is).
 func (p *Proxy) nextAPIAddr() string {
-	return p.cfg.APIAddrs[int(p.nextAPI.Add(1)%uint64(len(p.cfg.APIAddrs)))]
+	n := uint64(len(p.cfg.APIAddrs))
+	for range n {
+		i := int(p.nextAPI.Add(1) % n)
+		if !p.lag.apiBehind(i) {
+			return p.cfg.APIAddrs[i]
+		}
+	}
+	return p.cfg.APIAddrs[int(p.nextAPI.Add(1)%n)]
 }
 
 func readOnly(method string) bool {

@@ -127,14 +127,36 @@ func (t *table) isSynced() bool {
 }
 
 // watch keeps the table in step with the control plane: it watches one
-// control server and moves to the next when the stream breaks. Every watch
-// starts with a snapshot, so nothing is missed across a reconnect.
-func (t *table) watch(ctx context.Context, client *http.Client, controlAddrs []string, logger *slog.Logger) {
+// control server and moves to the next when the stream breaks, or when
+// behind says the server has fallen behind the leader (its stream would
+// send no new routes). Every watch starts with a snapshot, so nothing is
+// missed across a reconnect.
+func (t *table) watch(ctx context.Context, client *http.Client, controlAddrs []string, behind func(addr string) bool, logger *slog.Logger) {
 	backoff := 100 * time.Millisecond
 	for i := 0; ctx.Err() == nil; i++ {
 		addr := controlAddrs[i%len(controlAddrs)]
+		for skip := 0; skip < len(controlAddrs) && behind(addr); skip++ {
+			i++
+			addr = controlAddrs[i%len(controlAddrs)]
+		}
+		streamCtx, cancel := context.WithCancelCause(ctx)
+		go func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-streamCtx.Done():
+					return
+				case <-tick.C:
+				}
+				if behind(addr) {
+					cancel(errServerBehind)
+					return
+				}
+			}
+		}()
 		rc := routev1connect.NewRouteServiceClient(client, "http://"+addr)
-		stream, err := rc.WatchRoutes(ctx, connect.NewRequest(&routev1.WatchRoutesRequest{}))
+		stream, err := rc.WatchRoutes(streamCtx, connect.NewRequest(&routev1.WatchRoutesRequest{}))
 		if err == nil {
 			received := false
 			for stream.Receive() {
@@ -147,6 +169,10 @@ func (t *table) watch(ctx context.Context, client *http.Client, controlAddrs []s
 			err = stream.Err()
 			stream.Close()
 		}
+		if cause := context.Cause(streamCtx); errors.Is(cause, errServerBehind) {
+			err = cause
+		}
+		cancel(nil)
 		if ctx.Err() != nil {
 			return
 		}
@@ -162,3 +188,6 @@ func (t *table) watch(ctx context.Context, client *http.Client, controlAddrs []s
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
+
+// errServerBehind ends a route watch on a server behind the leader.
+var errServerBehind = errors.New("the control server is behind the leader")

@@ -36,11 +36,11 @@ func InspectSnapshot(r io.Reader) (SnapshotInfo, error) {
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	h, err := (&State{txn: db.Txn(false), index: index}).Hash()
+	d, err := (&State{txn: db.Txn(false), index: index}).Digest()
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	return SnapshotInfo{Index: index, Size: cr.n, Hash: fmt.Sprintf("%x", h)}, nil
+	return SnapshotInfo{Index: index, Size: cr.n, Hash: d.Hash}, nil
 }
 
 // RestoreSnapshot replaces the whole cluster's state with a saved snapshot:

@@ -53,6 +53,11 @@ var (
 	// ErrOutcomeUnknown: leadership was lost while a write was in flight; it
 	// may or may not have been committed. Retry only with an idempotency key.
 	ErrOutcomeUnknown = errors.New("write outcome unknown: leadership lost")
+	// ErrBehind: this server has not applied, within ApplyTimeout, a write
+	// the leader committed: its log does not advance (a full disk, say),
+	// so it cannot show a write's result. The error's text says whether the
+	// write was committed anyway or refused before anything was written.
+	ErrBehind = errors.New("this server is behind the cluster")
 	// ErrSnapshotInvalid: a snapshot is truncated, corrupted, foreign or of
 	// an unknown format version.
 	ErrSnapshotInvalid = errors.New("invalid snapshot")

@@ -33,6 +33,10 @@ type FSM struct {
 	appliedCh chan struct{}
 
 	changes atomic.Pointer[changeHandlerBox]
+
+	// restored is the last snapshot Restore installed (nil: none since
+	// this server started).
+	restored atomic.Pointer[StateDigest]
 }
 
 type changeHandlerBox struct{ h ChangeHandler }
@@ -293,6 +297,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.metrics.countSnapshot("restore_failed")
 		return err
 	}
+	// Hashed now, before any command can change it: a restore's check is
+	// that every server installed exactly the backup (see Restored).
+	h, err := (&State{txn: db.Txn(false), index: index}).Hash()
+	if err != nil {
+		f.metrics.countSnapshot("restore_failed")
+		return err
+	}
+	f.restored.Store(&StateDigest{Index: index, Hash: fmt.Sprintf("%x", h)})
 	f.db.Store(db)
 	f.setApplied(index)
 	f.metrics.countSnapshot("restore")
@@ -301,6 +313,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	return nil
 }
+
+// Restored is the state this server last installed from a snapshot — a
+// restored backup, the leader's snapshot sent to a lagging follower, or its
+// own at start — as it was before any command changed it; nil when it has
+// installed none since it started.
+func (f *FSM) Restored() *StateDigest { return f.restored.Load() }
 
 type fsmSnapshot struct {
 	state   *State

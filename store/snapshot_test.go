@@ -348,3 +348,44 @@ func TestPersistFailureCancelsTheSink(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoredIsTheStateAsInstalled: FSM.Restored names the snapshot's
+// state as installed — the backup's index and hash — and keeps doing so
+// after commands change the state, which the live digest follows.
+func TestRestoredIsTheStateAsInstalled(t *testing.T) {
+	src := newTestFSM(t)
+	richState(src)
+	data := snapshotBytes(t, src.fsm)
+	info, err := InspectSnapshot(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dst := newTestFSM(t)
+	if dst.fsm.Restored() != nil {
+		t.Fatal("a fresh FSM says it installed a snapshot")
+	}
+	if err := restoreBytes(t, dst.fsm, data); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	installed := StateDigest{Index: info.Index, Hash: info.Hash}
+	if got := dst.fsm.Restored(); got == nil || *got != installed {
+		t.Fatalf("Restored = %+v, want the backup's %+v", got, installed)
+	}
+	if live, err := dst.state().Digest(); err != nil || live != installed {
+		t.Fatalf("the live digest right after the restore = %+v (%v), want %+v", live, err, installed)
+	}
+
+	dst.index = dst.fsm.AppliedIndex() // the log goes on after the snapshot
+	dst.mustApply(&TokenTouch{LastUsed: map[string]time.Time{"tok-a1": testTime.Add(3 * time.Hour)}})
+	live, err := dst.state().Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Index <= installed.Index || live.Hash == installed.Hash {
+		t.Fatalf("a token's last use did not move the live digest: %+v", live)
+	}
+	if got := dst.fsm.Restored(); *got != installed {
+		t.Fatalf("Restored moved with the state: %+v", got)
+	}
+}

@@ -172,8 +172,33 @@ func (s *State) Idempotency(orgID, key string) (*IdempotencyRecord, error) {
 // ClusterConfig returns the cluster configuration in force.
 func (s *State) ClusterConfig() (ClusterConfig, error) { return clusterConfig(s.txn) }
 
-// Hash is a digest of the whole state: two servers, or a state and its
-// restored snapshot, are identical exactly when their hashes are equal.
+// StateDigest names a state by its index and hash, as operators compare
+// them: servers at the same index hold the same state exactly when their
+// hashes are equal, and a backup's hash (InspectSnapshot) is the restored
+// state's (FSM.Restored).
+type StateDigest struct {
+	// Index is the last command that changed the state.
+	Index uint64 `json:"index"`
+	// Hash is State.Hash, in hex.
+	Hash string `json:"hash"`
+}
+
+// Digest is the state's index and hash.
+func (s *State) Digest() (StateDigest, error) {
+	h, err := s.Hash()
+	if err != nil {
+		return StateDigest{}, err
+	}
+	return StateDigest{Index: s.index, Hash: fmt.Sprintf("%x", h)}, nil
+}
+
+// Hash is a digest of the whole state: every row of every table, the
+// index row (the last command that changed it) included, so two states
+// hash alike only at the same index. Nothing is left out — not when a token
+// was last used nor when a node was last seen, which change as soon as a
+// restored cluster serves requests: a restore is checked against the state
+// as installed (FSM.Restored), before anything could change it, and a hash
+// that skipped fields would call states equal that are not.
 func (s *State) Hash() ([32]byte, error) {
 	h := sha256.New()
 	err := s.each(func(table string, obj any) error {

@@ -59,6 +59,10 @@ type Store struct {
 	metrics   *Metrics
 	hadState  bool
 	placer    atomic.Pointer[placerBox]
+	// behindUntil is an index this server failed to reach in CatchUp; until
+	// it has applied that far it refuses writes (ErrBehind) instead of
+	// committing what it could not show.
+	behindUntil atomic.Uint64
 
 	leaderNotify chan bool
 	// leaderReady is true from the post-election barrier until leadership
@@ -121,6 +125,7 @@ func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
 	if cfg.Registerer != nil {
 		metrics = NewMetrics(cfg.Registerer)
 	}
+	shutdownCh := make(chan struct{})
 	s := &Store{
 		cfg:          cfg,
 		logger:       logger,
@@ -130,7 +135,7 @@ func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
 		metrics:      metrics,
 		hadState:     hadState,
 		leaderNotify: make(chan bool, 8),
-		shutdownCh:   make(chan struct{}),
+		shutdownCh:   shutdownCh,
 	}
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
@@ -154,7 +159,8 @@ func Open(cfg *Config, layer raft.StreamLayer, fwd Forwarder) (*Store, error) {
 	rc.Logger = newRaftLogger(logger)
 	rc.NoLegacyTelemetry = true
 
-	s.raft, err = raft.NewRaft(rc, s.fsm, logStore, logStore, snaps, s.transport)
+	stable := &patientStable{StableStore: logStore, logger: logger, retry: time.Second, shutdown: shutdownCh}
+	s.raft, err = raft.NewRaft(rc, s.fsm, logStore, stable, snaps, s.transport)
 	if err != nil {
 		s.transport.Close()
 		logStore.Close()
@@ -302,6 +308,10 @@ func (s *Store) Leader() (id, addr string) {
 // from a follower.
 func (s *Store) State() *State { return s.fsm.State() }
 
+// Restored is FSM.Restored: the state this server last installed from a
+// snapshot, as installed.
+func (s *Store) Restored() *StateDigest { return s.fsm.Restored() }
+
 // AppliedIndex is the Raft index of the last command this server applied
 // (refused and no-op commands included). A State taken after reading it
 // reflects at least everything up to it, so watchers read AppliedIndex, then
@@ -313,6 +323,41 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.AppliedIndex() }
 func (s *Store) WaitForIndex(ctx context.Context, index uint64) error {
 	if !s.fsm.WaitForIndex(index, ctx.Done()) {
 		return ctx.Err()
+	}
+	return nil
+}
+
+// CatchUp waits until this server has applied index (a write it made, a
+// read index), for at most ApplyTimeout. A server whose log has stopped
+// advancing (a full disk, say) would otherwise hold its caller until the
+// space came back; it returns an error wrapping ErrBehind instead, and
+// refuses further writes up front until it has applied index.
+func (s *Store) CatchUp(ctx context.Context, index uint64) error {
+	waitCtx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	if err := s.WaitForIndex(waitCtx, index); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for {
+			old := s.behindUntil.Load()
+			if old >= index || s.behindUntil.CompareAndSwap(old, index) {
+				break
+			}
+		}
+		applied := s.AppliedIndex()
+		s.logger.Warn("this server is behind the cluster: it has not applied a committed index in time",
+			"index", index, "applied", applied, "waited", s.cfg.ApplyTimeout)
+		return fmt.Errorf("%w: index %d is committed but this server has applied only up to %d after %s (is its disk full?)",
+			ErrBehind, index, applied, s.cfg.ApplyTimeout)
+	}
+	return nil
+}
+
+// refuseWhileBehind is the up-front refusal of CatchUp.
+func (s *Store) refuseWhileBehind() error {
+	if until, applied := s.behindUntil.Load(), s.AppliedIndex(); applied < until {
+		return fmt.Errorf("%w: it has applied up to %d of at least %d; nothing was written", ErrBehind, applied, until)
 	}
 	return nil
 }
@@ -331,6 +376,9 @@ func (s *Store) Apply(ctx context.Context, cmd Command) (uint64, error) {
 
 // ApplyEncoded is Apply for a command already in log form.
 func (s *Store) ApplyEncoded(ctx context.Context, buf []byte) (uint64, error) {
+	if err := s.refuseWhileBehind(); err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	path := "leader"
 	var index uint64
@@ -446,8 +494,8 @@ func (s *Store) ConsistentState(ctx context.Context) (*State, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	if err := s.WaitForIndex(ctx, b.index); err != nil {
-		return nil, fmt.Errorf("wait for index %d: %w", b.index, err)
+	if err := s.CatchUp(ctx, b.index); err != nil {
+		return nil, fmt.Errorf("read index %d: %w", b.index, err)
 	}
 	return s.State(), nil
 }
@@ -566,6 +614,11 @@ func (s *Store) raftError(err error) error {
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		// Never entered the log: safe to retry.
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	case diskFull(err):
+		// The leader could not append the entry to its own log and
+		// stepped down; an entry not in the leader's log reaches no other
+		// server, so nothing was written and the next leader may take it.
+		return fmt.Errorf("%w: the leader could not write its log and stepped down: %v", ErrNoLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		// Refused before it entered the log: another server may take it.
 		return fmt.Errorf("%w: %w", ErrNoLeader, ErrShutdown)

@@ -51,6 +51,8 @@ type raftInfo struct {
 		Voter   bool   `json:"voter"`
 		Leader  bool   `json:"leader"`
 	} `json:"servers"`
+	State    store.StateDigest  `json:"state"`
+	Restored *store.StateDigest `json:"restored"`
 }
 
 // printRaft shows the servers, or the API's JSON.
@@ -73,7 +75,17 @@ func printRaft(cmd *cobra.Command, f *cliFlags, raw []byte) error {
 		}
 		row(tw, s.ID, s.Address, role)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The answering server's own state, to compare servers (same index,
+	// same hash) and a restore with its backup (docs/operations.md).
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "\nstate of %s: index %d, hash %s\n", v.ServerID, v.State.Index, v.State.Hash)
+	if v.Restored != nil {
+		fmt.Fprintf(out, "last snapshot installed: index %d, hash %s\n", v.Restored.Index, v.Restored.Hash)
+	}
+	return nil
 }
 
 func raftListCommand(f *cliFlags) *cobra.Command {

@@ -87,7 +87,11 @@ func TestCLIOperatorRaftAndSnapshots(t *testing.T) {
 	if got, _ := s2.State().Hash(); got != want {
 		t.Fatal("the restored cluster's state is not the backup's")
 	}
-	if res := runCLI(t, "", "operator", "raft", "list", "--addr", base2, "--token", op); res.code != 0 {
+	res = runCLI(t, "", "operator", "raft", "list", "--addr", base2, "--token", op)
+	if res.code != 0 {
 		t.Fatalf("the backup's operator token on the restored cluster: %d %v", res.code, res.err)
+	}
+	if installed := fmt.Sprintf("last snapshot installed: index %d, hash %s", saved.Index, saved.Hash); !strings.Contains(res.stdout, installed) {
+		t.Fatalf("raft list on the restored cluster does not say %q:\n%s", installed, res.stdout)
 	}
 }

@@ -118,7 +118,7 @@ func (n *NodeService) Heartbeat(ctx context.Context, req *connect.Request[nodev1
 		}
 		return nil, cerr
 	}
-	return connect.NewResponse(&nodev1.HeartbeatResponse{HeartbeatTtl: durationpb.New(n.health.TTL())}), nil
+	return connect.NewResponse(&nodev1.HeartbeatResponse{HeartbeatTtl: durationpb.New(n.health.TTL()), AppliedIndex: n.store.AppliedIndex()}), nil
 }
 
 // ReportAgentStatus records what the node observed.
@@ -136,15 +136,26 @@ func (n *NodeService) ReportAgentStatus(ctx context.Context, req *connect.Reques
 	return connect.NewResponse(&nodev1.ReportAgentStatusResponse{Index: index}), nil
 }
 
+// progressEvery bounds how often a watch sends progress messages: often
+// enough for a node agent to notice within a few seconds that its server
+// stopped advancing, rarely enough that a busy cluster does not send every
+// node a message per command.
+const progressEvery = time.Second
+
 // WatchAssignments streams the node's desired agents: at once, then whenever
-// they change. after_index lets a reconnecting node skip an unchanged list.
+// they change. The first message is always the whole list, also for a
+// watcher resuming after an index: the server cannot tell from an index
+// alone whether an agent was deleted since. A watcher that asks for progress also hears this server's applied index
+// when its list has not changed (see WatchAssignmentsRequest.progress).
 func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request[nodev1.WatchAssignmentsRequest], stream *connect.ServerStream[nodev1.WatchAssignmentsResponse]) error {
 	nodeID := req.Msg.GetNodeId()
 	if nodeID == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("watch needs the node's id"))
 	}
-	first, last := true, ""
-	sentIndex := req.Msg.GetAfterIndex()
+	last, sent := "", false
+	progress := req.Msg.GetProgress()
+	var told uint64      // the highest index the watcher has been sent
+	var toldAt time.Time // when it was sent
 	passwords := newRuntimePasswords(n.keyring, n.logger)
 	for {
 		applied := n.store.AppliedIndex() // before the state: see Store.AppliedIndex
@@ -153,9 +164,10 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 		if err != nil {
 			return toConnectError(err)
 		}
-		resp := &nodev1.WatchAssignmentsResponse{Index: st.Index()}
+		// The list is as of applied: nothing changed it between the
+		// state's own index and applied.
+		resp := &nodev1.WatchAssignmentsResponse{Index: applied}
 		var sig strings.Builder
-		var newest uint64
 		for _, a := range agents {
 			resp.Assignments = append(resp.Assignments, &nodev1.Assignment{
 				AgentId: a.ID, OrgId: a.OrgID, Desired: string(a.Desired), Port: uint32(a.Port),
@@ -164,7 +176,6 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 				Env: n.agentEnv(st, a),
 			})
 			fmt.Fprintf(&sig, "%s@%d,", a.ID, a.ModifyIndex)
-			newest = max(newest, a.ModifyIndex)
 		}
 		passwords.keepOnly(func(id string) bool {
 			return slices.ContainsFunc(agents, func(a *store.Agent) bool { return a.ID == id })
@@ -172,18 +183,32 @@ func (n *NodeService) WatchAssignments(ctx context.Context, req *connect.Request
 		// The first list is always sent, even an empty one: a node agent
 		// does nothing before it has heard from the control plane, so a
 		// node whose agents all moved away while it was down would keep
-		// their stale containers forever. Except that a resuming watcher
-		// that already has this list (nothing of it changed after its
-		// index) is not sent it again; later lists only when they change.
-		resumedUnchanged := first && sentIndex > 0 && newest <= sentIndex && len(agents) > 0
-		if (first || sig.String() != last) && !resumedUnchanged {
+		// their stale containers forever. Later lists only when they change.
+		if !sent || sig.String() != last {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+			sent, told, toldAt = true, applied, time.Now()
+		} else if progress && applied > told && time.Since(toldAt) >= progressEvery {
+			if err := stream.Send(&nodev1.WatchAssignmentsResponse{Index: applied, ProgressOnly: true}); err != nil {
+				return err
+			}
+			told, toldAt = applied, time.Now()
 		}
-		first, last = false, sig.String()
-		if err := n.store.WaitForIndex(ctx, applied+1); err != nil {
+		last = sig.String()
+		// A watcher owed progress is woken when it is due even if nothing
+		// else is applied meanwhile.
+		waitCtx, cancel := ctx, context.CancelFunc(func() {})
+		if progress && applied > told {
+			waitCtx, cancel = context.WithTimeout(ctx, progressEvery-time.Since(toldAt))
+		}
+		err = n.store.WaitForIndex(waitCtx, applied+1)
+		cancel()
+		if ctx.Err() != nil {
 			return nil // the node went away
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return toConnectError(err)
 		}
 	}
 }

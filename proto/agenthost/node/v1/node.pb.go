@@ -303,7 +303,12 @@ func (x *HeartbeatRequest) GetNodeId() string {
 type HeartbeatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Longest time the node may go without a heartbeat before it is considered down.
-	HeartbeatTtl  *durationpb.Duration `protobuf:"bytes,1,opt,name=heartbeat_ttl,json=heartbeatTtl,proto3" json:"heartbeat_ttl,omitempty"`
+	HeartbeatTtl *durationpb.Duration `protobuf:"bytes,1,opt,name=heartbeat_ttl,json=heartbeatTtl,proto3" json:"heartbeat_ttl,omitempty"`
+	// The leader's applied Raft index when it answered. A node agent whose
+	// assignment watch (served by any control node) has not reached it within
+	// a few seconds is watching a server that has fallen behind (a full disk, a
+	// partition from the leader) and moves its watch to another control node.
+	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,13 +350,29 @@ func (x *HeartbeatResponse) GetHeartbeatTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *HeartbeatResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 // WatchAssignmentsRequest starts or resumes a watch on a node's assignments.
 type WatchAssignmentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ID of the watching node.
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// Index of the last response the node applied; the first response is sent once the assignments are newer than it (at once when 0).
-	AfterIndex    uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	// Index of the last response the node applied. The first response is
+	// always the whole list (an index alone cannot tell whether an agent was
+	// deleted since); a watcher ignores lists older than the one it has.
+	AfterIndex uint64 `protobuf:"varint,2,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	// Ask for progress messages: whenever the serving control node has applied
+	// more than the watcher was last told, and at most about once a second, it
+	// sends a message with progress_only set and its applied index, so that the
+	// watcher can tell a quiet watch from one on a server that stopped
+	// advancing. Watchers that do not ask get none (they would read such a
+	// message as an empty list).
+	Progress      bool `protobuf:"varint,3,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,13 +421,25 @@ func (x *WatchAssignmentsRequest) GetAfterIndex() uint64 {
 	return 0
 }
 
+func (x *WatchAssignmentsRequest) GetProgress() bool {
+	if x != nil {
+		return x.Progress
+	}
+	return false
+}
+
 // WatchAssignmentsResponse is the complete desired state of one node.
 type WatchAssignmentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Raft index this list reflects; pass it as after_index to resume.
+	// Raft index this list reflects (the serving control node's applied index);
+	// pass it as after_index to resume.
 	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// Every agent placed on the node; an agent missing from the list must be removed.
-	Assignments   []*Assignment `protobuf:"bytes,2,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	Assignments []*Assignment `protobuf:"bytes,2,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	// Set on a progress message (WatchAssignmentsRequest.progress): the server
+	// has applied up to index and the list is unchanged since the last message;
+	// assignments is empty and means nothing.
+	ProgressOnly  bool `protobuf:"varint,3,opt,name=progress_only,json=progressOnly,proto3" json:"progress_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +486,13 @@ func (x *WatchAssignmentsResponse) GetAssignments() []*Assignment {
 		return x.Assignments
 	}
 	return nil
+}
+
+func (x *WatchAssignmentsResponse) GetProgressOnly() bool {
+	if x != nil {
+		return x.ProgressOnly
+	}
+	return false
 }
 
 // Assignment is one agent the node must run or keep stopped.
@@ -862,16 +902,19 @@ const file_agenthost_node_v1_node_proto_rawDesc = "" +
 	"\rheartbeat_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatTtl\x12)\n" +
 	"\x10gossip_addresses\x18\x03 \x03(\tR\x0fgossipAddresses\"+\n" +
 	"\x10HeartbeatRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"S\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"x\n" +
 	"\x11HeartbeatResponse\x12>\n" +
-	"\rheartbeat_ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatTtl\"S\n" +
+	"\rheartbeat_ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fheartbeatTtl\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"o\n" +
 	"\x17WatchAssignmentsRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1f\n" +
 	"\vafter_index\x18\x02 \x01(\x04R\n" +
-	"afterIndex\"q\n" +
+	"afterIndex\x12\x1a\n" +
+	"\bprogress\x18\x03 \x01(\bR\bprogress\"\x96\x01\n" +
 	"\x18WatchAssignmentsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12?\n" +
-	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\"\xd1\x04\n" +
+	"\vassignments\x18\x02 \x03(\v2\x1d.agenthost.node.v1.AssignmentR\vassignments\x12#\n" +
+	"\rprogress_only\x18\x03 \x01(\bR\fprogressOnly\"\xd1\x04\n" +
 	"\n" +
 	"Assignment\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x15\n" +
