@@ -219,5 +219,53 @@ func TestDashboardAccountsAndTokens(t *testing.T) {
 	)
 	waitText("#who", "ada@example.com")
 	screenshot(t, ctx, "home")
+
+	// An agent created on the Agents page runs; it asks to run a command
+	// (the offline model's directive), so it is busy with a permission
+	// request waiting; allowed on its page, it runs the command and is
+	// idle again.
+	run("create an agent",
+		chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("create-agent")),
+		chromedp.SendKeys(chromedp.ID("agent-name"), "web-agent"),
+		chromedp.SendKeys(chromedp.ID("agent-prompt"), `[[tool:bash {"command":"echo web-ok-$((6*7))"}]]`),
+		chromedp.Click(chromedp.CSS(`#create-agent button[type="submit"]`)),
+	)
+	waitTextFor := func(sel, want string, d time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for {
+			got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
+			if strings.Contains(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+				t.Fatalf("%s says %q, want %q in it; page: %q", sel, got, want, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitTextFor("tbody", "RUNNING", 90*time.Second)
+	screenshot(t, ctx, "agents")
+	run("open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
+	waitTextFor("body", "Allow once", 60*time.Second)
+	waitTextFor("h1 + p", "busy", 10*time.Second)
+	screenshot(t, ctx, "agent")
+	src, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("agent-ui").src`))
+	if err != nil || !strings.HasPrefix(src, "http://a") || !strings.Contains(src, ".localhost:"+port) {
+		t.Fatalf("the agent's UI frame: %q %v", src, err)
+	}
+	run("allow the command", chromedp.Click(chromedp.CSS(`button[data-reply="once"]`)))
+	waitTextFor("body", "web-ok-42", 60*time.Second)
+	waitTextFor("h1 + p", "idle", 30*time.Second)
+
+	// The framed UI is the agent's own, with no login: opened on its own
+	// it answers the browser.
+	run("open the agent's UI", chromedp.Navigate(src))
+	title, err := chromedp.Run(ctx, chromedp.Title())
+	if err != nil || title == "" {
+		t.Fatalf("the agent's UI: title %q %v", title, err)
+	}
+	screenshot(t, ctx, "agent-ui")
 	t.Logf("screenshots in %s", screenshotDir(t))
 }

@@ -97,16 +97,17 @@ async function agentsView() {
   const name = el("input", { id: "agent-name", required: "", maxlength: "100" });
   const prompt = el("textarea", { id: "agent-prompt", rows: "3" });
   const hidden = el("textarea", { id: "agent-hidden", rows: "2" });
-  const model = el("select", { id: "agent-model" }, ...models.map((m) => {
-    const o = el("option", { value: m.id }, m.name + (m.default ? " (default)" : ""));
-    if (m.default) o.selected = true;
-    return o;
-  }));
+  // "Default" sends no model: the server resolves the org's or the
+  // cluster's default, as for an API call without one.
+  const def = models.find((m) => m.default);
+  const model = el("select", { id: "agent-model" }, el("option", { value: "" }, "Default" + (def ? ` (${def.name})` : "")),
+    ...models.map((m) => el("option", { value: m.id }, m.name)));
   const scope = el("select", { id: "agent-scope" }, el("option", { value: "" }, "none"), ...scopes.map((s) => el("option", { value: s.id }, s.name)));
   const note = el("p", { role: "status" });
   const form = el("form", { id: "create-agent", onsubmit: async (ev) => {
     ev.preventDefault();
-    const body = { name: name.value, model: model.value };
+    const body = { name: name.value };
+    if (model.value) body.model = model.value;
     if (prompt.value) body.initialPrompt = prompt.value;
     if (hidden.value) body.hiddenPrompt = hidden.value;
     if (scope.value) body.scopeId = scope.value;
