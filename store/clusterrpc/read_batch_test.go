@@ -8,13 +8,20 @@ import (
 	"time"
 
 	"github.com/agenthost/agenthost/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestConsistentReadsShareReadIndexes: many concurrent consistent reads on
-// a follower cost the leader a few barriers, not one each — and each read
-// still sees the write its caller made just before it.
+// a follower cost the leader a few read indexes, not one each, and no log
+// entry at all — and each read still sees the write its caller made just
+// before it.
 func TestConsistentReadsShareReadIndexes(t *testing.T) {
-	tc := NewTestCluster(t, 3)
+	var regs []*prometheus.Registry
+	tc := NewTestClusterWith(t, 3, func(cfg *ServerConfig) {
+		reg := prometheus.NewRegistry()
+		cfg.Store.Registerer = reg
+		regs = append(regs, reg)
+	})
 	leader := tc.WaitForLeader()
 	ls := tc.Servers[leader].Store
 	fs := tc.Servers[(leader+1)%3].Store
@@ -55,10 +62,36 @@ func TestConsistentReadsShareReadIndexes(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	// Every barrier is a log entry; so is every write (10 of them).
-	barriers := int(ls.Raft().LastIndex()-before) - readers/20
-	t.Logf("%d consistent reads cost %d barriers", readers+readers/20, barriers)
-	if barriers < 1 || barriers > readers/4 {
-		t.Fatalf("%d reads cost %d barriers", readers+readers/20, barriers)
+	// Every write (10 of them) is a log entry; a read index is none.
+	if entries := int(ls.Raft().LastIndex() - before); entries != readers/20 {
+		t.Errorf("%d writes and %d consistent reads made %d log entries", readers/20, readers+readers/20, entries)
 	}
+	readIndexes := readIndexesServed(t, regs[leader])
+	t.Logf("%d consistent reads cost %d read indexes", readers+readers/20, readIndexes)
+	if readIndexes < 1 || readIndexes > readers/4 {
+		t.Fatalf("%d reads cost %d read indexes", readers+readers/20, readIndexes)
+	}
+}
+
+// readIndexesServed is how many read indexes the server with registry reg
+// confirmed.
+func readIndexesServed(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "agenthost_store_read_index_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "ok" {
+					return int(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return 0
 }
