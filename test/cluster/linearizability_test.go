@@ -365,17 +365,18 @@ func (lc *linClient) addr() string {
 	return a
 }
 
-// run sends calls until ctx ends: creates while the client holds few
-// agents, else mostly reads, with stops and deletes of its own agents.
+// run sends calls until ctx ends: mostly reads of any agent, some creates,
+// and stops and deletes of the client's own agents.
 func (lc *linClient) run(ctx context.Context) {
 	for i := 0; ctx.Err() == nil; i++ {
 		var r *linRecord
-		roll := lc.rng.IntN(100)
+		roll, own, id := lc.rng.IntN(100), len(lc.own), lc.h.someKnown(lc.rng)
 		switch {
-		case len(lc.own) < 2 || (roll < 15 && len(lc.own) < 6):
+		// A client without agents does not wait for its creates (slow
+		// under load) before it reads others'.
+		case (own == 0 && (id == "" || roll < 50)) || (roll < 15 && own < 6):
 			r = lc.create(ctx, i)
-		case roll < 50 && lc.h.someKnown(lc.rng) != "":
-			id := lc.h.someKnown(lc.rng)
+		case roll < 50 && id != "":
 			r = lc.h.send(ctx, &linRecord{client: lc.id, kind: linGet, addr: lc.addr(), agentID: id}, "GET", "/api/v1/agents/"+id, nil)
 			if r.err == nil && r.code == http.StatusOK {
 				var a listedAgent
@@ -384,7 +385,7 @@ func (lc *linClient) run(ctx context.Context) {
 				}
 			}
 			lc.h.add(r)
-		case roll < 62:
+		case roll < 62 || own == 0:
 			r, _ = lc.h.list(ctx, lc.id, lc.addr())
 		case roll < 85:
 			a := lc.own[lc.rng.IntN(len(lc.own))]
@@ -702,7 +703,7 @@ func TestLinearizableLeaderKilled(t *testing.T) {
 	killed := time.Since(h.start)
 	c.Kill9(leader)
 	t.Logf("killed leader %s", c.Servers[leader].Name)
-	waitFor(t, 30*time.Second, "a write acknowledged after the kill", func() bool { return h.firstAcknowledgedWrite(killed) > 0 })
+	waitFor(t, 45*time.Second, "a write acknowledged after the kill", func() bool { return h.firstAcknowledgedWrite(killed) > 0 })
 	time.Sleep(after)
 	c.Restart(leader)
 	c.WaitForLeader(30 * time.Second)
@@ -733,7 +734,7 @@ func TestLinearizableLeaderPartitioned(t *testing.T) {
 	partitioned := time.Since(h.start)
 	c.Partition(old)
 	t.Logf("partitioned leader %s", c.Servers[old].Name)
-	waitFor(t, 30*time.Second, "a write acknowledged after the partition", func() bool { return h.firstAcknowledgedWrite(partitioned) > 0 })
+	waitFor(t, 45*time.Second, "a write acknowledged after the partition", func() bool { return h.firstAcknowledgedWrite(partitioned) > 0 })
 	time.Sleep(after)
 	c.Heal()
 	c.WaitForLeader(30 * time.Second)
