@@ -684,29 +684,38 @@ func checkLinearizable(t *testing.T, ops []porcupine.Operation) {
 	t.Fatalf("the history is not linearizable: porcupine says %s (%d agents' histories are not linearizable)", res, shown)
 }
 
-// TestLinearizableLeaderKilled is scenario 1 checked for linearizability:
-// kill -9 the leader while eight clients create, read, stop and delete
-// agents, restart it, and check the whole history.
-func TestLinearizableLeaderKilled(t *testing.T) {
-	c := StartCluster(t)
-	org := c.CreateOrg("linearizability-kill")
-	warmup, after, tail := 1500*time.Millisecond, 2*time.Second, time.Second
+// linFault is one fault a linearizability test injects into the leader
+// while the clients run, and how it ends.
+type linFault struct {
+	what            string // "killed", "partitioned"
+	inject, recover func(leader int)
+}
+
+// runLinearizability runs the eight clients through rounds of the fault —
+// each: load, fault the leader, wait until the cluster acknowledges a write
+// again, keep the fault a while, end it — then checks the whole history.
+// The short version is one round; -faults runs three, longer.
+func runLinearizability(t *testing.T, c *Cluster, orgName string, fault linFault) {
+	org := c.CreateOrg(orgName)
+	rounds, warmup, after, tail := 1, 1500*time.Millisecond, 3*time.Second, time.Second
 	if *faults {
-		warmup, after, tail = 5*time.Second, 8*time.Second, 5*time.Second
+		rounds, warmup, after, tail = 3, 5*time.Second, 8*time.Second, 5*time.Second
 	}
 	h := newLinHistory(c, org)
 	stop := startLinClients(c, h)
 	defer stop()
 
-	time.Sleep(warmup)
-	leader := c.WaitForLeader(30 * time.Second)
-	killed := time.Since(h.start)
-	c.Kill9(leader)
-	t.Logf("killed leader %s", c.Servers[leader].Name)
-	waitFor(t, 45*time.Second, "a write acknowledged after the kill", func() bool { return h.firstAcknowledgedWrite(killed) > 0 })
-	time.Sleep(after)
-	c.Restart(leader)
-	c.WaitForLeader(30 * time.Second)
+	for round := range rounds {
+		time.Sleep(warmup)
+		leader := c.WaitForLeader(30 * time.Second)
+		at := time.Since(h.start)
+		fault.inject(leader)
+		t.Logf("round %d: %s leader %s", round+1, fault.what, c.Servers[leader].Name)
+		waitFor(t, 45*time.Second, "a write acknowledged after the fault", func() bool { return h.firstAcknowledgedWrite(at) > 0 })
+		time.Sleep(after)
+		fault.recover(leader)
+		c.WaitForLeader(30 * time.Second)
+	}
 	time.Sleep(tail)
 	stop()
 
@@ -715,33 +724,18 @@ func TestLinearizableLeaderKilled(t *testing.T) {
 	checkLinearizable(t, h.operations(t))
 }
 
+// TestLinearizableLeaderKilled is scenario 1 checked for linearizability:
+// kill -9 the leader while eight clients create, read, stop and delete
+// agents, restart it, and check the whole history.
+func TestLinearizableLeaderKilled(t *testing.T) {
+	c := StartCluster(t)
+	runLinearizability(t, c, "linearizability-kill", linFault{what: "killed", inject: c.Kill9, recover: c.Restart})
+}
+
 // TestLinearizableLeaderPartitioned is scenario 2 checked for
 // linearizability: the leader is cut off from the other servers while the
 // clients keep sending to all three, then the partition heals.
 func TestLinearizableLeaderPartitioned(t *testing.T) {
 	c := StartClusterWith(t, Options{Partitionable: true})
-	org := c.CreateOrg("linearizability-partition")
-	warmup, after, tail := 1500*time.Millisecond, 4*time.Second, time.Second
-	if *faults {
-		warmup, after, tail = 5*time.Second, 10*time.Second, 5*time.Second
-	}
-	h := newLinHistory(c, org)
-	stop := startLinClients(c, h)
-	defer stop()
-
-	time.Sleep(warmup)
-	old := c.WaitForLeader(30 * time.Second)
-	partitioned := time.Since(h.start)
-	c.Partition(old)
-	t.Logf("partitioned leader %s", c.Servers[old].Name)
-	waitFor(t, 45*time.Second, "a write acknowledged after the partition", func() bool { return h.firstAcknowledgedWrite(partitioned) > 0 })
-	time.Sleep(after)
-	c.Heal()
-	c.WaitForLeader(30 * time.Second)
-	time.Sleep(tail)
-	stop()
-
-	h.settle(t)
-	t.Log(h.summary())
-	checkLinearizable(t, h.operations(t))
+	runLinearizability(t, c, "linearizability-partition", linFault{what: "partitioned", inject: c.Partition, recover: func(int) { c.Heal() }})
 }
