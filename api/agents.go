@@ -55,6 +55,19 @@ func (s *Server) sessionView(a *store.Agent, sess runtime.Session) sessionView {
 	return sessionView{ID: sess.ID, Title: nullable(sess.Title), URL: s.agentURL(a) + "/" + workspaceSlug + "/session/" + sess.ID}
 }
 
+// agentState is the state every tenant read of agents comes from — get,
+// list, and the lookup that start, stop, restart, delete and the calls to
+// an agent begin with: a linearizable one (Store.ConsistentState), on
+// whichever server answers. A follower's own state may lag the leader's, and
+// a partitioned server's without bound, so a local read could show an agent
+// an acknowledged stop stopped or an acknowledged delete deleted, or let a
+// stop act twice (test/cluster's linearizability tests found all three).
+// The price is a read index from the leader per call, shared by the calls
+// that arrive while one is in flight, and no answer (503) without a leader.
+func (s *Server) agentState(ctx context.Context) (*store.State, error) {
+	return s.store.ConsistentState(ctx)
+}
+
 // agent looks up the caller's agent; another org's agent is exactly as
 // absent as a missing one.
 func (s *Server) agent(r *http.Request, p Principal) (*store.Agent, error) {
@@ -62,10 +75,11 @@ func (s *Server) agent(r *http.Request, p Principal) (*store.Agent, error) {
 	if !plausibleID(id) {
 		return nil, notFound("agent %q not found", id)
 	}
-	a, err := s.store.State().OrgAgent(p.OrgID, id)
-	if err == nil && a == nil && s.catchUp(r.Context()) {
-		a, err = s.store.State().OrgAgent(p.OrgID, id)
+	st, err := s.agentState(r.Context())
+	if err != nil {
+		return nil, err
 	}
+	a, err := st.OrgAgent(p.OrgID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -396,8 +410,12 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request, p Principal)
 		return badRequest("status must be PROVISIONING, RUNNING, STOPPED or ERROR")
 	}
 	tag, cursor := q.Get("tag"), q.Get("cursor")
+	st, err := s.agentState(r.Context())
+	if err != nil {
+		return err
+	}
 	resp := listAgentsResponse{Agents: []agentView{}}
-	err := s.store.State().EachOrgAgentAfter(p.OrgID, cursor, func(a *store.Agent) bool {
+	err = st.EachOrgAgentAfter(p.OrgID, cursor, func(a *store.Agent) bool {
 		if (status != "" && string(a.Status) != status) || (tag != "" && !slices.Contains(a.Tags, tag)) {
 			return true
 		}

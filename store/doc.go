@@ -11,8 +11,8 @@
 //
 // Readers get immutable snapshots (State) of a go-memdb database; they never
 // block writers and never see a half-applied command. Reads are local; a
-// linearizable read (Store.ConsistentState) first confirms leadership through a
-// Raft barrier.
+// linearizable read (Store.ConsistentState) first has the leader confirm its
+// leadership with a heartbeat round to a quorum (Store.ReadIndex).
 //
 // A Store on a follower forwards writes to the leader through a Forwarder (the
 // Connect ClusterService, implemented by package store/clusterrpc), so callers

@@ -17,6 +17,7 @@ type Metrics struct {
 	fsmDuration   *prometheus.HistogramVec
 	fsmCommands   *prometheus.CounterVec
 	snapshots     *prometheus.CounterVec
+	readIndex     *prometheus.HistogramVec
 }
 
 // NewMetrics creates the store's metrics and registers them on reg.
@@ -40,8 +41,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "agenthost", Subsystem: "store", Name: "snapshots_total",
 			Help: "State machine snapshot events: create, persist, persist_failed, restore, restore_failed.",
 		}, []string{"event"}),
+		readIndex: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "agenthost", Subsystem: "store", Name: "read_index_duration_seconds",
+			Help:    "Time the leader takes to confirm its leadership for a read index (linearizable reads, shared by concurrent callers), by result.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.applyDuration, m.fsmDuration, m.fsmCommands, m.snapshots)
+	reg.MustRegister(m.applyDuration, m.fsmDuration, m.fsmCommands, m.snapshots, m.readIndex)
 	return m
 }
 
@@ -66,6 +72,17 @@ func (m *Metrics) observeWrite(path string, err error, d time.Duration) {
 		result = ErrorCode(err)
 	}
 	m.applyDuration.WithLabelValues(path, result).Observe(d.Seconds())
+}
+
+func (m *Metrics) observeReadIndex(err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	m.readIndex.WithLabelValues(result).Observe(d.Seconds())
 }
 
 func (m *Metrics) countSnapshot(event string) {

@@ -68,6 +68,11 @@ type Store struct {
 	// leaderReady is true from the post-election barrier until leadership
 	// is lost; IsLeader and ReadIndex read it without locks.
 	leaderReady atomic.Bool
+	// leaderTerm is the term whose post-election barrier set leaderReady.
+	// ReadIndex compares it with the current term: between winning a new
+	// term and the leadership loop's revoke of the old one, leaderReady is
+	// still true but the new term's barrier has not committed yet.
+	leaderTerm atomic.Uint64
 	// hookMu serialises hook calls and guards hooks and leaderCancel. Only
 	// the leadership loop and RegisterLeadershipHook take it, never a read
 	// or write path, so a hook may call into the store freely.
@@ -469,13 +474,13 @@ func (s *Store) ApplyPlan(plan *PlanApply) (uint64, *PlanResult, error) {
 
 // ConsistentState returns a state that reflects every write acknowledged
 // before the call, on any server (a linearizable read). The leader proves it
-// still leads with a Raft barrier and reports its applied index; this server
-// waits until it has applied that far.
+// still leads (ReadIndex) and reports its applied index; this server waits
+// until it has applied that far.
 //
 // Concurrent callers share read indexes: one is asked for at a time, by all
-// who arrived before it began, so a flood of such reads (unknown tokens on a
-// follower, say) costs the leader one barrier per round trip, not one per
-// read.
+// who arrived before it began, so a flood of such reads (tenants polling
+// their agents on a follower, say) costs the leader one heartbeat round per
+// round trip, not one per read.
 func (s *Store) ConsistentState(ctx context.Context) (*State, error) {
 	s.readMu.Lock()
 	if s.readNext == nil {
@@ -543,16 +548,44 @@ func (s *Store) readIndex(ctx context.Context) (uint64, error) {
 	return index, err
 }
 
-// ReadIndex is the leader's half of ConsistentState: after a barrier commits
-// in this leader's term, every write acknowledged so far has been applied
-// here, and the applied index is returned. Leader only.
+// ReadIndex is the leader's half of ConsistentState: an index such that a
+// state that has applied it reflects every write acknowledged before the
+// call. Leader only.
+//
+// It costs a heartbeat round to a quorum (Raft's VerifyLeader), not a log
+// entry: no write, no fsync. Why this leader's applied index is enough once
+// VerifyLeader succeeds, for a write acknowledged before the call:
+//
+//   - Acknowledged in an earlier term: this leader established leadership
+//     with a barrier committed in its own term (leadershipLoop), and Raft
+//     applies a barrier only after every entry before it. leaderTerm
+//     records that term; a leader whose barrier has not committed yet (its
+//     commit index may still be a follower's stale one) answers not-leader.
+//   - Acknowledged in this term: only this server leads it, and it
+//     acknowledges a write only once its own FSM has applied it (the Apply
+//     future answers after the FSM).
+//   - Acknowledged in a later term: that term's leader was elected by a
+//     quorum before the write, so before this call; any of that quorum
+//     answers this term's heartbeats with a refusal, and VerifyLeader fails.
+//     The term is read again afterwards, so the quorum that answered did so
+//     in the term whose barrier leaderTerm vouches for.
+//
+// No clock is trusted: a deposed leader that has not noticed yet fails
+// VerifyLeader rather than serving from a lease.
 func (s *Store) ReadIndex() (uint64, error) {
-	if !s.IsLeader() {
+	term := s.raft.CurrentTerm()
+	if !s.IsLeader() || s.leaderTerm.Load() != term {
 		return 0, s.notLeader()
 	}
-	if err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout)); err != nil {
+	start := time.Now()
+	err := s.wait(s.raft.VerifyLeader())
+	if err == nil && s.raft.CurrentTerm() != term {
+		err = fmt.Errorf("term changed from %d during the check", term)
+	}
+	s.metrics.observeReadIndex(err, time.Since(start))
+	if err != nil {
 		// A read has no effect, so any failure may be retried.
-		return 0, fmt.Errorf("%w: read barrier: %v", ErrNoLeader, err)
+		return 0, fmt.Errorf("%w: verify leadership: %v", ErrNoLeader, err)
 	}
 	return s.fsm.AppliedIndex(), nil
 }
@@ -670,13 +703,15 @@ func (s *Store) leadershipLoop() {
 				s.revoke()
 				continue
 			}
-			if !s.barrierAsLeader() {
+			term, ok := s.barrierAsLeader()
+			if !ok {
 				continue
 			}
 			s.hookMu.Lock()
 			if s.raft.State() == raft.Leader && !s.leaderReady.Load() {
 				ctx, cancel := context.WithCancel(context.Background())
 				s.leaderCancel = cancel
+				s.leaderTerm.Store(term)
 				s.leaderReady.Store(true)
 				s.logger.Info("established leadership", "term", s.raft.CurrentTerm())
 				for _, h := range s.hooks {
@@ -689,25 +724,33 @@ func (s *Store) leadershipLoop() {
 }
 
 // barrierAsLeader commits a barrier for a new term, retrying while this
-// server stays the leader. Raft says "leader" once per term: giving up after
-// one failed barrier (an apply timeout on a loaded machine) would leave a
-// leader that never runs its hooks — no placement, no health — for the whole
-// term. It reports false when leadership was lost or the store shuts down.
-func (s *Store) barrierAsLeader() bool {
+// server stays the leader, and returns the term it was committed in. Raft
+// says "leader" once per term: giving up after one failed barrier (an apply
+// timeout on a loaded machine) would leave a leader that never runs its
+// hooks — no placement, no health — for the whole term. It reports false
+// when leadership was lost or the store shuts down.
+func (s *Store) barrierAsLeader() (term uint64, ok bool) {
 	backoff := 10 * time.Millisecond
 	for {
+		term := s.raft.CurrentTerm()
 		err := s.wait(s.raft.Barrier(s.cfg.ApplyTimeout))
+		if err == nil && s.raft.CurrentTerm() != term {
+			// Committed, but in which term is not known: leadership
+			// changed meanwhile, and the loop hears of it next.
+			s.logger.Warn("barrier after election committed across a term change", "term", term)
+			return 0, false
+		}
 		if err == nil {
-			return true
+			return term, true
 		}
 		if s.raft.State() != raft.Leader {
 			s.logger.Warn("barrier after election failed; leadership lost", "error", err)
-			return false
+			return 0, false
 		}
 		s.logger.Warn("barrier after election failed; retrying", "error", err)
 		select {
 		case <-s.shutdownCh:
-			return false
+			return 0, false
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)

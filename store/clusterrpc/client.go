@@ -70,7 +70,14 @@ func (c *Client) ForwardApply(ctx context.Context, addr string, cmd []byte) (uin
 func (c *Client) ForwardReadIndex(ctx context.Context, addr string) (uint64, error) {
 	resp, err := c.peer(addr).ReadIndex(ctx, connect.NewRequest(&clusterv1.ReadIndexRequest{}))
 	if err != nil {
-		return 0, fromConnectError(addr, err)
+		var cerr *connect.Error
+		if errors.As(err, &cerr) && cerr.Meta().Get(errorCodeKey) != "" {
+			return 0, fromConnectError(addr, err)
+		}
+		// A read index changes nothing, so a call lost on the way (the
+		// leader killed while answering, say) is retried like one to an
+		// unreachable leader instead of failing the read.
+		return 0, fmt.Errorf("%w: read index from %s: %v", store.ErrNoLeader, addr, err)
 	}
 	return resp.Msg.GetIndex(), nil
 }

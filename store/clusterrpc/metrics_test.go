@@ -1,6 +1,7 @@
 package clusterrpc
 
 import (
+	"context"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,9 @@ func TestStoreAndRaftMetricsAreExported(t *testing.T) {
 	}
 	if _, err := createOrg(t, srv.Store, "org-m"); err == nil {
 		t.Fatal("duplicate accepted")
+	}
+	if _, err := srv.Store.ConsistentState(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	if err := srv.Store.Raft().Snapshot().Error(); err != nil {
 		t.Fatal(err)
@@ -63,6 +67,7 @@ func TestStoreAndRaftMetricsAreExported(t *testing.T) {
 		"agenthost_store_fsm_commands_total,command=org_create,result=already_exists": func(v float64) bool { return v == 1 },
 		"agenthost_store_snapshots_total,event=create":                                func(v float64) bool { return v == 1 },
 		"agenthost_store_snapshots_total,event=persist":                               func(v float64) bool { return v == 1 },
+		"agenthost_store_read_index_duration_seconds,result=ok":                       func(v float64) bool { return v == 1 },
 	}
 	for key, ok := range want {
 		v, found := values[key]

@@ -14,6 +14,11 @@
 // namespaces). Tmpfs and partitions need root. It stops only the processes
 // it started, by PID.
 //
+// The linearizability scenarios record every call of eight concurrent
+// clients to the agent API while the leader is killed or partitioned, and
+// check the history with porcupine against a model of what the API promises
+// (linearizability_test.go says how unknown outcomes are kept).
+//
 // Everything is in _test.go files: nothing imports this package. The short
 // scenarios run in `go test ./...`; `make test-faults` runs the longer ones
 // (the -faults flag).
