@@ -369,28 +369,3 @@ func TestSetupsOfDifferentAgentsRunConcurrently(t *testing.T) {
 		}
 	}
 }
-
-// BenchmarkSetupTeardown sets up and tears down one agent's network per
-// iteration and reports each half's time.
-func BenchmarkSetupTeardown(b *testing.B) {
-	n := newTestNetwork(b)
-	ctx := context.Background()
-	port := freePort(b)
-	var setup, teardown time.Duration
-	for i := 0; b.Loop(); i++ {
-		id := fmt.Sprintf("nettest-bench-%d", i)
-		began := time.Now()
-		path, _, err := n.Setup(ctx, id, port, runtimePort)
-		if err != nil {
-			b.Fatal(err)
-		}
-		setup += time.Since(began)
-		began = time.Now()
-		if err := n.Teardown(ctx, id, path, port, runtimePort); err != nil {
-			b.Fatal(err)
-		}
-		teardown += time.Since(began)
-	}
-	b.ReportMetric(float64(setup.Milliseconds())/float64(b.N), "setup-ms/op")
-	b.ReportMetric(float64(teardown.Milliseconds())/float64(b.N), "teardown-ms/op")
-}
