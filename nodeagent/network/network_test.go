@@ -3,6 +3,7 @@ package network
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
@@ -367,5 +369,85 @@ func TestSetupsOfDifferentAgentsRunConcurrently(t *testing.T) {
 		if strings.Contains(string(out), tag(id)+`"`) || strings.Contains(string(out), tag(id)+" ") {
 			t.Errorf("rules of %s remain after concurrent teardowns", id)
 		}
+	}
+}
+
+func TestSetupRemovesWhatAnInterruptedSetupLeft(t *testing.T) {
+	n := newTestNetwork(t)
+	port := freePort(t)
+	// A node agent killed after wiring the agent: its network, rules and
+	// record remain, and a new node agent on the same state sets it up again.
+	left := setUp(t, n, "nettest-interrupted", port)
+	leftPath := left.netnsPath
+	again, err := New(n.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := setUp(t, again, left.id, port)
+	left.netnsPath = "" // the second Setup's to remove, as checked here
+	if _, err := os.Stat(leftPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the interrupted set-up's namespace %s remains (%v)", leftPath, err)
+	}
+	rules, err := again.firewall.tagged(a.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules["nat"]) != 1 || !strings.Contains(rules["nat"][0], a.address) {
+		t.Errorf("host-port rules of the agent: %q; want one, to %s", rules["nat"], a.address)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if got, err := ask(dialHost, addr); err != nil || !strings.HasPrefix(got, a.id+" from ") {
+		t.Errorf("%s: %q, %v; want the agent's answer", addr, got, err)
+	}
+}
+
+func TestTeardownRemovesANetworkSetUpWithPortmap(t *testing.T) {
+	n := newTestNetwork(t)
+	const id = "nettest-legacy"
+	port := freePort(t)
+	// As a node agent before this one set it up: portmap and ipMasq, and a
+	// record without ownNAT.
+	path, _, err := n.Setup(context.Background(), id, port, runtimePort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cni.Remove(context.Background(), id, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.firewall.release(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.legacy.Setup(context.Background(), id, path, gocni.WithCapabilityPortMap(portMap(port, runtimePort))); err != nil {
+		t.Fatal(err)
+	}
+	// Should Teardown fail, no portmap rule outlives the test.
+	t.Cleanup(func() {
+		n.legacy.Remove(context.Background(), id, path, gocni.WithCapabilityPortMap(portMap(port, runtimePort)))
+		n.Teardown(context.Background(), id, path, port, runtimePort)
+	})
+	if err := n.record(id, setupRecord{NetNS: path, HostPort: port, RuntimePort: runtimePort}); err != nil {
+		t.Fatal(err)
+	}
+	cniRules := func() []string {
+		out, err := exec.Command("iptables-save", "-t", "nat").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, `id: \"`+id+`\"`) {
+				found = append(found, line)
+			}
+		}
+		return found
+	}
+	if len(cniRules()) == 0 {
+		t.Fatal("the legacy set-up made no portmap or ipMasq rules to remove")
+	}
+	if err := n.Teardown(context.Background(), id, path, port, runtimePort); err != nil {
+		t.Fatal(err)
+	}
+	if left := cniRules(); len(left) > 0 {
+		t.Errorf("portmap and ipMasq rules remain:\n%s", strings.Join(left, "\n"))
 	}
 }
