@@ -28,7 +28,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -104,7 +103,8 @@ type Network struct {
 	locks    agentLocks
 }
 
-// New loads the CNI configuration and installs the isolation chains.
+// New loads the CNI configuration and installs agenthost's chains and the
+// subnet's masquerade.
 func New(cfg Config) (*Network, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -352,8 +352,8 @@ func loopbackUp(netnsPath string) error {
 // interface, as portmap does, not for every interface of the host.
 func routeLocalnet(result *gocni.Result) error {
 	for name, iface := range result.Interfaces {
-		if iface.Sandbox != "" || name == "" || strings.ContainsAny(name, "/.") {
-			continue
+		if iface.Sandbox != "" {
+			continue // the container's end
 		}
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/route_localnet", []byte("1"), 0o644); err != nil {
 			return fmt.Errorf("route_localnet on %s: %w", name, err)
