@@ -454,3 +454,21 @@ func TestTeardownRemovesANetworkSetUpWithPortmap(t *testing.T) {
 		t.Errorf("portmap and ipMasq rules remain:\n%s", strings.Join(left, "\n"))
 	}
 }
+
+func TestAgentCannotReachAnotherThroughItsHostPort(t *testing.T) {
+	n := newTestNetwork(t)
+	startOutside(t) // for a node address other than the agents' gateway
+	target := setUp(t, n, "nettest-target", freePort(t))
+	prober := setUp(t, n, "nettest-prober", freePort(t))
+	// The host port's DNAT turns these into connections to the other
+	// agent's address, which the isolation rules drop like a direct one.
+	for _, host := range []netip.Addr{n.HostAddr(), outsideHost} {
+		addr := netip.AddrPortFrom(host, uint16(target.hostPort)).String()
+		if got, err := ask(inNetNS(prober.netnsPath), addr); err == nil {
+			t.Errorf("an agent reached another through %s: %q", addr, got)
+		}
+	}
+	if got, err := ask(inNetNS(prober.netnsPath), target.address); err == nil {
+		t.Errorf("an agent reached another at %s: %q", target.address, got)
+	}
+}
