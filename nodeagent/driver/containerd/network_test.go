@@ -207,9 +207,9 @@ func TestNetworkedAgentIsReachableOnItsPortAndIsolated(t *testing.T) {
 	if strings.Contains(string(out), "agenthost:"+b.AgentID) {
 		t.Fatalf("rules of deleted agent remain:\n%s", out)
 	}
-	// Nor its port forwarding (CNI portmap's DNAT, commented with its ID).
-	out, _ = exec.Command("iptables", "-t", "nat", "-S").CombinedOutput()
-	if strings.Contains(string(out), `id: \"`+b.AgentID+`\"`) {
+	// Nor its port forwarding (a DNAT tagged like its isolation rules).
+	out, _ = exec.Command("iptables", "-t", "nat", "-S", "AGENTHOST-HOSTPORTS").CombinedOutput()
+	if strings.Contains(string(out), "agenthost:"+b.AgentID) {
 		t.Fatalf("port forwarding of deleted agent remains:\n%s", out)
 	}
 }
