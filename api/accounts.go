@@ -321,18 +321,10 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ Principal) err
 	return s.startSession(w, r, *acc, http.StatusOK)
 }
 
-// accountByEmail looks the account up locally, then, on a miss on a
-// follower, in a consistent state (an account made a moment ago elsewhere).
+// accountByEmail finds the account signing in (findCaughtUp: one made a
+// moment ago through another server too).
 func (s *Server) accountByEmail(ctx context.Context, email string) (*store.Account, error) {
-	acc, err := s.store.State().AccountByEmail(email)
-	if err != nil || acc != nil || s.store.IsLeader() {
-		return acc, err
-	}
-	st, err := s.store.ConsistentState(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return st.AccountByEmail(email)
+	return findCaughtUp(ctx, s.store, func(st *store.State) (*store.Account, error) { return st.AccountByEmail(email) })
 }
 
 // startSession records a new session for acc and sets its cookie.
@@ -426,20 +418,9 @@ var ErrCSRF = errors.New("this request rides on a session cookie and needs the X
 // cookie: the account's org, as a tenant.
 func (a *Authenticator) authenticateSession(r *http.Request, cookie string) (Principal, error) {
 	hash := hexSHA256(cookie)
-	ws, err := a.store.State().WebSessionByHash(hash)
+	ws, err := findCaughtUp(r.Context(), a.store, func(st *store.State) (*store.WebSession, error) { return st.WebSessionByHash(hash) })
 	if err != nil {
 		return Principal{}, err
-	}
-	if ws == nil && !a.store.IsLeader() {
-		// Signed in a moment ago through another server.
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		st, err := a.store.ConsistentState(ctx)
-		cancel()
-		if err == nil {
-			if ws, err = st.WebSessionByHash(hash); err != nil {
-				return Principal{}, err
-			}
-		}
 	}
 	if ws == nil || !time.Now().Before(ws.ExpiresAt) {
 		return Principal{}, ErrUnauthenticated

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -66,23 +67,10 @@ func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	if !ok {
 		return Principal{}, ErrUnauthenticated
 	}
-	t, err := a.store.State().TokenByHash(hash)
+	// Only well-formed tokens with a valid checksum get this far.
+	t, err := findCaughtUp(r.Context(), a.store, func(st *store.State) (*store.Token, error) { return st.TokenByHash(hash) })
 	if err != nil {
 		return Principal{}, err
-	}
-	if t == nil && !a.store.IsLeader() {
-		// A token made a moment ago on another server may not have
-		// reached this one yet: look once more in a state that has every
-		// acknowledged write. Only well-formed tokens with a valid
-		// checksum get this far.
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		st, err := a.store.ConsistentState(ctx)
-		cancel()
-		if err == nil {
-			if t, err = st.TokenByHash(hash); err != nil {
-				return Principal{}, err
-			}
-		}
 	}
 	if t == nil {
 		return Principal{}, ErrUnauthenticated
@@ -119,4 +107,24 @@ func (a *Authenticator) flush(ctx context.Context) {
 	if _, err := a.store.Apply(ctx, &store.TokenTouch{LastUsed: pending}); err != nil {
 		a.logger.Warn("could not record when tokens were last used", "tokens", len(pending), "error", err)
 	}
+}
+
+// findCaughtUp looks a record up in the local state and, when a follower
+// does not have it, once more in a state that has every acknowledged write:
+// a token, session or account made a moment ago through another server may
+// not have reached this one yet. When that second look cannot be made (no
+// leader within 2 s), the error says so: the record's absence is not known,
+// and the caller answers 503, not 401.
+func findCaughtUp[T any](ctx context.Context, s *store.Store, find func(*store.State) (*T, error)) (*T, error) {
+	v, err := find(s.State())
+	if err != nil || v != nil || s.IsLeader() {
+		return v, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := s.ConsistentState(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot check the credential against the leader: %v", store.ErrNoLeader, err)
+	}
+	return find(st)
 }

@@ -63,3 +63,43 @@ func TestAuthenticate(t *testing.T) {
 	}
 	a.flush(ctx) // the revoked token's pending use is skipped, not an error
 }
+
+// TestAuthenticateWithoutLeaderIsUnavailable: a follower that does not hold
+// a token and cannot ask a leader does not know whether the token exists:
+// it says so (store.ErrNoLeader: 503), never "invalid token" (401), while a
+// token it holds still authenticates.
+func TestAuthenticateWithoutLeaderIsUnavailable(t *testing.T) {
+	tc := clusterrpc.NewTestCluster(t, 3)
+	leader := tc.WaitForLeader()
+	s := tc.Servers[leader].Store
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if _, err := s.Apply(ctx, &store.OrgCreate{Org: store.Org{ID: "org", Name: "org", CreatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	known, hash, last4, _ := NewToken()
+	index, err := s.Apply(ctx, &store.TokenCreate{Token: store.Token{ID: "t1", OrgID: "org", Label: "ci", Role: store.RoleTenant, Hash: hash, Last4: last4, CreatedAt: now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.WaitForIndex(index)
+	follower := tc.Follower()
+	for i := range tc.Servers {
+		if i != follower {
+			tc.Kill(i)
+		}
+	}
+	a := NewAuthenticator(tc.Servers[follower].Store, nil)
+	req := func(token string) (Principal, error) {
+		r := httptest.NewRequest("GET", "/api/v1/agents", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		return a.Authenticate(r)
+	}
+	if p, err := req(known); err != nil || p.TokenID != "t1" {
+		t.Fatalf("a token the follower holds: %+v %v", p, err)
+	}
+	unknown, _, _, _ := NewToken()
+	if _, err := req(unknown); !errors.Is(err, store.ErrNoLeader) {
+		t.Fatalf("an unknown token without a leader: %v, want ErrNoLeader", err)
+	}
+}

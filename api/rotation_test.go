@@ -122,7 +122,12 @@ func TestKeyRotation(t *testing.T) {
 		t.Helper()
 		var errs []error
 		for i, s := range tc.Servers {
-			if err := clusterrpc.ReloadKeyring(s.Store.State(), rings[i], files[i]); err != nil {
+			// As a server's SIGHUP does: against every acknowledged write.
+			st, err := s.Store.ConsistentState(context.Background())
+			if err != nil {
+				return err
+			}
+			if err := clusterrpc.ReloadKeyring(st, rings[i], files[i]); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -201,6 +201,11 @@ func (s *Server) wrap(path string, rt route) http.Handler {
 				s.writeError(w, r, apiError(http.StatusForbidden, CodeForbidden, "%v", err))
 				return
 			}
+			if errors.Is(err, store.ErrNoLeader) {
+				// Whether the credential exists cannot be known now.
+				s.writeError(w, r, s.report(r, err))
+				return
+			}
 			if err != nil {
 				if !errors.Is(err, ErrUnauthenticated) {
 					s.logger.Error("authenticate", "error", err)

@@ -204,7 +204,16 @@ func reloadKeyringOnHangup(ctx context.Context, s *store.Store, kr *keyring.Keyr
 		case <-ctx.Done():
 			return
 		case <-hup:
-			if err := clusterrpc.ReloadKeyring(s.State(), kr, path); err != nil {
+			// Checked against every acknowledged write: a follower's own
+			// state may not have the reseal that made the reload safe yet.
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			st, err := s.ConsistentState(cctx)
+			cancel()
+			if err != nil {
+				logger.Error("secrets key file not reloaded: the state cannot be read up to date (no leader?); send SIGHUP again", "path", path, "error", err)
+				continue
+			}
+			if err := clusterrpc.ReloadKeyring(st, kr, path); err != nil {
 				logger.Error("secrets key file not reloaded", "path", path, "error", err)
 				continue
 			}

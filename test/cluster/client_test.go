@@ -92,11 +92,17 @@ type Org struct {
 	Token string
 }
 
-// CreateOrg makes an org without caps and a tenant token for it.
+// CreateOrg makes an org without caps and a tenant token for it, through
+// any running server.
 func (c *Cluster) CreateOrg(name string) Org {
 	c.t.Helper()
+	return c.CreateOrgAt(c.anyServer(), name)
+}
+
+// CreateOrgAt is CreateOrg through the server (or proxy) at addr.
+func (c *Cluster) CreateOrgAt(addr, name string) Org {
+	c.t.Helper()
 	ctx := context.Background()
-	addr := c.anyServer()
 	res, err := c.Do(ctx, addr, "POST", "/api/v1/orgs", c.OperatorToken, map[string]any{"name": name})
 	if err != nil || res.Code != http.StatusCreated {
 		c.t.Fatalf("create org: %v %v", res, err)

@@ -78,7 +78,7 @@ func TestLeaderDiskFull(t *testing.T) {
 		return leader >= 0 && leader != full
 	})
 	t.Logf("%s leads", c.Servers[leader].Name)
-	org := c.createOrgAt(c.Proxy.HTTPAddr, "after-lfull")
+	org := c.CreateOrgAt(c.Proxy.HTTPAddr, "after-lfull")
 	byNode := c.createAgentsOnEveryNode(c.Proxy.HTTPAddr, org, "lfull", 2)
 	c.requireRunningWhereCreated(leader, org, byNode)
 	agents := allAgents(byNode)
@@ -129,23 +129,4 @@ func (c *Cluster) orgNames(addr string) map[string]bool {
 		names[o.Name] = true
 	}
 	return names
-}
-
-// createOrgAt is CreateOrg through addr.
-func (c *Cluster) createOrgAt(addr, name string) Org {
-	c.t.Helper()
-	ctx := context.Background()
-	res, err := c.Do(ctx, addr, "POST", "/api/v1/orgs", c.OperatorToken, map[string]any{"name": name})
-	if err != nil || res.Code != http.StatusCreated {
-		c.t.Fatalf("create org: %v %v", res, err)
-	}
-	var org struct{ ID string }
-	res.Decode(c.t, &org)
-	res, err = c.Do(ctx, addr, "POST", "/api/v1/orgs/"+org.ID+"/tokens", c.OperatorToken, map[string]any{"label": "cluster-test"})
-	if err != nil || res.Code != http.StatusCreated {
-		c.t.Fatalf("create org token: %v %v", res, err)
-	}
-	var tok struct{ Token string }
-	res.Decode(c.t, &tok)
-	return Org{ID: org.ID, Token: tok.Token}
 }

@@ -41,7 +41,7 @@ func TestFollowerDiskFull(t *testing.T) {
 	// file that it freed earlier, which a full disk does not refuse.
 	t.Logf("with its disk full, %s holds all 10 writes: %v", c.Servers[full].Name, c.holdsOrgs(full, ids))
 
-	org := c.createOrgAt(c.Proxy.HTTPAddr, "full-agents")
+	org := c.CreateOrgAt(c.Proxy.HTTPAddr, "full-agents")
 	start := time.Now()
 	byNode := c.createAgentsOnEveryNode(c.Proxy.HTTPAddr, org, "full", 3)
 	t.Logf("3 agents on each node RUNNING %v after the first create, with %s's disk full", time.Since(start).Round(time.Millisecond), c.Servers[full].Name)

@@ -487,23 +487,54 @@ func (c *Cluster) WaitForLeader(d time.Duration) int {
 func (c *Cluster) WaitForNodes(d time.Duration) {
 	c.t.Helper()
 	waitFor(c.t, d, "the node agents to be ready", func() bool {
-		var out struct {
-			Nodes []struct {
-				Name   string `json:"name"`
-				Status string `json:"status"`
-			} `json:"nodes"`
-		}
-		if err := c.Get(c.anyServer(), "/api/v1/nodes", c.OperatorToken, &out); err != nil {
-			return false
-		}
 		ready := 0
-		for _, n := range out.Nodes {
-			if strings.EqualFold(n.Status, "ready") {
+		for _, status := range c.nodeStatuses() {
+			if status == "ready" {
 				ready++
 			}
 		}
 		return ready >= len(c.Nodes)
 	})
+}
+
+// nodeStatuses maps each registered node's name to its status ("ready",
+// "down", …), lower-case; nil when no server answers.
+func (c *Cluster) nodeStatuses() map[string]string {
+	var out struct {
+		Nodes []struct {
+			Name   string `json:"name"`
+			Status string `json:"status"`
+		} `json:"nodes"`
+	}
+	if err := c.Get(c.anyServer(), "/api/v1/nodes", c.OperatorToken, &out); err != nil {
+		return nil
+	}
+	statuses := map[string]string{}
+	for _, n := range out.Nodes {
+		statuses[n.Name] = strings.ToLower(n.Status)
+	}
+	return statuses
+}
+
+// waitAllRunning waits until the org lists exactly n agents, all RUNNING,
+// and returns them.
+func (c *Cluster) waitAllRunning(org Org, n int, d time.Duration) []Agent {
+	c.t.Helper()
+	var running []Agent
+	waitFor(c.t, d, fmt.Sprintf("%d agents RUNNING", n), func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != n {
+			return false
+		}
+		for _, a := range list {
+			if a.Status != "RUNNING" {
+				return false
+			}
+		}
+		running = list
+		return true
+	})
+	return running
 }
 
 // anyServer is the HTTP address of a running server.

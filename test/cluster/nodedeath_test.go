@@ -33,20 +33,7 @@ func TestNodeHostCrashes(t *testing.T) {
 			t.Fatalf("create agent %d: %v %v", i, res, err)
 		}
 	}
-	var before []Agent
-	waitFor(t, 90*time.Second, "every agent RUNNING", func() bool {
-		list, err := c.Agents(c.anyServer(), org)
-		if err != nil || len(list) != agents {
-			return false
-		}
-		for _, a := range list {
-			if a.Status != "RUNNING" {
-				return false
-			}
-		}
-		before = list
-		return true
-	})
+	before := c.waitAllRunning(org, agents, 90*time.Second)
 	for _, a := range before {
 		waitFor(t, 30*time.Second, "agent "+a.AgentID+" to answer through the proxy", func() bool { return c.containerAnswers(a) })
 	}
@@ -93,29 +80,11 @@ func TestNodeHostCrashes(t *testing.T) {
 		}
 		return true
 	})
-	var moved []Agent
-	waitFor(t, 60*time.Second, "every agent RUNNING at its old URL", func() bool {
-		list, err := c.Agents(c.anyServer(), org)
-		if err != nil || len(list) != len(before) {
-			return false
-		}
-		moved = moved[:0]
-		for i, a := range list {
-			if a.AgentID != before[i].AgentID || a.URL != before[i].URL {
-				t.Fatalf("agent %s: URL %q before the crash, %q after", a.AgentID, before[i].URL, a.URL)
-			}
-			if a.Status != "RUNNING" || !c.containerAnswers(a) {
-				return false
-			}
-			if _, ok := onHost[victim][a.AgentID]; ok {
-				moved = append(moved, a)
-			}
-		}
-		return true
-	})
+	c.waitAnsweringAtTheirURLs(org, before, 60*time.Second)
 	replaced := time.Since(crashed)
+	moved := len(onHost[victim])
 	t.Logf("%s declared down %v after its host crashed; its %d agents running on %s and answering at their URLs %v after",
-		c.Nodes[victim].Name, detected.Round(time.Millisecond), len(moved), c.Nodes[survivor].Name, replaced.Round(time.Millisecond))
+		c.Nodes[victim].Name, detected.Round(time.Millisecond), moved, c.Nodes[survivor].Name, replaced.Round(time.Millisecond))
 
 	// The host reboots: its disks kept its containers' records. The node
 	// comes back ready and removes them, never starting one; meanwhile
@@ -144,6 +113,28 @@ func TestNodeHostCrashes(t *testing.T) {
 	}
 }
 
+// waitAnsweringAtTheirURLs waits until the org's agents are the ones of
+// before, each RUNNING and answering through the proxy at the URL it had
+// (so on its port); a changed URL fails the test at once.
+func (c *Cluster) waitAnsweringAtTheirURLs(org Org, before []Agent, d time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, d, "every agent RUNNING and answering at its old URL", func() bool {
+		list, err := c.Agents(c.anyServer(), org)
+		if err != nil || len(list) != len(before) {
+			return false
+		}
+		for i, a := range list {
+			if a.AgentID != before[i].AgentID || a.URL != before[i].URL {
+				c.t.Fatalf("agent %s: URL %q before, %q now", a.AgentID, before[i].URL, a.URL)
+			}
+			if a.Status != "RUNNING" || !c.containerAnswers(a) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // checkOneCopy fails the test when an agent runs on both hosts.
 func checkOneCopy(t *testing.T, c *Cluster, agents []Agent) {
 	t.Helper()
@@ -168,23 +159,7 @@ func checkOneCopy(t *testing.T, c *Cluster, agents []Agent) {
 }
 
 // nodeStatus is the named node's status ("ready", "down", …), or "".
-func (c *Cluster) nodeStatus(name string) string {
-	var out struct {
-		Nodes []struct {
-			Name   string `json:"name"`
-			Status string `json:"status"`
-		} `json:"nodes"`
-	}
-	if err := c.Get(c.anyServer(), "/api/v1/nodes", c.OperatorToken, &out); err != nil {
-		return ""
-	}
-	for _, n := range out.Nodes {
-		if n.Name == name {
-			return strings.ToLower(n.Status)
-		}
-	}
-	return ""
-}
+func (c *Cluster) nodeStatus(name string) string { return c.nodeStatuses()[name] }
 
 // containerAnswers reports whether the agent's container (the test image:
 // /global/health from busybox's httpd) answers through the proxy at
@@ -221,20 +196,7 @@ func TestNodeHostPartitioned(t *testing.T) {
 			t.Fatalf("create agent %d: %v %v", i, res, err)
 		}
 	}
-	var before []Agent
-	waitFor(t, 90*time.Second, "every agent RUNNING", func() bool {
-		list, err := c.Agents(c.anyServer(), org)
-		if err != nil || len(list) != 4 {
-			return false
-		}
-		for _, a := range list {
-			if a.Status != "RUNNING" {
-				return false
-			}
-		}
-		before = list
-		return true
-	})
+	before := c.waitAllRunning(org, 4, 90*time.Second)
 	tasks := c.taskPIDs(t)
 	victim := 0
 	if h1, _ := c.Hosts[1].Tasks(); len(h1) > len(tasks)/2 {
@@ -252,21 +214,7 @@ func TestNodeHostPartitioned(t *testing.T) {
 		return c.nodeStatus(c.Nodes[victim].Name) == "down"
 	})
 	detected := time.Since(cut)
-	waitFor(t, 60*time.Second, "every agent RUNNING and answering at its old URL", func() bool {
-		list, err := c.Agents(c.anyServer(), org)
-		if err != nil || len(list) != len(before) {
-			return false
-		}
-		for i, a := range list {
-			if a.URL != before[i].URL {
-				t.Fatalf("agent %s: URL %q before, %q after", a.AgentID, before[i].URL, a.URL)
-			}
-			if a.Status != "RUNNING" || !c.containerAnswers(a) {
-				return false
-			}
-		}
-		return true
-	})
+	c.waitAnsweringAtTheirURLs(org, before, 60*time.Second)
 	replaced := time.Since(cut)
 	// The cut-off copies still run: the harness sees them, nothing else can.
 	stillThere, err := h.Tasks()

@@ -26,8 +26,8 @@ func TestSnapshotRestoreIntoFreshCluster(t *testing.T) {
 	c.HTTP.Timeout = 90 * time.Second // creates wait up to 60 s for RUNNING
 	api := c.Proxy.HTTPAddr
 
-	a := c.createOrgAt(api, "snap-a")
-	b := c.createOrgAt(api, "snap-b")
+	a := c.CreateOrgAt(api, "snap-a")
+	b := c.CreateOrgAt(api, "snap-b")
 	var scope struct{ ID string }
 	c.mustDo(api, "POST", "/api/v1/scopes", a.Token, map[string]any{"name": "backend"}, http.StatusCreated).Decode(t, &scope)
 	c.mustDo(api, "PUT", "/api/v1/secrets", a.Token, map[string]any{"key": "ORG_KEY", "value": "org-secret"}, 0)
