@@ -177,17 +177,37 @@ func startDev(t *testing.T, subnet, agentPorts string) *dev {
 			t.Fatal("the dev node was not ready after 120 s")
 		}
 	}
-	// Leave no container behind: delete every agent, then wait for the
-	// node to have removed them (before containerd stops).
+	// Leave no container behind: delete every agent of every org (tests
+	// make orgs of their own, by sign-up for one), with a token the
+	// operator makes for each, then wait for the node to have removed them
+	// (before containerd stops): a container left running keeps its
+	// network, and its address and host port would be taken by the next
+	// dev cluster on this machine that uses the same subnet.
 	t.Cleanup(func() {
-		var list struct {
-			Agents []struct {
-				AgentID string `json:"agentId"`
-			} `json:"agents"`
+		var orgs struct {
+			Orgs []struct {
+				ID string `json:"id"`
+			} `json:"orgs"`
 		}
-		d.call("GET", "/agents?limit=1000", nil, &list)
-		for _, a := range list.Agents {
-			d.call("DELETE", "/agents/"+a.AgentID, nil, nil)
+		d.asOperator().call("GET", "/orgs", nil, &orgs)
+		for _, org := range orgs.Orgs {
+			var tok struct {
+				Token string `json:"token"`
+			}
+			if d.asOperator().call("POST", "/orgs/"+org.ID+"/tokens", map[string]string{"label": "e2e cleanup"}, &tok) != 201 {
+				continue
+			}
+			as := *d
+			as.token = tok.Token
+			var list struct {
+				Agents []struct {
+					AgentID string `json:"agentId"`
+				} `json:"agents"`
+			}
+			as.call("GET", "/agents?limit=1000", nil, &list)
+			for _, a := range list.Agents {
+				as.call("DELETE", "/agents/"+a.AgentID, nil, nil)
+			}
 		}
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 			out, err := exec.Command("ctr", "--address", ctrd.Address, "-n", "agenthost", "containers", "ls", "-q").Output()

@@ -142,6 +142,7 @@ function textOf(m) {
 // wait for an answer; refreshed every 2 s.
 async function agentView(id) {
   const head = el("div");
+  const ui = el("section", { "aria-labelledby": "ui-h" });
   const pending = el("section", { "aria-labelledby": "pending-h" });
   const history = el("section", { "aria-labelledby": "history-h" });
   let frame = null;
@@ -168,7 +169,7 @@ async function agentView(id) {
     }
     if (!frame) {
       frame = el("iframe", { id: "agent-ui", src: a.url, title: "The agent's own web UI" });
-      head.after(el("section", {}, el("h2", {}, "Agent UI"), frame, el("p", {}, el("a", { href: a.url, target: "_blank", rel: "noopener" }, "Open in a new tab"))));
+      ui.replaceChildren(el("h2", { id: "ui-h" }, "Agent UI"), frame, el("p", {}, el("a", { href: a.url, target: "_blank", rel: "noopener" }, "Open in a new tab")));
     }
     const [{ permissions }, { questions }] = await Promise.all([
       api("GET", `/api/v1/agents/${id}/permissions`), api("GET", `/api/v1/agents/${id}/questions`)]);
@@ -196,7 +197,7 @@ async function agentView(id) {
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
-  return [head, pending, history];
+  return [head, ui, pending, history];
 }
 
 let current = null;
