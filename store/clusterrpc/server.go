@@ -57,6 +57,9 @@ type ServerConfig struct {
 	// picks one); GossipAdvertise, when set, is what others reach it at.
 	GossipBind      string
 	GossipAdvertise string
+	// GossipProbe sets how fast gossip declares a member dead (and the
+	// leader marks a dead node down): gossip.DefaultConfig's timings.
+	GossipProbe GossipProbe
 	// Keyring opens secrets and agents' runtime passwords, to hand nodes
 	// their agents' environment and password and proxies the passwords;
 	// nil hands out neither.
@@ -73,7 +76,21 @@ func DefaultServerConfig() *ServerConfig {
 		Placement:         placement.DefaultConfig(),
 		NodeHeartbeatTTL:  2 * time.Second,
 		GossipBind:        "127.0.0.1:7402",
+		GossipProbe:       defaultGossipProbe(),
 	}
+}
+
+// GossipProbe is gossip's failure detection: a probe every Interval,
+// answered within Timeout, a suspect declared dead after SuspicionMult
+// rounds (internal/gossip).
+type GossipProbe struct {
+	Interval, Timeout time.Duration
+	SuspicionMult     int
+}
+
+func defaultGossipProbe() GossipProbe {
+	d := gossip.DefaultConfig()
+	return GossipProbe{Interval: d.ProbeInterval, Timeout: d.ProbeTimeout, SuspicionMult: d.SuspicionMult}
 }
 
 // Validate reports settings that cannot work.
@@ -162,6 +179,9 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 	gcfg := gossip.DefaultConfig()
 	gcfg.Name = gossip.ServerPrefix + cfg.Store.ServerID
 	gcfg.BindAddr, gcfg.AdvertiseAddr = cfg.GossipBind, cfg.GossipAdvertise
+	if p := cfg.GossipProbe; p.Interval > 0 && p.Timeout > 0 && p.SuspicionMult > 0 {
+		gcfg.ProbeInterval, gcfg.ProbeTimeout, gcfg.SuspicionMult = p.Interval, p.Timeout, p.SuspicionMult
+	}
 	gcfg.Logger = cfg.Store.Logger
 	gcfg.OnDead = func(name string) {
 		if id, ok := strings.CutPrefix(name, gossip.NodePrefix); ok {

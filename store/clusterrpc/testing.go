@@ -43,6 +43,11 @@ func TestServerConfig(t testing.TB, id, dataDir string) *ServerConfig {
 	// to heartbeat; tests of liveness set a short TTL themselves.
 	cfg.NodeHeartbeatTTL = time.Hour
 	cfg.GossipBind = "127.0.0.1:0"
+	// Nor should gossip declare a node agent of theirs dead because the
+	// race detector and a loaded machine delayed its acks past 150 ms: with
+	// these timings it takes seconds of silence. Tests of liveness run
+	// real processes at production timings (test/cluster).
+	cfg.GossipProbe = GossipProbe{Interval: time.Second, Timeout: time.Second, SuspicionMult: 8}
 	cfg.Keyring = TestKeyring()
 	return cfg
 }
