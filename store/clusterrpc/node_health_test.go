@@ -1,17 +1,11 @@
 package clusterrpc
 
 import (
-	"context"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
-
-	"github.com/agenthost/agenthost/internal/h2c"
-	nodev1 "github.com/agenthost/agenthost/proto/agenthost/node/v1"
-	"github.com/agenthost/agenthost/proto/agenthost/node/v1/nodev1connect"
 	"github.com/agenthost/agenthost/store"
 )
 
@@ -54,44 +48,5 @@ func TestNodeHealthJudgesANodeFromWhenItFirstSeesIt(t *testing.T) {
 	h.mu.Unlock()
 	if kept {
 		t.Fatal("a removed node is still tracked")
-	}
-}
-
-// TestWatchAssignmentsSendsAnEmptyFirstList: a node without agents gets its
-// (empty) list at once — its node agent acts only after a first list, and a
-// node whose agents moved away while it was down must remove their stale
-// containers — and then its first agent when one is placed.
-func TestWatchAssignmentsSendsAnEmptyFirstList(t *testing.T) {
-	f := newPasswordFixture(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	nodes := nodev1connect.NewNodeServiceClient(h2c.NewClient(), "http://"+f.tc.Servers[0].Addr())
-	for _, after := range []uint64{0, 5} { // a new watch, and one resuming
-		stream, err := nodes.WatchAssignments(ctx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: "n1", AfterIndex: after}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !stream.Receive() {
-			t.Fatalf("after index %d: no first list: %v", after, stream.Err())
-		}
-		if got := stream.Msg().GetAssignments(); len(got) != 0 {
-			t.Fatalf("after index %d: first list %v, want empty", after, got)
-		}
-		stream.Close()
-	}
-	stream, err := nodes.WatchAssignments(ctx, connect.NewRequest(&nodev1.WatchAssignmentsRequest{NodeId: "n1"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Close()
-	if !stream.Receive() || len(stream.Msg().GetAssignments()) != 0 {
-		t.Fatalf("first list: %v", stream.Err())
-	}
-	f.agent(TestKeyring(), "a1", "pw")
-	if !stream.Receive() {
-		t.Fatalf("no list after an agent was placed: %v", stream.Err())
-	}
-	if got := stream.Msg().GetAssignments(); len(got) != 1 || got[0].GetAgentId() != "a1" {
-		t.Fatalf("second list %v, want a1", got)
 	}
 }

@@ -102,12 +102,7 @@ func TestNodeHostCrashes(t *testing.T) {
 		return err == nil && len(list) == 0 && c.nodeStatus(c.Nodes[victim].Name) == "ready"
 	})
 	t.Logf("%s ready again with its stale containers removed %v after the reboot began", c.Nodes[victim].Name, time.Since(rebooted).Round(time.Millisecond))
-	checkOneCopy(t, c, before)
-	for _, a := range before {
-		if !c.containerAnswers(a) {
-			t.Errorf("agent %s does not answer after its old node came back", a.AgentID)
-		}
-	}
+	checkOneCopyAnswering(t, c, before, "after its old node came back")
 	if detected > 15*time.Second {
 		t.Errorf("the crashed node was declared down only %v after the crash", detected)
 	}
@@ -133,6 +128,18 @@ func (c *Cluster) waitAnsweringAtTheirURLs(org Org, before []Agent, d time.Durat
 		}
 		return true
 	})
+}
+
+// checkOneCopyAnswering fails the test when an agent runs on both hosts or
+// does not answer through the proxy; when says at what point.
+func checkOneCopyAnswering(t *testing.T, c *Cluster, agents []Agent, when string) {
+	t.Helper()
+	checkOneCopy(t, c, agents)
+	for _, a := range agents {
+		if !c.containerAnswers(a) {
+			t.Errorf("agent %s does not answer %s", a.AgentID, when)
+		}
+	}
 }
 
 // checkOneCopy fails the test when an agent runs on both hosts.
@@ -231,10 +238,5 @@ func TestNodeHostPartitioned(t *testing.T) {
 		return err == nil && len(list) == 0 && c.nodeStatus(c.Nodes[victim].Name) == "ready"
 	})
 	t.Logf("%s removed its cut-off copies and was ready %v after its link came back", c.Nodes[victim].Name, time.Since(mended).Round(time.Millisecond))
-	checkOneCopy(t, c, before)
-	for _, a := range before {
-		if !c.containerAnswers(a) {
-			t.Errorf("agent %s does not answer after the partition healed", a.AgentID)
-		}
-	}
+	checkOneCopyAnswering(t, c, before, "after the partition healed")
 }
