@@ -14,6 +14,14 @@
 // namespaces). Tmpfs and partitions need root. It stops only the processes
 // it started, by PID.
 //
+// With Options.ContainerdHosts each node agent runs instead on a Host of its
+// own (hosts_test.go): a network namespace the test makes, joined to the
+// root one by a veth pair, with its own containerd, the containerd driver
+// and CNI networking, so that containers outlive their node agent as in
+// production. Host.Crash and Host.Reboot do what a machine's crash and
+// reboot do; Host.Cut and Host.Mend take its link down and up. The
+// node-death, partitioned-node and whole-cluster-restart scenarios use them.
+//
 // The linearizability scenarios record every call of eight concurrent
 // clients to the agent API while the leader is killed or partitioned, and
 // check the history with porcupine against a model of what the API promises
