@@ -348,7 +348,8 @@ func StartClusterWith(t *testing.T, opts Options) *Cluster {
 		"--api", strings.Join(apiAddrs, ","), "--http-addr", c.Proxy.HTTPAddr, "--metrics-addr", "", "--access-log=false"}
 	c.Proxy.start(t)
 
-	c.WaitForNodes(30 * time.Second)
+	// Generous: other packages' tests load the machine meanwhile.
+	c.WaitForNodes(60 * time.Second)
 	waitFor(t, 30*time.Second, "the proxy to serve the API", func() bool {
 		res, err := c.Do(context.Background(), c.Proxy.HTTPAddr, "GET", "/api/v1/orgs", c.OperatorToken, nil)
 		return err == nil && res.Code == http.StatusOK
