@@ -216,10 +216,24 @@ type Cluster struct {
 	hostNet *hostNetwork
 }
 
+// handedOut holds every port freePort has returned in this test binary: the
+// kernel may give a just-closed ephemeral port out again at once, and a port
+// handed to two processes of one cluster fails its start (it did once in CI:
+// two servers were given the same HTTP port).
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // freePort returns a loopback TCP port that was free a moment ago, and free
-// for UDP too (gossip uses both).
+// for UDP too (gossip uses both), and that it has not returned before.
 func freePort(t *testing.T) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
 	for range 100 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -230,6 +244,10 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
+			if handedOut.ports[port] {
+				continue
+			}
+			handedOut.ports[port] = true
 			return port
 		}
 	}
