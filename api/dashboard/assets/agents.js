@@ -1,0 +1,132 @@
+import { api } from "/app/assets/api.js";
+import { el, date, showError, every, money, statusCell } from "/app/assets/ui.js";
+
+// agentsView is the org's agents, refreshed every 2 s, and the form that
+// creates one.
+export async function agentsView() {
+  const [{ models }, { scopes }] = await Promise.all([api("GET", "/api/v1/models"), api("GET", "/api/v1/scopes")]);
+  const scopeName = Object.fromEntries(scopes.map((s) => [s.id, s.name]));
+  const costs = {};
+  const tbody = el("tbody");
+  const refresh = async () => {
+    const { agents } = await api("GET", "/api/v1/agents?limit=200");
+    tbody.replaceChildren(...agents.map((a) => el("tr", { "data-agent": a.agentId },
+      el("td", { "data-label": "Name" }, el("a", { href: "/app/agents/" + a.agentId }, a.name)),
+      el("td", { "data-label": "Status" }, statusCell(a)),
+      el("td", { "data-label": "Model" }, a.model || "default"),
+      el("td", { "data-label": "Scope" }, a.scopeId ? (scopeName[a.scopeId] || a.scopeId) : "none"),
+      el("td", { "data-label": "Created" }, date(a.createdAt)),
+      el("td", { "data-label": "Cost" }, a.agentId in costs ? money(costs[a.agentId]) : "—"))));
+    return agents;
+  };
+  const refreshCosts = async (agents) => {
+    for (const a of agents.filter((a) => a.status === "RUNNING")) {
+      try { costs[a.agentId] = (await api("GET", `/api/v1/agents/${a.agentId}/usage`)).totalCost; } catch { /* not ready */ }
+    }
+  };
+  const field = (id, label, input) => [el("label", { for: id }, label), input];
+  const name = el("input", { id: "agent-name", required: "", maxlength: "100" });
+  const prompt = el("textarea", { id: "agent-prompt", rows: "3" });
+  const hidden = el("textarea", { id: "agent-hidden", rows: "2" });
+  // "Default" sends no model: the server resolves the org's or the
+  // cluster's default, as for an API call without one.
+  const def = models.find((m) => m.default);
+  const model = el("select", { id: "agent-model" }, el("option", { value: "" }, "Default" + (def ? ` (${def.name})` : "")),
+    ...models.map((m) => el("option", { value: m.id }, m.name)));
+  const scope = el("select", { id: "agent-scope" }, el("option", { value: "" }, "none"), ...scopes.map((s) => el("option", { value: s.id }, s.name)));
+  const note = el("p", { role: "status" });
+  const form = el("form", { id: "create-agent", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = { name: name.value };
+    if (model.value) body.model = model.value;
+    if (prompt.value) body.initialPrompt = prompt.value;
+    if (hidden.value) body.hiddenPrompt = hidden.value;
+    if (scope.value) body.scopeId = scope.value;
+    note.textContent = "Creating " + name.value + "…";
+    try {
+      const a = await api("POST", "/api/v1/agents", body);
+      note.textContent = "Created " + name.value + ".";
+      form.reset();
+      await refresh();
+      return a;
+    } catch (e) { note.textContent = ""; showError(e); }
+  } },
+  ...field("agent-name", "Name", name), ...field("agent-prompt", "Initial prompt", prompt),
+  ...field("agent-hidden", "Hidden prompt", hidden), ...field("agent-model", "Model", model),
+  ...field("agent-scope", "Scope", scope), el("button", { type: "submit" }, "Create agent"), note);
+  const agents = await refresh();
+  refreshCosts(agents).then(refresh);
+  every(2000, () => refresh().catch(() => {}));
+  every(10000, async () => { await refreshCosts(await refresh()); await refresh(); });
+  return [el("h1", {}, "Agents"),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["Name", "Status", "Model", "Scope", "Created", "Cost"].map((h) => el("th", { scope: "col" }, h)))), tbody),
+    el("h2", {}, "New agent"), form];
+}
+
+// textOf is a message's text parts.
+function textOf(m) {
+  return (m.info.parts || []).filter((p) => p.type === "text").map((p) => p.text).join("\n");
+}
+
+// agentView is one agent: status and actions, its own UI in a frame, its
+// conversation with usage, and the permission requests and questions that
+// wait for an answer; refreshed every 2 s.
+export async function agentView(id) {
+  const head = el("div");
+  const ui = el("section", { "aria-labelledby": "ui-h" });
+  const pending = el("section", { "aria-labelledby": "pending-h" });
+  const history = el("section", { "aria-labelledby": "history-h" });
+  let frame = null;
+  const act = (verb) => el("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", onclick: async () => {
+    try {
+      if (verb === "delete") {
+        if (!confirm("Delete this agent and its workspace?")) return;
+        await api("DELETE", "/api/v1/agents/" + id);
+        history.replaceChildren();
+        location.assign("/app/");
+        return;
+      }
+      await api("POST", `/api/v1/agents/${id}/${verb}`);
+      await refresh();
+    } catch (e) { showError(e); }
+  } }, verb[0].toUpperCase() + verb.slice(1));
+  const refresh = async () => {
+    const a = await api("GET", "/api/v1/agents/" + id);
+    head.replaceChildren(el("h1", {}, a.name), el("p", {}, statusCell(a), a.errorMsg ? " — " + a.errorMsg : ""),
+      el("p", { class: "actions" }, act("stop"), act("start"), act("restart"), act("delete")));
+    if (a.status !== "RUNNING") {
+      pending.replaceChildren();
+      return;
+    }
+    if (!frame) {
+      frame = el("iframe", { id: "agent-ui", src: a.url, title: "The agent's own web UI" });
+      ui.replaceChildren(el("h2", { id: "ui-h" }, "Agent UI"), frame, el("p", {}, el("a", { href: a.url, target: "_blank", rel: "noopener" }, "Open in a new tab")));
+    }
+    const [{ permissions }, { questions }] = await Promise.all([
+      api("GET", `/api/v1/agents/${id}/permissions`), api("GET", `/api/v1/agents/${id}/questions`)]);
+    const reply = (p, r) => el("button", { type: "button", class: r === "reject" ? "danger" : "", "data-reply": r, onclick: async () => {
+      try { await api("POST", `/api/v1/agents/${id}/permissions/${p.id}/reply`, { reply: r }); await refresh(); } catch (e) { showError(e); }
+    } }, { once: "Allow once", always: "Always allow", reject: "Reject" }[r]);
+    pending.replaceChildren(el("h2", { id: "pending-h" }, "Waiting for you"),
+      ...(permissions.length + questions.length === 0 ? [el("p", {}, "Nothing.")] : []),
+      ...permissions.map((p) => el("div", { class: "request", "data-permission": p.id },
+        el("p", {}, `The agent asks to ${p.permission}: ${(p.patterns || []).join(", ")}`),
+        reply(p, "once"), reply(p, "always"), reply(p, "reject"))),
+      ...questions.map((q) => el("div", { class: "request", "data-question": q.id },
+        ...q.questions.map((item, i) => el("fieldset", {}, el("legend", {}, item.question),
+          ...item.options.map((o) => el("button", { type: "button", onclick: async () => {
+            const answers = q.questions.map((_, j) => (j === i ? [o.label] : []));
+            try { await api("POST", `/api/v1/agents/${id}/questions/${q.id}/reply`, { answers }); await refresh(); } catch (e) { showError(e); }
+          } }, o.label)))))));
+    const { sessions } = await api("GET", `/api/v1/agents/${id}/messages`);
+    history.replaceChildren(el("h2", { id: "history-h" }, "Conversation"),
+      ...sessions.map((s) => el("article", {}, el("h3", {}, s.title || s.sessionId),
+        el("p", { class: "usage" }, `${s.usage.tokens.total} tokens · ${money(s.usage.cost)}`),
+        ...s.messages.map((m) => el("div", { class: "message " + m.info.role },
+          el("strong", {}, m.info.role === "user" ? "You" : "Agent"), " ", textOf(m),
+          m.info.tokens ? el("span", { class: "usage" }, ` (${m.info.tokens.total} tokens, ${money(m.info.cost)})`) : "")))));
+  };
+  await refresh();
+  every(2000, () => refresh().catch(() => {}));
+  return [head, ui, pending, history];
+}
