@@ -101,73 +101,126 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-// TestDashboardAccountsAndTokens drives the dashboard in headless chromium
-// against `agenthost dev` through its proxy (http://localhost:<port>): sign
-// up, create an API token on the page and use it on the REST API, revoke it
-// on the page and see the API refuse it, sign out and in again.
-func TestDashboardAccountsAndTokens(t *testing.T) {
+// dashboardRun is one browser on one `agenthost dev`, shared by the
+// dashboard's subtests (each would otherwise start dev and chromium anew).
+type dashboardRun struct {
+	d    *dev
+	ctx  context.Context
+	port string // the proxy's port: the dashboard is http://localhost:<port>/app/
+	app  string
+}
+
+// run does the steps, failing t with the page's location and text when one
+// fails or 30 s pass.
+func (b *dashboardRun) run(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx, steps...); err != nil {
+		loc, _ := chromedp.Run(b.ctx, chromedp.Location())
+		body, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+		t.Fatalf("%s: %v (at %s: %q)", what, err, loc, body)
+	}
+}
+
+// text is the text of the element sel.
+func (b *dashboardRun) text(t *testing.T, sel string) string {
+	t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return v
+}
+
+// waitText waits up to 15 s until the element's text has want: the page
+// fills it in after its API calls, and may replace the document meanwhile.
+func (b *dashboardRun) waitText(t *testing.T, sel, want string) {
+	t.Helper()
+	b.waitTextFor(t, sel, want, 15*time.Second)
+}
+
+// waitTextFor waits up to d until the element's text has want.
+func (b *dashboardRun) waitTextFor(t *testing.T, sel, want string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
+		if err == nil && strings.Contains(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			loc, _ := chromedp.Run(b.ctx, chromedp.Location())
+			body, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("%s says %q (%v), want %q in it; at %s: %q", sel, got, err, want, loc, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// apiStatus is the status of a GET of path through the proxy with token,
+// as a curl from the user's machine would send it.
+func (b *dashboardRun) apiStatus(t *testing.T, path, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+b.d.proxyAddr+path, nil)
+	req.Host = "localhost:" + b.port
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// TestDashboard drives the dashboard in headless chromium against
+// `agenthost dev` through its proxy (http://localhost:<port>), one browser
+// for all its subtests, in order: each goes on from where the one before
+// left the account.
+func TestDashboard(t *testing.T) {
 	requireChromium(t)
 	d := startDev(t, "10.213.45.0/24", "32500-32599")
 	_, port, _ := strings.Cut(d.proxyAddr, ":")
-	app := "http://localhost:" + port + "/app/"
-	ctx := browser(t)
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := chromedp.Do(tctx, steps...); err != nil {
-			loc, _ := chromedp.Run(ctx, chromedp.Location())
-			body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
-			t.Fatalf("%s: %v (at %s: %q)", what, err, loc, body)
+	b := &dashboardRun{d: d, ctx: browser(t), port: port, app: "http://localhost:" + port + "/app/"}
+	for _, sub := range []struct {
+		name string
+		test func(*testing.T, *dashboardRun)
+	}{
+		{"AccountsAndTokens", dashboardAccountsAndTokens},
+		{"Agents", dashboardAgents},
+	} {
+		if !t.Run(sub.name, func(t *testing.T) { sub.test(t, b) }) {
+			break // the next ones start where this one should have left off
 		}
 	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return v
-	}
+	t.Logf("screenshots in %s", screenshotDir(t))
+}
 
+// dashboardAccountsAndTokens: sign up, create an API token on the page and
+// use it on the REST API, revoke it on the page and see the API refuse it,
+// sign out and in again.
+func dashboardAccountsAndTokens(t *testing.T, b *dashboardRun) {
+	ctx, app := b.ctx, b.app
 	// Signed out, the dashboard sends the browser to sign in.
-	run("open the dashboard", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("signin")))
+	b.run(t, "open the dashboard", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("signin")))
 	screenshot(t, ctx, "signin")
-	run("sign up",
+	b.run(t, "sign up",
 		chromedp.Navigate(app+"signup"), chromedp.WaitVisible(chromedp.ID("signup")),
 		chromedp.SendKeys(chromedp.ID("email"), "ada@example.com"),
 		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
 		chromedp.SendKeys(chromedp.ID("orgName"), "Ada's lab"),
 	)
 	screenshot(t, ctx, "signup")
-	run("signed in after sign-up",
+	b.run(t, "signed in after sign-up",
 		chromedp.Click(chromedp.CSS(`#signup button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.ID("signout")),
 		chromedp.Query(chromedp.CSS(`#who`)),
 	)
-	// waitText waits until the element's text has want: the page fills it
-	// in after its API calls, and may replace the document meanwhile.
-	waitText := func(sel, want string) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
-			if err == nil && strings.Contains(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				loc, _ := chromedp.Run(ctx, chromedp.Location())
-				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-				t.Fatalf("%s says %q (%v), want %q in it; at %s: %q", sel, got, err, want, loc, body)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	waitText("#who", "ada@example.com")
-	waitText("#who", "Ada's lab")
+	b.waitText(t, "#who", "ada@example.com")
+	b.waitText(t, "#who", "Ada's lab")
 
 	// A token made on the page works on the API.
-	run("create a token",
+	b.run(t, "create a token",
 		chromedp.Click(chromedp.CSS(`a[href="/app/tokens"]`)),
 		chromedp.WaitVisible(chromedp.ID("label")),
 		chromedp.SendKeys(chromedp.ID("label"), "laptop"),
@@ -176,33 +229,22 @@ func TestDashboardAccountsAndTokens(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
 	)
 	screenshot(t, ctx, "tokens")
-	waitText("#new-token", "ah_live_")
-	token := strings.TrimSpace(text("#new-token"))
+	b.waitText(t, "#new-token", "ah_live_")
+	token := strings.TrimSpace(b.text(t, "#new-token"))
 	if !strings.HasPrefix(token, "ah_live_") {
 		t.Fatalf("the page showed %q, want a token", token)
 	}
-	apiStatus := func() int {
-		req, _ := http.NewRequest("GET", "http://"+d.proxyAddr+"/api/v1/agents", nil)
-		req.Host = "localhost:" + port
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
-	}
-	if got := apiStatus(); got != 200 {
+	if got := b.apiStatus(t, "/api/v1/agents", token); got != 200 {
 		t.Fatalf("GET /api/v1/agents with the page's token: %d", got)
 	}
 
 	// Revoked on the page, it is refused.
-	run("revoke the token",
+	b.run(t, "revoke the token",
 		chromedp.Click(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Revoke laptop"]`)),
 	)
 	deadline := time.Now().Add(10 * time.Second)
-	for apiStatus() != http.StatusUnauthorized {
+	for b.apiStatus(t, "/api/v1/agents", token) != http.StatusUnauthorized {
 		if time.Now().After(deadline) {
 			t.Fatal("the revoked token still works")
 		}
@@ -210,62 +252,50 @@ func TestDashboardAccountsAndTokens(t *testing.T) {
 	}
 
 	// Sign out, then in again.
-	run("sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("signin")))
-	run("sign in",
+	b.run(t, "sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("signin")))
+	b.run(t, "sign in",
 		chromedp.SendKeys(chromedp.ID("email"), "ada@example.com"),
 		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
 		chromedp.Click(chromedp.CSS(`#signin button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.ID("signout")),
 	)
-	waitText("#who", "ada@example.com")
+	b.waitText(t, "#who", "ada@example.com")
 	screenshot(t, ctx, "home")
+}
 
-	// An agent created on the Agents page runs; it asks to run a command
-	// (the offline model's directive), so it is busy with a permission
-	// request waiting; allowed on its page, it runs the command and is
-	// idle again.
-	run("create an agent",
+// dashboardAgents: an agent created on the Agents page runs; it asks to
+// run a command (the offline model's directive), so it is busy with a
+// permission request waiting; allowed on its page, it runs the command and
+// is idle again; its own UI, framed on the page, opens with no login.
+func dashboardAgents(t *testing.T, b *dashboardRun) {
+	ctx, app, port := b.ctx, b.app, b.port
+
+	b.run(t, "create an agent",
 		chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("create-agent")),
 		chromedp.SendKeys(chromedp.ID("agent-name"), "web-agent"),
 		chromedp.SendKeys(chromedp.ID("agent-prompt"), `[[tool:bash {"command":"echo web-ok-$((6*7))"}]]`),
 		chromedp.Click(chromedp.CSS(`#create-agent button[type="submit"]`)),
 	)
-	waitTextFor := func(sel, want string, d time.Duration) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for {
-			got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
-			if strings.Contains(got, want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
-				t.Fatalf("%s says %q, want %q in it; page: %q", sel, got, want, body)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	waitTextFor("tbody", "RUNNING", 90*time.Second)
+	b.waitTextFor(t, "tbody", "RUNNING", 90*time.Second)
 	screenshot(t, ctx, "agents")
-	run("open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
-	waitTextFor("body", "Allow once", 60*time.Second)
-	waitTextFor("h1 + p", "busy", 10*time.Second)
+	b.run(t, "open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
+	b.waitTextFor(t, "body", "Allow once", 60*time.Second)
+	b.waitTextFor(t, "h1 + p", "busy", 10*time.Second)
 	screenshot(t, ctx, "agent")
 	src, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("agent-ui").src`))
 	if err != nil || !strings.HasPrefix(src, "http://a") || !strings.Contains(src, ".localhost:"+port) {
 		t.Fatalf("the agent's UI frame: %q %v", src, err)
 	}
-	run("allow the command", chromedp.Click(chromedp.CSS(`button[data-reply="once"]`)))
-	waitTextFor("body", "web-ok-42", 60*time.Second)
-	waitTextFor("h1 + p", "idle", 30*time.Second)
+	b.run(t, "allow the command", chromedp.Click(chromedp.CSS(`button[data-reply="once"]`)))
+	b.waitTextFor(t, "body", "web-ok-42", 60*time.Second)
+	b.waitTextFor(t, "h1 + p", "idle", 30*time.Second)
 
 	// The framed UI is the agent's own, with no login: opened on its own
 	// it answers the browser.
-	run("open the agent's UI", chromedp.Navigate(src))
+	b.run(t, "open the agent's UI", chromedp.Navigate(src))
 	title, err := chromedp.Run(ctx, chromedp.Title())
 	if err != nil || title == "" {
 		t.Fatalf("the agent's UI: title %q %v", title, err)
 	}
 	screenshot(t, ctx, "agent-ui")
-	t.Logf("screenshots in %s", screenshotDir(t))
 }
