@@ -38,13 +38,14 @@ const (
 	// on (after a restore). Older servers may skip it.
 	CmdNoop CommandType = 24 | IgnoreUnknownFlag
 
-	CmdAccountCreate     CommandType = 25
-	CmdAccountDelete     CommandType = 26
-	CmdWebSessionCreate  CommandType = 27
-	CmdWebSessionDelete  CommandType = 28
-	CmdInvitationCreate  CommandType = 29
-	CmdInvitationDelete  CommandType = 30
-	CmdWebSessionsExpire CommandType = 31
+	CmdAccountCreate      CommandType = 25
+	CmdAccountDelete      CommandType = 26
+	CmdWebSessionCreate   CommandType = 27
+	CmdWebSessionDelete   CommandType = 28
+	CmdInvitationCreate   CommandType = 29
+	CmdInvitationDelete   CommandType = 30
+	CmdWebSessionsExpire  CommandType = 31
+	CmdAccountSetOperator CommandType = 32
 )
 
 // IgnoreUnknownFlag may be set on a command type that older servers can safely
@@ -68,6 +69,7 @@ var commandNames = map[CommandType]string{
 	CmdWebSessionCreate: "web_session_create", CmdWebSessionDelete: "web_session_delete",
 	CmdWebSessionsExpire: "web_sessions_expire",
 	CmdInvitationCreate:  "invitation_create", CmdInvitationDelete: "invitation_delete",
+	CmdAccountSetOperator: "account_set_operator",
 }
 
 func (t CommandType) String() string {
@@ -158,6 +160,8 @@ func newCommand(t CommandType) Command {
 		return &InvitationCreate{}
 	case CmdInvitationDelete:
 		return &InvitationDelete{}
+	case CmdAccountSetOperator:
+		return &AccountSetOperator{}
 	}
 	return nil
 }
@@ -345,9 +349,13 @@ type IdempotencyDelete struct {
 	Owner  string    `json:"owner,omitempty"`
 }
 
-// ClusterConfigSet replaces the cluster configuration.
+// ClusterConfigSet replaces the cluster configuration. A non-zero
+// ExpectedModifyIndex makes it conditional on the configuration being the
+// one read (ErrConflict otherwise), so that two operators changing
+// different settings at once do not undo each other.
 type ClusterConfigSet struct {
-	Config ClusterConfig `json:"config"`
+	Config              ClusterConfig `json:"config"`
+	ExpectedModifyIndex uint64        `json:"expectedModifyIndex,omitempty"`
 }
 
 // PlanOp is what one plan item does.
@@ -462,10 +470,19 @@ type InvitationDelete struct {
 	ID string `json:"id"`
 }
 
-func (*AccountCreate) CommandType() CommandType     { return CmdAccountCreate }
-func (*AccountDelete) CommandType() CommandType     { return CmdAccountDelete }
-func (*WebSessionCreate) CommandType() CommandType  { return CmdWebSessionCreate }
-func (*WebSessionDelete) CommandType() CommandType  { return CmdWebSessionDelete }
-func (*WebSessionsExpire) CommandType() CommandType { return CmdWebSessionsExpire }
-func (*InvitationCreate) CommandType() CommandType  { return CmdInvitationCreate }
-func (*InvitationDelete) CommandType() CommandType  { return CmdInvitationDelete }
+// AccountSetOperator makes an account an operator account, or an ordinary
+// one again; its sessions carry the change at once (they look the account
+// up on every request).
+type AccountSetOperator struct {
+	AccountID string `json:"accountId"`
+	Operator  bool   `json:"operator"`
+}
+
+func (*AccountCreate) CommandType() CommandType      { return CmdAccountCreate }
+func (*AccountDelete) CommandType() CommandType      { return CmdAccountDelete }
+func (*WebSessionCreate) CommandType() CommandType   { return CmdWebSessionCreate }
+func (*WebSessionDelete) CommandType() CommandType   { return CmdWebSessionDelete }
+func (*WebSessionsExpire) CommandType() CommandType  { return CmdWebSessionsExpire }
+func (*InvitationCreate) CommandType() CommandType   { return CmdInvitationCreate }
+func (*InvitationDelete) CommandType() CommandType   { return CmdInvitationDelete }
+func (*AccountSetOperator) CommandType() CommandType { return CmdAccountSetOperator }

@@ -44,6 +44,7 @@ func sampleCommands() []Command {
 		&WebSessionsExpire{Before: testTime.Add(2 * time.Hour)},
 		&InvitationCreate{Invitation: Invitation{ID: "inv-2", Hash: hexHash("inv-2"), CreatedAt: testTime, ExpiresAt: testTime.Add(time.Hour)}},
 		&InvitationDelete{ID: "inv-2"},
+		&AccountSetOperator{AccountID: "acc-1", Operator: true},
 		&AccountDelete{ID: "acc-1"},
 	}
 }
@@ -84,6 +85,7 @@ func TestCommandNumbersAreStable(t *testing.T) {
 		{CmdWebSessionCreate, 27, "web_session_create"}, {CmdWebSessionDelete, 28, "web_session_delete"},
 		{CmdInvitationCreate, 29, "invitation_create"}, {CmdInvitationDelete, 30, "invitation_delete"},
 		{CmdWebSessionsExpire, 31, "web_sessions_expire"},
+		{CmdAccountSetOperator, 32, "account_set_operator"},
 	}
 	if len(commandNames) != len(want) {
 		t.Errorf("%d command types are named, want %d: add the new one here", len(commandNames), len(want))

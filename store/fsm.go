@@ -274,6 +274,8 @@ func applyToTxn(txn *memdb.Txn, index uint64, cmd Command) (any, error) {
 		return nil, applyInvitationCreate(txn, c)
 	case *InvitationDelete:
 		return nil, applyInvitationDelete(txn, c)
+	case *AccountSetOperator:
+		return nil, applyAccountSetOperator(txn, index, c)
 	case *Noop:
 		return nil, nil
 	}

@@ -31,12 +31,17 @@ func applyAccountCreate(txn *memdb.Txn, index uint64, c *AccountCreate) error {
 	} else if taken != nil {
 		return fmt.Errorf("%w: an account with email %q", ErrAlreadyExists, a.Email)
 	}
+	if a.Operator && c.InvitationID == "" {
+		return invalidf("an account is made an operator only by an operator invitation")
+	}
 	if c.InvitationID != "" {
 		inv, err := first[*Invitation](txn, tableInvitations, "id", c.InvitationID)
 		if err != nil {
 			return err
 		}
 		switch {
+		case inv != nil && a.Operator != inv.Operator:
+			return invalidf("account %q: operator is %v, its invitation's %v", a.ID, a.Operator, inv.Operator)
 		case inv == nil:
 			return fmt.Errorf("%w: invitation %q (used or withdrawn)", ErrNotFound, c.InvitationID)
 		case !c.Now.Before(inv.ExpiresAt):
@@ -80,6 +85,20 @@ func applyAccountDelete(txn *memdb.Txn, c *AccountDelete) error {
 		return err
 	}
 	return txn.Delete(tableAccounts, a)
+}
+
+func applyAccountSetOperator(txn *memdb.Txn, index uint64, c *AccountSetOperator) error {
+	a, err := first[*Account](txn, tableAccounts, "id", c.AccountID)
+	if err != nil {
+		return err
+	}
+	if a == nil {
+		return fmt.Errorf("%w: account %q", ErrNotFound, c.AccountID)
+	}
+	changed := *a
+	changed.Operator = c.Operator
+	changed.ModifyIndex = index
+	return txn.Insert(tableAccounts, &changed)
 }
 
 func applyWebSessionCreate(txn *memdb.Txn, c *WebSessionCreate) error {

@@ -89,6 +89,47 @@ func TestApplyAccountCreate(t *testing.T) {
 			cmd: invited(withOrg(account("acc-new", "org-new", "bob@example.com"), "org-new", "Bob's"), "inv")},
 		{name: "invitation to an org of one's own used to join one", setup: []Command{invitation("inv", "", "", hour)},
 			cmd: invited(account("acc-new", "org-b", "bob@example.com"), "inv"), want: ErrConflict},
+		{name: "operator invitation makes an operator", setup: []Command{operatorInvitation("inv", "org-b", hour)},
+			cmd: operator(invited(account("acc-new", "org-b", "bob@example.com"), "inv")), check: func(t *testing.T, _, s *State, _ uint64) {
+				if a, _ := s.Account("acc-new"); a == nil || !a.Operator {
+					t.Fatalf("account = %+v, want an operator", a)
+				}
+			}},
+		{name: "operator without an invitation", cmd: operator(account("acc-new", "org-b", "bob@example.com")), want: ErrInvalid},
+		{name: "operator by an ordinary invitation", setup: []Command{invitation("inv", "org-b", "", hour)},
+			cmd: operator(invited(account("acc-new", "org-b", "bob@example.com"), "inv")), want: ErrInvalid},
+		{name: "operator invitation used for an ordinary account", setup: []Command{operatorInvitation("inv", "org-b", hour)},
+			cmd: invited(account("acc-new", "org-b", "bob@example.com"), "inv"), want: ErrInvalid, check: func(t *testing.T, before, s *State, _ uint64) {
+				sameHash(t, before, s)
+			}},
+	})
+}
+
+func operatorInvitation(id, org string, expires time.Time) *InvitationCreate {
+	c := invitation(id, org, "", expires)
+	c.Invitation.Operator = true
+	return c
+}
+
+func operator(c *AccountCreate) *AccountCreate {
+	c.Account.Operator = true
+	return c
+}
+
+func TestApplyAccountSetOperator(t *testing.T) {
+	runFSMCases(t, accountsBase(), []fsmCase{
+		{name: "made an operator", cmd: &AccountSetOperator{AccountID: "acc-a", Operator: true}, check: func(t *testing.T, _, s *State, index uint64) {
+			a, _ := s.Account("acc-a")
+			if a == nil || !a.Operator || a.ModifyIndex != index {
+				t.Fatalf("account = %+v, want an operator modified at %d", a, index)
+			}
+		}},
+		{name: "and back", setup: []Command{&AccountSetOperator{AccountID: "acc-a", Operator: true}}, cmd: &AccountSetOperator{AccountID: "acc-a"}, check: func(t *testing.T, _, s *State, _ uint64) {
+			if a, _ := s.Account("acc-a"); a == nil || a.Operator {
+				t.Fatalf("account = %+v, want no operator", a)
+			}
+		}},
+		{name: "unknown account", cmd: &AccountSetOperator{AccountID: "acc-x", Operator: true}, want: ErrNotFound},
 	})
 }
 

@@ -286,6 +286,15 @@ func applyClusterConfigSet(txn *memdb.Txn, index uint64, c *ClusterConfigSet) er
 	if err := validateClusterConfig(c.Config); err != nil {
 		return err
 	}
+	if c.ExpectedModifyIndex != 0 {
+		row, err := first[*configRow](txn, tableConfig, "id", configSingletonID)
+		if err != nil {
+			return err
+		}
+		if row == nil || row.Config.ModifyIndex != c.ExpectedModifyIndex {
+			return fmt.Errorf("%w: the cluster configuration changed since it was read", ErrConflict)
+		}
+	}
 	agents, err := all[*Agent](txn, tableAgents, "id")
 	if err != nil {
 		return err

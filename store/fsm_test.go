@@ -631,6 +631,13 @@ func TestApplyClusterConfigSet(t *testing.T) {
 		{name: "unknown policy", cmd: with(func(c *ClusterConfig) { c.ReschedulePolicy = "ignore" }), want: ErrInvalid},
 		{name: "no policy", cmd: with(func(c *ClusterConfig) { c.ReschedulePolicy = "" }), want: ErrInvalid},
 		{name: "invalid after a valid one", setup: []Command{&ClusterConfigSet{Config: valid}}, cmd: with(func(c *ClusterConfig) { c.PortRangeStart = -5 }), want: ErrInvalid},
+		{name: "conditional on the config read", setup: []Command{&ClusterConfigSet{Config: DefaultClusterConfig()}},
+			cmd: &ClusterConfigSet{Config: valid, ExpectedModifyIndex: 1}},
+		{name: "conditional, changed since read", setup: []Command{&ClusterConfigSet{Config: DefaultClusterConfig()}, &ClusterConfigSet{Config: DefaultClusterConfig()}},
+			cmd: &ClusterConfigSet{Config: valid, ExpectedModifyIndex: 1}, want: ErrConflict, check: func(t *testing.T, before, s *State, _ uint64) {
+				sameHash(t, before, s)
+			}},
+		{name: "conditional, never set", cmd: &ClusterConfigSet{Config: valid, ExpectedModifyIndex: 1}, want: ErrConflict},
 	})
 }
 

@@ -325,11 +325,15 @@ type Account struct {
 	ID    string `json:"id"`
 	OrgID string `json:"orgId"`
 	// Email is the sign-in name, lower-cased; unique in the cluster.
-	Email        string    `json:"email"`
-	PasswordHash string    `json:"passwordHash"`
-	CreatedAt    time.Time `json:"createdAt"`
-	CreateIndex  uint64    `json:"createIndex"`
-	ModifyIndex  uint64    `json:"modifyIndex"`
+	Email        string `json:"email"`
+	PasswordHash string `json:"passwordHash"`
+	// Operator accounts also administer the cluster from the dashboard, as
+	// an operator token does; they get it from an operator invitation or
+	// from another operator (AccountSetOperator).
+	Operator    bool      `json:"operator,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	CreateIndex uint64    `json:"createIndex"`
+	ModifyIndex uint64    `json:"modifyIndex"`
 }
 
 // WebSession is a signed-in browser. Only the SHA-256 of the session cookie's
@@ -350,7 +354,9 @@ type Invitation struct {
 	ID    string `json:"id"`
 	OrgID string `json:"orgId,omitempty"`
 	// Email, when set, is the only address the invitation admits.
-	Email     string    `json:"email,omitempty"`
+	Email string `json:"email,omitempty"`
+	// Operator makes the account signed up with it an operator account.
+	Operator  bool      `json:"operator,omitempty"`
 	Hash      string    `json:"hash"`
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt"`

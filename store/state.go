@@ -244,6 +244,21 @@ func (s *State) AccountByEmail(email string) (*Account, error) {
 	return first[*Account](s.txn, tableAccounts, "email", email)
 }
 
+// Accounts returns every account, ordered by id.
+func (s *State) Accounts() ([]*Account, error) {
+	return all[*Account](s.txn, tableAccounts, "id")
+}
+
+// Invitations returns every invitation, ordered by id.
+func (s *State) Invitations() ([]*Invitation, error) {
+	return all[*Invitation](s.txn, tableInvitations, "id")
+}
+
+// Invitation returns the invitation with this id.
+func (s *State) Invitation(id string) (*Invitation, error) {
+	return first[*Invitation](s.txn, tableInvitations, "id", id)
+}
+
 // AccountsByOrg returns an org's accounts, ordered by id.
 func (s *State) AccountsByOrg(orgID string) ([]*Account, error) {
 	return all[*Account](s.txn, tableAccounts, "org", orgID)
