@@ -211,8 +211,10 @@ type signedInView struct {
 }
 
 type accountView struct {
-	ID        string `json:"id"`
-	Email     string `json:"email"`
+	ID    string `json:"id"`
+	Email string `json:"email"`
+	// Operator accounts may also use the operator API (and pages).
+	Operator  bool   `json:"operator"`
 	CreatedAt string `json:"createdAt"`
 }
 
@@ -264,6 +266,7 @@ func (s *Server) signUp(w http.ResponseWriter, r *http.Request, _ Principal) err
 			return apiError(http.StatusForbidden, CodeForbidden, "this invitation is for another email address")
 		}
 		cmd.InvitationID = inv.ID
+		acc.Operator = inv.Operator
 	}
 	switch mode := cfg.SignupMode(); {
 	case mode == store.SignupClosed:
@@ -363,7 +366,7 @@ func (s *Server) viewSession(st *store.State, acc store.Account, cookie string, 
 		return signedInView{}, apiError(http.StatusUnauthorized, CodeUnauthenticated, "not signed in")
 	}
 	return signedInView{
-		Account:   accountView{ID: acc.ID, Email: acc.Email, CreatedAt: timestamp(acc.CreatedAt)},
+		Account:   accountView{ID: acc.ID, Email: acc.Email, Operator: acc.Operator, CreatedAt: timestamp(acc.CreatedAt)},
 		Org:       orgBrief{ID: org.ID, Name: org.Name},
 		CSRFToken: csrfToken(cookie),
 		ExpiresAt: timestamp(ws.ExpiresAt),
@@ -440,7 +443,7 @@ func (a *Authenticator) authenticateSession(r *http.Request, cookie string) (Pri
 			return Principal{}, ErrCSRF
 		}
 	}
-	return Principal{OrgID: acc.OrgID, Role: store.RoleTenant, AccountID: acc.ID, SessionID: ws.ID}, nil
+	return Principal{OrgID: acc.OrgID, Role: store.RoleTenant, AccountID: acc.ID, SessionID: ws.ID, ClusterOperator: acc.Operator}, nil
 }
 
 func safeMethod(m string) bool {

@@ -14,13 +14,22 @@ import (
 )
 
 // Principal is who a request acts as: a token, or a dashboard account's
-// session (AccountID and SessionID set, TokenID empty; always a tenant).
+// session (AccountID and SessionID set, TokenID empty; a tenant of its org).
 type Principal struct {
 	TokenID   string
 	OrgID     string
 	Role      store.TokenRole
 	AccountID string
 	SessionID string
+	// ClusterOperator is set for an operator account's session: it may
+	// also call the operator endpoints, acting as an operator (asOperator).
+	ClusterOperator bool
+}
+
+// asOperator is p on an operator endpoint: an operator of no org, as an
+// operator token is.
+func (p Principal) asOperator() Principal {
+	return Principal{Role: store.RoleOperator, AccountID: p.AccountID, SessionID: p.SessionID, ClusterOperator: true}
 }
 
 // ErrUnauthenticated is the one answer to a missing, malformed, unknown or

@@ -19,8 +19,9 @@ const (
 	prefixToken  = "tk"
 	prefixOrg    = "org"
 	// Dashboard accounts and their sessions.
-	prefixAccount = "acc"
-	prefixSession = "ws"
+	prefixAccount    = "acc"
+	prefixSession    = "ws"
+	prefixInvitation = "inv"
 )
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

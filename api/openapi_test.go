@@ -486,6 +486,34 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signin", body: `{"email":"oa@example.com","password":"wrong password!"}`}, 401)
 	x.do(t, oaCall{method: "POST", path: "/api/v1/auth/signin", body: `{"email":"oa@example.com","password":"long enough password"}`}, 200)
 
+	// Invitations, accounts and the cluster's settings.
+	x.do(t, oaCall{method: "GET", path: "/api/v1/operator/config", token: op}, 200)
+	x.do(t, oaCall{method: "PATCH", path: "/api/v1/operator/config", token: op, body: `{"signup":"anyone"}`, invalid: true}, 400)
+	x.do(t, oaCall{method: "PATCH", path: "/api/v1/operator/config", token: op, body: `{"signup":"invite"}`}, 200)
+	idOf := func(r oaResult) string {
+		var v struct{ ID string }
+		if err := json.Unmarshal(r.body, &v); err != nil || v.ID == "" {
+			t.Fatalf("no id in %s", r.body)
+		}
+		return v.ID
+	}
+	ownInv := idOf(x.do(t, oaCall{method: "POST", path: "/api/v1/invitations", token: tenant, body: `{"email":"new@example.com","expiresInHours":24}`}, 201))
+	x.do(t, oaCall{method: "GET", path: "/api/v1/invitations", token: tenant}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/invitations/" + ownInv, token: tenant}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/invitations/" + ownInv, token: tenant}, 404)
+	opInv := idOf(x.do(t, oaCall{method: "POST", path: "/api/v1/operator/invitations", token: op, body: `{"operator":true}`}, 201))
+	x.do(t, oaCall{method: "GET", path: "/api/v1/operator/invitations", token: op}, 200)
+	x.do(t, oaCall{method: "DELETE", path: "/api/v1/operator/invitations/" + opInv, token: op}, 200)
+	var accounts struct{ Accounts []struct{ ID string } }
+	if err := json.Unmarshal(x.do(t, oaCall{method: "GET", path: "/api/v1/operator/accounts", token: op}, 200).body, &accounts); err != nil || len(accounts.Accounts) == 0 {
+		t.Fatalf("accounts: %v %+v", err, accounts)
+	}
+	acc := "/api/v1/operator/accounts/" + accounts.Accounts[0].ID
+	x.do(t, oaCall{method: "PATCH", path: acc, token: op, body: `{"operator":true}`}, 200)
+	x.do(t, oaCall{method: "PATCH", path: acc, token: op, body: `{}`, invalid: true}, 400)
+	x.do(t, oaCall{method: "DELETE", path: acc, token: op}, 200)
+	x.do(t, oaCall{method: "DELETE", path: acc, token: op}, 404)
+
 	// Unknown paths under /api/ are a JSON 404.
 	x.do(t, oaCall{method: "GET", path: "/api/v1/nope", token: tenant, invalid: true}, 404)
 	x.do(t, oaCall{method: "POST", path: "/api/v2/agents", invalid: true}, 404)
@@ -614,7 +642,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 				}
 			}
 			// A tenant's token or a dashboard account's session cookie.
-			wantSchemes := map[string][]string{"tenant": {"tenantToken", "sessionCookie"}, "operator": {"operatorToken"}, "public": nil}[op.Access]
+			wantSchemes := map[string][]string{"tenant": {"tenantToken", "sessionCookie"}, "operator": {"operatorToken", "sessionCookie"}, "public": nil}[op.Access]
 			if !slices.Equal(schemes, wantSchemes) {
 				t.Errorf("%s: x-access %q with security %v", key, op.Access, schemes)
 			}

@@ -77,6 +77,23 @@ func (s *Server) routes() {
 	s.handle("/api/v1/auth/signin", route{post, public, s.signIn})
 	s.handle("/api/v1/auth/signout", route{post, public, s.signOut})
 	s.handle("/api/v1/auth/session", route{get, tenant, s.getSession})
+	// Invitations (invitations.go): a tenant's into its own org, an
+	// operator's any; operators also manage accounts and the sign-up mode.
+	s.handle("/api/v1/invitations",
+		route{get, tenant, s.listOwnInvitations},
+		route{post, tenant, s.createOwnInvitation})
+	s.handle("/api/v1/invitations/{invitationId}", route{del, tenant, s.withdrawOwnInvitation})
+	s.handle("/api/v1/operator/invitations",
+		route{get, operator, s.listInvitations},
+		route{post, operator, s.createInvitation})
+	s.handle("/api/v1/operator/invitations/{invitationId}", route{del, operator, s.deleteInvitation})
+	s.handle("/api/v1/operator/accounts", route{get, operator, s.listAccounts})
+	s.handle("/api/v1/operator/accounts/{accountId}",
+		route{patch, operator, s.updateAccount},
+		route{del, operator, s.deleteAccount})
+	s.handle("/api/v1/operator/config",
+		route{get, operator, s.getClusterConfig},
+		route{patch, operator, s.updateClusterConfig})
 	s.handle("/api/v1/operator/secrets/keys", route{get, operator, s.getSecretKeys})
 	s.handle("/api/v1/operator/secrets/reseal", route{post, operator, s.resealSecrets})
 	s.handle("/api/v1/operator/raft", route{get, operator, s.getRaft})

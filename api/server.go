@@ -213,6 +213,9 @@ func (s *Server) wrap(path string, rt route) http.Handler {
 				s.writeError(w, r, apiError(http.StatusUnauthorized, CodeUnauthenticated, "invalid or missing API token"))
 				return
 			}
+			if rt.access == operator && p.ClusterOperator {
+				p = p.asOperator()
+			}
 			if rt.access == operator && p.Role != store.RoleOperator {
 				s.writeError(w, r, apiError(http.StatusForbidden, CodeForbidden, "this needs an operator token"))
 				return
@@ -226,7 +229,7 @@ func (s *Server) wrap(path string, rt route) http.Handler {
 		// A restore is exempt: its body is a whole backup, not to be
 		// held in memory, and restoring it twice changes nothing more.
 		if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" && rt.access != public && path != snapshotPath {
-			err = s.idempotent(w, r, p, rt.handler, path == "/api/v1/tokens" || strings.HasSuffix(path, "/tokens"))
+			err = s.idempotent(w, r, p, rt.handler, path == "/api/v1/tokens" || strings.HasSuffix(path, "/tokens") || strings.HasSuffix(path, "/invitations"))
 		} else {
 			err = rt.handler(w, r, p)
 		}
