@@ -22,9 +22,10 @@ func newOperatorCommand() *cobra.Command {
 	f := &cliFlags{operator: true}
 	cmd := &cobra.Command{
 		Use:   "operator",
-		Short: "The control plane: Raft servers, backups and restores (operator API)",
+		Short: "The control plane: Raft servers, backups and restores; sign-up, invitations, accounts (operator API)",
 		Long: `The control plane: list, add and remove Raft servers; save, inspect and
-restore backups of the whole state. Uses the operator token:
+restore backups of the whole state; who may sign up to the dashboard, the
+invitations and the accounts. Uses the operator token:
 $AGENTHOST_OPERATOR_TOKEN, else $AGENTHOST_TOKEN, or --token. Adding and
 removing servers and restoring are the leader's to do: point --addr at the
 edge proxy (it sends them to the leader) or at the leader's API.`,
@@ -38,7 +39,7 @@ edge proxy (it sends them to the leader) or at the leader's API.`,
 	snap.Args = cmd.Args
 	snap.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	snap.AddCommand(snapshotSaveCommand(f), snapshotInspectCommand(f), snapshotRestoreCommand(f))
-	cmd.AddCommand(raft, snap)
+	cmd.AddCommand(raft, snap, operatorSignupCommand(f), operatorInvitationsCommand(f), operatorAccountsCommand(f))
 	return cmd
 }
 

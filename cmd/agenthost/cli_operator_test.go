@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -93,5 +95,73 @@ func TestCLIOperatorRaftAndSnapshots(t *testing.T) {
 	}
 	if installed := fmt.Sprintf("last snapshot installed: index %d, hash %s", saved.Index, saved.Hash); !strings.Contains(res.stdout, installed) {
 		t.Fatalf("raft list on the restored cluster does not say %q:\n%s", installed, res.stdout)
+	}
+}
+
+// TestCLIAccountsAndInvitations drives the sign-up mode, invitations and
+// accounts verbs against a real control plane: an operator invitation's
+// link signs up an operator account, which is listed, demoted and removed
+// by email; a tenant invites into its own org and withdraws it.
+func TestCLIAccountsAndInvitations(t *testing.T) {
+	base, op, _ := realAPI(t)
+	t.Setenv("AGENTHOST_ADDR", base)
+	t.Setenv("AGENTHOST_OPERATOR_TOKEN", op)
+	t.Setenv("AGENTHOST_TOKEN", "")
+
+	if res := runCLI(t, "", "operator", "signup"); res.code != 0 || res.stdout != "sign-up: invite\n" {
+		t.Fatalf("signup: %d %q %v", res.code, res.stdout, res.err)
+	}
+	if res := runCLI(t, "", "operator", "signup", "anyone"); res.code != exitUsage {
+		t.Fatalf("signup anyone: exit %d", res.code)
+	}
+	if res := runCLI(t, "", "operator", "signup", "closed"); res.code != 0 || res.stdout != "sign-up: closed\n" {
+		t.Fatalf("signup closed: %d %q %v", res.code, res.stdout, res.err)
+	}
+	if res := runCLI(t, "", "operator", "invitations", "create"); res.code != exitConflict {
+		t.Fatalf("an invitation while sign-up is closed: exit %d %q", res.code, res.stdout)
+	}
+	runCLI(t, "", "operator", "signup", "invite")
+
+	res := runCLI(t, "", "operator", "invitations", "create", "--operator", "--email", "root@example.com", "-q")
+	link, err := url.Parse(strings.TrimSpace(res.stdout))
+	if res.code != 0 || err != nil || link.Query().Get("invitation") == "" {
+		t.Fatalf("invitations create -q: %d %q %v", res.code, res.stdout, res.err)
+	}
+	signup, _ := json.Marshal(map[string]string{"email": "root@example.com", "password": "long enough password", "invitation": link.Query().Get("invitation")})
+	resp, err := http.Post(base+"/api/v1/auth/signup", "application/json", bytes.NewReader(signup))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("sign-up with the link's code: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if res = runCLI(t, "", "operator", "accounts", "list"); !strings.Contains(res.stdout, "root@example.com") || !strings.Contains(res.stdout, "yes") {
+		t.Fatalf("accounts list:\n%s", res.stdout)
+	}
+	if res = runCLI(t, "", "operator", "accounts", "demote", "root@example.com"); res.code != 0 || !strings.HasSuffix(res.stdout, "(root@example.com) operator: no\n") {
+		t.Fatalf("demote: %d %q %v", res.code, res.stdout, res.err)
+	}
+	if res = runCLI(t, "", "operator", "accounts", "remove", "root@example.com"); res.code != 0 {
+		t.Fatalf("remove: %v", res.err)
+	}
+	if res = runCLI(t, "", "operator", "accounts", "remove", "root@example.com"); res.code != exitNotFound {
+		t.Fatalf("remove again: exit %d", res.code)
+	}
+
+	// A tenant's invitation into its own org.
+	runCLI(t, "", "orgs", "create", "acme")
+	tenant := strings.TrimSpace(runCLI(t, "", "tokens", "create", "--org", "acme", "-q").stdout)
+	t.Setenv("AGENTHOST_TOKEN", tenant)
+	res = runCLI(t, "", "invitations", "create", "--email", "bob@example.com", "--expires", "24h", "--json")
+	var inv struct{ ID, Code string }
+	if err := json.Unmarshal([]byte(res.stdout), &inv); err != nil || inv.Code == "" {
+		t.Fatalf("invitations create: %q %v %v", res.stdout, res.err, err)
+	}
+	if res = runCLI(t, "", "invitations", "list"); !strings.Contains(res.stdout, inv.ID) || strings.Contains(res.stdout, inv.Code) {
+		t.Fatalf("invitations list:\n%s", res.stdout)
+	}
+	if res = runCLI(t, "", "invitations", "withdraw", inv.ID); res.code != 0 {
+		t.Fatalf("withdraw: %v", res.err)
+	}
+	if res = runCLI(t, "", "invitations", "withdraw", inv.ID); res.code != exitNotFound {
+		t.Fatalf("withdraw again: exit %d", res.code)
 	}
 }

@@ -54,6 +54,6 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newServerCommand(), newNodeCommand(), newProxyCommand(), newDevCommand(), newVersionCommand(), newAgentsCommand(), newNodesCommand(), newOrgsCommand(), newTokensCommand(), newOperatorCommand())
+	root.AddCommand(newServerCommand(), newNodeCommand(), newProxyCommand(), newDevCommand(), newVersionCommand(), newAgentsCommand(), newNodesCommand(), newOrgsCommand(), newTokensCommand(), newInvitationsCommand(), newOperatorCommand())
 	return root
 }
