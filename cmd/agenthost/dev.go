@@ -80,7 +80,7 @@ resolve with no DNS set-up.`,
 				fmt.Fprintf(out, "  data dir:      %s\n", opts.dataDir)
 				fmt.Fprintf(out, "  cluster addr:  %s\n", srv.Addr())
 				fmt.Fprintf(out, "  REST API:      http://%s/api/v1 (docs at http://%s/docs)\n", httpAddr, httpAddr)
-				fmt.Fprintf(out, "  dashboard:     http://%s/app/ (sign up there)\n", httpAddr)
+				fmt.Fprintf(out, "  dashboard:     http://%s/app/ (sign up there; `agenthost operator accounts promote EMAIL` adds the operator pages)\n", httpAddr)
 				fmt.Fprintf(out, "  status:        http://%s/v1/status\n", httpAddr)
 				fmt.Fprintf(out, "  metrics:       http://%s/metrics\n", httpAddr)
 				tokensFile := filepath.Join(opts.dataDir, devTokensFile)
