@@ -188,6 +188,8 @@ func TestDashboard(t *testing.T) {
 	}{
 		{"AccountsAndTokens", dashboardAccountsAndTokens},
 		{"Agents", dashboardAgents},
+		{"Questions", dashboardQuestions},
+		{"Operator", dashboardOperator},
 	} {
 		if !t.Run(sub.name, func(t *testing.T) { sub.test(t, b) }) {
 			break // the next ones start where this one should have left off

@@ -1,5 +1,6 @@
 import { api } from "/app/assets/api.js";
 import { el, date, showError, every, money, statusCell } from "/app/assets/ui.js";
+import { composeSection } from "/app/assets/compose.js";
 
 // agentsView is the org's agents, refreshed every 2 s, and the form that
 // creates one.
@@ -128,5 +129,5 @@ export async function agentView(id) {
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
-  return [head, ui, pending, history];
+  return [head, ui, pending, composeSection(id), history];
 }

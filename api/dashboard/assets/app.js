@@ -2,6 +2,8 @@ import { api, session } from "/app/assets/api.js";
 import { showError, clearTimers } from "/app/assets/ui.js";
 import { tokensView } from "/app/assets/tokens.js";
 import { agentsView, agentView } from "/app/assets/agents.js";
+import { teamView } from "/app/assets/team.js";
+import { operatorView } from "/app/assets/operator.js";
 
 // The dashboard's shell: it routes by path under /app/ to a view, each a
 // module of its own.
@@ -12,6 +14,8 @@ const view = document.getElementById("view");
 const routes = [
   ["/app/tokens", () => tokensView()],
   ["/app/agents/", (rest) => agentView(decodeURIComponent(rest))],
+  ["/app/team", () => teamView(current)],
+  ["/app/operator", () => operatorView()],
 ];
 
 async function render() {
@@ -37,5 +41,8 @@ if (!current) {
   location.assign("/app/signin");
 } else {
   document.getElementById("who").textContent = `${current.account.email} · ${current.org.name}`;
+  // Operator accounts also get the operator's pages (the API decides; this
+  // only shows the link).
+  document.getElementById("nav-operator").hidden = !current.account.operator;
   await render();
 }

@@ -3,6 +3,9 @@ import { api } from "/app/assets/api.js";
 // Sign-in and sign-up pages: post the form as JSON, go to the dashboard.
 const form = document.querySelector("form");
 const error = document.getElementById("error");
+// A sign-up link carries its invitation code: /app/signup?invitation=…
+const code = new URLSearchParams(location.search).get("invitation");
+if (code && form.elements.invitation) form.elements.invitation.value = code;
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   error.hidden = true;
