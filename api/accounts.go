@@ -243,11 +243,7 @@ func (s *Server) signUp(w http.ResponseWriter, r *http.Request, _ Principal) err
 	if err := checkPasswordRules(req.Password); err != nil {
 		return err
 	}
-	st, err := s.store.ConsistentState(r.Context())
-	if err != nil {
-		return err
-	}
-	cfg, err := st.ClusterConfig()
+	st, cfg, err := s.consistentConfig(r.Context())
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -68,11 +69,7 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request, req invitationRe
 		}
 		ttl = time.Duration(req.ExpiresInHours) * time.Hour
 	}
-	st, err := s.store.ConsistentState(r.Context())
-	if err != nil {
-		return err
-	}
-	cfg, err := st.ClusterConfig()
+	st, cfg, err := s.consistentConfig(r.Context())
 	if err != nil {
 		return err
 	}
@@ -286,11 +283,7 @@ type clusterConfigRequest struct {
 }
 
 func (s *Server) getClusterConfig(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	st, err := s.store.ConsistentState(r.Context())
-	if err != nil {
-		return err
-	}
-	c, err := st.ClusterConfig()
+	_, c, err := s.consistentConfig(r.Context())
 	if err != nil {
 		return err
 	}
@@ -317,11 +310,7 @@ func (s *Server) updateClusterConfig(w http.ResponseWriter, r *http.Request, _ P
 	// Read, change, write only if no one wrote in between; a few tries, as
 	// two operators rarely change settings in the same instant.
 	for attempt := 0; ; attempt++ {
-		st, err := s.store.ConsistentState(r.Context())
-		if err != nil {
-			return err
-		}
-		c, err := st.ClusterConfig()
+		_, c, err := s.consistentConfig(r.Context())
 		if err != nil {
 			return err
 		}
@@ -353,6 +342,17 @@ func (s *Server) updateClusterConfig(w http.ResponseWriter, r *http.Request, _ P
 		c.ModifyIndex = index
 		return writeJSON(w, http.StatusOK, viewClusterConfig(c))
 	}
+}
+
+// consistentConfig is a consistent state (read index: no older than any
+// acknowledged write) and the cluster configuration in it.
+func (s *Server) consistentConfig(ctx context.Context) (*store.State, store.ClusterConfig, error) {
+	st, err := s.store.ConsistentState(ctx)
+	if err != nil {
+		return nil, store.ClusterConfig{}, err
+	}
+	c, err := st.ClusterConfig()
+	return st, c, err
 }
 
 func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
