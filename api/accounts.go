@@ -231,7 +231,21 @@ func checkPasswordRules(password string) error {
 	return nil
 }
 
+// crossSiteForm refuses a sign-up, sign-in or sign-out posted by a page of
+// another site (login CSRF: signing the victim into the attacker's account,
+// or out of their own). Browsers send Origin on such posts; clients that
+// send none (curl, the CLI) are not browsers.
+func crossSiteForm(r *http.Request) error {
+	if origin := r.Header.Get("Origin"); origin != "" && !sameHost(origin, r) {
+		return apiError(http.StatusForbidden, CodeForbidden, "this form was posted from another site")
+	}
+	return nil
+}
+
 func (s *Server) signUp(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	if err := crossSiteForm(r); err != nil {
+		return err
+	}
 	var req signUpRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
@@ -297,6 +311,9 @@ func (s *Server) signUp(w http.ResponseWriter, r *http.Request, _ Principal) err
 }
 
 func (s *Server) signIn(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	if err := crossSiteForm(r); err != nil {
+		return err
+	}
 	var req signInRequest
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
@@ -396,6 +413,9 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request, p Principal)
 // signOut ends the cookie's session, if any, and clears the cookie. It
 // needs no CSRF token: ending a session is never harmful to its owner.
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	if err := crossSiteForm(r); err != nil {
+		return err
+	}
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		if ws, err := s.store.State().WebSessionByHash(hexSHA256(c.Value)); err != nil {
 			return err

@@ -202,3 +202,28 @@ func TestAccountsExpiredSessions(t *testing.T) {
 	}
 	h.mustStatus(h.do(nil, "GET", "/api/v1/agents", "", nil, "Cookie", sessionCookie+"="+live), 200)
 }
+
+// TestAccountsFormsFromAnotherSiteAreRefused: a sign-up, sign-in or
+// sign-out posted by another site's page (its Origin) is 403 and changes
+// nothing; from the dashboard's own origin, or with no Origin (not a
+// browser), they work.
+func TestAccountsFormsFromAnotherSiteAreRefused(t *testing.T) {
+	h := htNew(t, htOptions{})
+	h.setSignup(store.SignupOpen)
+	creds := map[string]any{"email": "ada@example.com", "password": "correct horse battery"}
+	evil := []string{"Origin", "https://evil.example"}
+	before := h.stateHash()
+	if err := htErrorShape(h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signup", "", creds, evil...), 403), CodeForbidden); err != nil {
+		t.Error(err)
+	}
+	if h.stateHash() != before {
+		t.Fatal("a refused sign-up changed the state")
+	}
+	own := []string{"Origin", "http://" + strings.TrimPrefix(h.ts.URL, "http://")}
+	r := h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signup", "", creds, own...), 201)
+	cookie, _ := sessionCookieOf(r)
+	h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signin", "", creds, evil...), 403)
+	h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signout", "", nil, append([]string{"Cookie", sessionCookie + "=" + cookie}, evil...)...), 403)
+	h.mustStatus(h.do(nil, "GET", "/api/v1/auth/session", "", nil, "Cookie", sessionCookie+"="+cookie), 200) // still signed in
+	h.mustStatus(h.do(nil, "POST", "/api/v1/auth/signin", "", creds), 200)
+}
