@@ -13,9 +13,10 @@ import (
 // dashboardScopesAndSecrets: on the Scopes & Secrets page, create a scope
 // and rename it, set an org secret and, on the scope's page, a scope
 // secret; the pages list the keys and never the values; the REST API (with
-// a token made on the Tokens page) has them as set; deleted on the pages,
-// the API has them no more. Every page it visits passes the accessibility
-// checks of checkAccessible.
+// a token made on the Tokens page) has them as set, and an agent in the
+// scope gets the scope's value in its environment; deleted on the pages,
+// the API has them no more, and the scope's agent is org-level. Every page
+// it visits passes the accessibility checks of checkAccessible.
 func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 	ctx, app := b.ctx, b.app
 	// The values are unique to this run, so that finding one on a page
@@ -114,8 +115,6 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 	if cur, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('header nav a[href="/app/scopes"]').getAttribute("aria-current") || ""`)); err != nil || cur != "true" {
 		t.Errorf("the nav link of Scopes & Secrets on a scope's page: aria-current %q (%v), want true", cur, err)
 	}
-	checkAccessible(t, b, "the scope's page")
-	screenshot(t, ctx, "scope")
 	b.valuesNotShown(t, orgValue, scopeValue)
 
 	// The API has them as set, and never says a value either.
@@ -142,6 +141,34 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 		}
 	}
 
+	// The values reach agents as the page set them: an agent made in the
+	// scope echoes its environment (the scope's secret, not the org's).
+	var agent createResponse
+	ada.must(200, "POST", "/agents", map[string]string{"name": "scoped-e2e", "scopeId": scopeID,
+		"initialPrompt": `[[tool:bash {"command":"echo \"s=$E2E_SCOPE_TOKEN o=${E2E_ORG_TOKEN:-none}\""}]]`}, &agent)
+	ada.approveNext(agent.AgentID, "once")
+	want := "s=" + scopeValue + " o=none"
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(ada.history(agent.AgentID, agent.Sessions[0].ID), want); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the scoped agent did not echo %q: %s", want, ada.history(agent.AgentID, agent.Sessions[0].ID))
+		}
+	}
+
+	// The scope's page lists its agent; the Agents pages pass the checks
+	// too, with an agent in a scope on them.
+	b.run(t, "open the Agents page", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("create-agent")))
+	b.waitText(t, "tbody", "production-e2e")
+	checkAccessible(t, b, "the Agents page")
+	b.run(t, "open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
+	b.waitText(t, "main", "Conversation")
+	checkAccessible(t, b, "an agent's page")
+	b.run(t, "open the scope's page again",
+		chromedp.Navigate(app+"scopes/"+scopeID), chromedp.WaitVisible(chromedp.ID("scope-agents-table")))
+	b.waitText(t, "#scope-agents-table", "scoped-e2e")
+	checkAccessible(t, b, "the scope's page")
+	screenshot(t, ctx, "scope")
+	b.valuesNotShown(t, orgValue, scopeValue)
+
 	// Deleted on the pages, they are gone from the API.
 	b.run(t, "delete the scope secret",
 		chromedp.Click(chromedp.CSS(`button[aria-label="Delete secret E2E_SCOPE_TOKEN"]`)),
@@ -163,6 +190,7 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 	if keys, raw := ada.secretKeys("/secrets"); keys["E2E_ORG_TOKEN"] {
 		t.Fatalf("the org's secrets after the delete: %s", raw)
 	}
+	b.waitText(t, `#scopes-table td[data-label="Agents"]`, "1")
 	b.run(t, "delete the scope",
 		chromedp.Click(chromedp.CSS(`button[aria-label="Delete scope production-e2e"]`)),
 		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Delete scope production-e2e"]`)),
@@ -180,6 +208,15 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 			t.Fatal("the deleted scope is still listed")
 		}
 	}
+	// Its agent is org-level now, as the page's confirmation said.
+	var after struct {
+		ScopeID *string `json:"scopeId"`
+	}
+	ada.must(200, "GET", "/agents/"+agent.AgentID, nil, &after)
+	if after.ScopeID != nil {
+		t.Fatalf("the agent of the deleted scope is in scope %q", *after.ScopeID)
+	}
+	ada.must(200, "DELETE", "/agents/"+agent.AgentID, nil, nil) // the plan runs 2 at most: Agents makes one
 }
 
 // getRaw GETs path, which must answer 200, decodes it into out and returns
