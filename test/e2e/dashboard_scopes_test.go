@@ -96,6 +96,12 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 	b.waitText(t, "#org-secrets-table", "E2E_ORG_TOKEN")
 	b.waitText(t, "#org-secret-note", "will not be shown again")
 	checkAccessible(t, b, "the scopes' page")
+	// The skip link, off screen, comes into sight when it has the focus.
+	b.run(t, "focus the skip link", chromedp.Focus(chromedp.CSS(`a.skip`)))
+	if top, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.querySelector("a.skip").getBoundingClientRect().top`)); err != nil || top < 0 {
+		t.Errorf("the focused skip link is at %v (%v), off screen", top, err)
+	}
+	b.run(t, "leave the skip link", chromedp.Blur(chromedp.CSS(`a.skip`)))
 	screenshot(t, ctx, "scopes")
 	b.valuesNotShown(t, orgValue)
 
@@ -187,6 +193,7 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Delete secret E2E_ORG_TOKEN"]`)),
 	)
 	b.waitText(t, "#org-secret-note", "Deleted E2E_ORG_TOKEN")
+	b.focusIs(t, "org-secrets-h") // not lost with the button it had
 	if keys, raw := ada.secretKeys("/secrets"); keys["E2E_ORG_TOKEN"] {
 		t.Fatalf("the org's secrets after the delete: %s", raw)
 	}
@@ -196,6 +203,7 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Delete scope production-e2e"]`)),
 	)
 	b.waitText(t, "#scope-note", "Deleted the scope production-e2e")
+	b.focusIs(t, "scopes-h")
 	ada.must(404, "GET", "/scopes/"+scopeID, nil, nil)
 	var scopes struct {
 		Scopes []struct {
@@ -246,6 +254,15 @@ func (d *dev) secretKeys(path string) (map[string]bool, string) {
 		keys[s.Key] = true
 	}
 	return keys, raw
+}
+
+// focusIs fails t unless the element with id has the focus.
+func (b *dashboardRun) focusIs(t *testing.T, id string) {
+	t.Helper()
+	got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.activeElement ? document.activeElement.id : ""`))
+	if err != nil || got != id {
+		t.Errorf("the focus is on %q (%v), want %s", got, err, id)
+	}
 }
 
 // valuesNotShown fails t when a secret's value is anywhere on the page: in

@@ -17,6 +17,9 @@ const head = (...cols) => el("thead", {}, el("tr", {}, ...cols.map((h) => el("th
 // the section and its refresh, once the list is loaded.
 async function secretsSection(base, prefix, title, intro) {
   const headingId = prefix + "-secrets-h";
+  // The heading takes the focus after a delete, which removes the button
+  // that had it: the keyboard goes on from the section, not the page's top.
+  const heading = el("h2", { id: headingId, tabindex: "-1" }, title);
   const tbody = el("tbody");
   const note = el("p", { role: "status", id: prefix + "-secret-note" });
   const refresh = async () => {
@@ -31,6 +34,7 @@ async function secretsSection(base, prefix, title, intro) {
           await api("DELETE", `${base}/${encodeURIComponent(s.key)}`);
           note.textContent = `Deleted ${s.key}.`;
           await refresh();
+          heading.focus();
         } catch (e) { showError(e); }
       } }, "Delete"))))));
   };
@@ -56,7 +60,7 @@ async function secretsSection(base, prefix, title, intro) {
   el("button", { type: "submit" }, "Save secret"), note);
   await refresh();
   const section = el("section", { id: prefix + "-secrets", "aria-labelledby": headingId },
-    el("h2", { id: headingId }, title), el("p", {}, intro),
+    heading, el("p", {}, intro),
     el("table", { id: prefix + "-secrets-table", "aria-labelledby": headingId }, head("Key", "Created", "Updated", ""), tbody),
     el("h3", {}, "Set a secret"), form);
   return { section, refresh };
@@ -68,6 +72,7 @@ export async function scopesView() {
   const org = await secretsSection("/api/v1/secrets", "org", "Organization secrets",
     "Given to every agent that is in no scope, as environment variables when its container starts.");
   const tbody = el("tbody");
+  const heading = el("h2", { id: "scopes-h", tabindex: "-1" }, "Scopes");
   const note = el("p", { role: "status", id: "scope-note" });
   const refresh = async () => {
     const { scopes } = await api("GET", "/api/v1/scopes");
@@ -125,6 +130,7 @@ export async function scopesView() {
         await api("DELETE", "/api/v1/scopes/" + encodeURIComponent(s.id));
         note.textContent = `Deleted the scope ${s.name}.`;
         await Promise.all([refresh(), org.refresh()]);
+        heading.focus();
       } catch (e) { showError(e); }
     };
     show();
@@ -152,7 +158,7 @@ export async function scopesView() {
       "An agent in a scope gets that scope's secrets only; an agent in no scope gets the organization's."),
     org.section,
     el("section", { id: "scopes", "aria-labelledby": "scopes-h" },
-      el("h2", { id: "scopes-h" }, "Scopes"),
+      heading,
       el("table", { id: "scopes-table", "aria-labelledby": "scopes-h" }, head("Name", "Description", "Agents", "Secrets", "Created", ""), tbody),
       el("h3", {}, "New scope"), create)];
 }
