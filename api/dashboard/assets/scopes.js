@@ -8,7 +8,7 @@ import { el, date, showError } from "/app/assets/ui.js";
 
 const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
 const none = () => el("span", { class: "muted" }, "none");
-const emptyRow = (cols, text) => el("tr", {}, el("td", { colspan: String(cols), class: "empty" }, text));
+const emptyRow = (cols, text) => el("tr", {}, el("td", { colspan: String(cols) }, text));
 const head = (...cols) => el("thead", {}, el("tr", {}, ...cols.map((h) => el("th", { scope: "col" }, h || el("span", { class: "visually-hidden" }, "Actions")))));
 
 // secretsSection lists the secrets at base (the org's or a scope's), sets
@@ -39,7 +39,7 @@ async function secretsSection(base, prefix, title, intro) {
       } }, "Delete"))))));
   };
   const keyId = prefix + "-secret-key", valueId = prefix + "-secret-value";
-  const key = el("input", { id: keyId, name: "key", required: "", maxlength: "256", pattern: "[A-Z0-9_]+", autocomplete: "off",
+  const key = el("input", { id: keyId, name: "key", required: "", maxlength: "256", pattern: "[A-Z0-9_]+", title: "Uppercase letters, digits and underscores", autocomplete: "off",
     autocapitalize: "characters", spellcheck: "false", "aria-describedby": keyId + "-hint" });
   // A password field: the value is not on screen while typed, and the form
   // clears it once saved.
