@@ -76,9 +76,10 @@ func dashboardQuestions(t *testing.T, b *dashboardRun) {
 // dashboardOperator: an account made an operator sees the operator's page:
 // the node with its capacity bars, drained and undrained from the page (the
 // API agrees); the orgs with their caps and use, a cap changed; the
-// sign-up mode set to invitation only and an invitation into the org made,
-// whose link, opened signed out, has the code filled in and signs a new
-// person up into that org.
+// sign-up mode set to invitation only and an invitation into the org made;
+// on the Team page an invitation made and withdrawn; the operator's
+// invitation link, opened signed out, has the code filled in and signs a
+// new person up into that org.
 func dashboardOperator(t *testing.T, b *dashboardRun) {
 	var accounts struct {
 		Accounts []struct {
@@ -109,6 +110,7 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 	b.waitText(t, "tr[data-node]", "ready")
 	b.waitText(t, "tr[data-node]", "cores")
 	screenshot(t, b.ctx, "operator")
+	checkAccessible(t, b, "the operator's page")
 
 	nodeStatus := func() string {
 		var list struct{ Nodes []struct{ Status string } }
@@ -166,6 +168,7 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 		chromedp.WaitVisible(chromedp.ID("new-invitation")))
 	b.waitText(t, "tr[data-invitation]", "grace@example.com")
 	screenshot(t, b.ctx, "operator-invitation")
+	checkAccessible(t, b, "the operator's page with an invitation made")
 	link, err := url.Parse(strings.TrimSpace(b.text(t, "#new-invitation")))
 	if err != nil || link.Query().Get("invitation") == "" {
 		t.Fatalf("the page's sign-up link %q: %v", link, err)
@@ -173,6 +176,24 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 	// The link points at dev's public URL; the browser reaches the same
 	// proxy as localhost:<port>.
 	signupURL := b.app + "signup?" + link.RawQuery
+
+	// The Team page: an invitation into the org, made and withdrawn.
+	b.run(t, "open the Team page", chromedp.Click(chromedp.CSS(`a[href="/app/team"]`)), chromedp.WaitVisible(chromedp.ID("team-invite")))
+	b.run(t, "invite from the Team page",
+		chromedp.SendKeys(chromedp.ID("team-email"), "heidi@example.com"),
+		chromedp.Click(chromedp.CSS(`#team-invite button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.ID("new-invitation")))
+	b.waitText(t, "tr[data-invitation]", "heidi@example.com")
+	screenshot(t, b.ctx, "team")
+	checkAccessible(t, b, "the Team page")
+	var own struct{ Invitations []struct{ Email *string } }
+	b.operatorCall(t, "GET", "/operator/invitations", nil, &own)
+	if len(own.Invitations) != 2 {
+		t.Fatalf("invitations after the Team page's: %+v", own)
+	}
+	b.run(t, "withdraw the Team page's invitation",
+		chromedp.Click(chromedp.CSS(`button[aria-label="Withdraw the invitation for heidi@example.com"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`button[aria-label="Withdraw the invitation for heidi@example.com"]`)))
 
 	b.run(t, "sign out", chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("signin")))
 	b.run(t, "open the sign-up link", chromedp.Navigate(signupURL), chromedp.WaitVisible(chromedp.ID("signup")))

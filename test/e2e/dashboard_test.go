@@ -187,6 +187,7 @@ func TestDashboard(t *testing.T) {
 		test func(*testing.T, *dashboardRun)
 	}{
 		{"AccountsAndTokens", dashboardAccountsAndTokens},
+		{"ScopesAndSecrets", dashboardScopesAndSecrets},
 		{"Agents", dashboardAgents},
 		{"Questions", dashboardQuestions},
 		{"Operator", dashboardOperator},

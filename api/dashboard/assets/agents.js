@@ -60,7 +60,7 @@ export async function agentsView() {
   every(2000, () => refresh().catch(() => {}));
   every(10000, async () => { await refreshCosts(await refresh()); await refresh(); });
   return [el("h1", {}, "Agents"),
-    el("table", {}, el("thead", {}, el("tr", {}, ...["Name", "Status", "Model", "Scope", "Created", "Cost"].map((h) => el("th", { scope: "col" }, h)))), tbody),
+    el("table", { "aria-label": "Agents" }, el("thead", {}, el("tr", {}, ...["Name", "Status", "Model", "Scope", "Created", "Cost"].map((h) => el("th", { scope: "col" }, h)))), tbody),
     el("h2", {}, "New agent"), form];
 }
 

@@ -4,6 +4,7 @@ import { tokensView } from "/app/assets/tokens.js";
 import { agentsView, agentView } from "/app/assets/agents.js";
 import { teamView } from "/app/assets/team.js";
 import { operatorView } from "/app/assets/operator.js";
+import { scopesView, scopeView } from "/app/assets/scopes.js";
 
 // The dashboard's shell: it routes by path under /app/ to a view, each a
 // module of its own.
@@ -14,17 +15,35 @@ const view = document.getElementById("view");
 const routes = [
   ["/app/tokens", () => tokensView()],
   ["/app/agents/", (rest) => agentView(decodeURIComponent(rest))],
+  ["/app/scopes/", (rest) => scopeView(decodeURIComponent(rest))],
+  ["/app/scopes", () => scopesView()],
   ["/app/team", () => teamView(current)],
   ["/app/operator", () => operatorView()],
 ];
+
+// markCurrent marks the nav link of the page shown with aria-current (the
+// CSS underlines it too): "page" on the page itself, "true" on a page
+// under it (an agent's under Agents). The longest matching link wins, as
+// /app/ matches every path.
+function markCurrent(path) {
+  const links = [...document.querySelectorAll("header nav a")];
+  const under = (href) => path === href || path.startsWith(href.endsWith("/") ? href : href + "/");
+  const current = links.filter((a) => under(a.getAttribute("href")))
+    .sort((a, b) => b.getAttribute("href").length - a.getAttribute("href").length)[0];
+  for (const a of links) a.removeAttribute("aria-current");
+  if (current) current.setAttribute("aria-current", current.getAttribute("href") === path ? "page" : "true");
+}
 
 async function render() {
   try {
     clearTimers();
     const path = location.pathname;
+    markCurrent(path);
     const match = routes.find(([prefix]) => path.startsWith(prefix));
     const parts = match ? await match[1](path.slice(match[0].length)) : await agentsView();
     view.replaceChildren(...parts);
+    const h1 = view.querySelector("h1");
+    document.title = h1 ? `${h1.textContent} · agenthost` : "agenthost";
   } catch (e) {
     view.replaceChildren();
     showError(e);

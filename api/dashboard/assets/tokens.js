@@ -16,9 +16,10 @@ export async function tokensView() {
         if (!confirm(`Revoke the token "${t.label}"? Requests with it will be refused.`)) return;
         try { await api("DELETE", "/api/v1/tokens/" + t.id); await refresh(); } catch (e) { showError(e); }
       } }, "Revoke"))));
-    table.replaceChildren(el("table", {},
-      el("thead", {}, el("tr", {}, ...["Label", "Token", "Created", "Last used", ""].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, ...rows)));
+    table.replaceChildren(el("table", { "aria-label": "API tokens" },
+      el("thead", {}, el("tr", {}, ...["Label", "Token", "Created", "Last used"].map((h) => el("th", { scope: "col" }, h)),
+        el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
+      el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: "5" }, "No tokens yet."))]))));
   };
   const label = el("input", { id: "label", name: "label", required: "", maxlength: "100" });
   const created = el("div");

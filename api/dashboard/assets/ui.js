@@ -13,8 +13,14 @@ export function el(tag, attrs = {}, ...children) {
 
 export function date(s) { return s ? new Date(s).toLocaleString() : "never"; }
 
+// showError says e at the top of the page, in place of the error before
+// (a role="alert" is read out as it appears), and scrolls it into sight.
 export function showError(e) {
-  document.getElementById("view").prepend(el("p", { class: "error", role: "alert" }, e.message));
+  const view = document.getElementById("view");
+  view.querySelectorAll(":scope > .error").forEach((p) => p.remove());
+  const p = el("p", { class: "error", role: "alert" }, e.message);
+  view.prepend(p);
+  p.scrollIntoView({ block: "nearest" });
 }
 
 // Pages that poll register their timer here; leaving the page clears it.
