@@ -145,7 +145,9 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 		chromedp.SetValue(chromedp.ID("caps-running-"+orgID), "3"),
 		chromedp.Click(chromedp.CSS(row+` button[type="submit"]`)))
 	b.waitText(t, row, "1 of 3")
-	var org struct{ Plan struct{ MaxAgents, MaxRunning int } }
+	var org struct {
+		Plan struct{ MaxAgents, MaxRunning int }
+	}
 	b.operatorCall(t, "GET", "/orgs/"+orgID, nil, &org)
 	if org.Plan.MaxRunning != 3 || org.Plan.MaxAgents != 10 {
 		t.Fatalf("caps after saving: %+v", org.Plan)
