@@ -188,6 +188,7 @@ func TestDashboard(t *testing.T) {
 	}{
 		{"AccountsAndTokens", dashboardAccountsAndTokens},
 		{"Agents", dashboardAgents},
+		{"AgentFilesAndLogs", dashboardAgentFilesAndLogs},
 	} {
 		if !t.Run(sub.name, func(t *testing.T) { sub.test(t, b) }) {
 			break // the next ones start where this one should have left off
