@@ -31,6 +31,7 @@ import (
 
 	"github.com/agenthost/agenthost/internal/h2c"
 	"github.com/agenthost/agenthost/internal/keyring"
+	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/runtime"
 	runtimev1 "github.com/agenthost/agenthost/proto/agenthost/runtime/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
@@ -367,7 +368,8 @@ func mapKeysHT[V any](m map[string]V) func(func(string) bool) {
 // agent the fake node agent runs has sessions, messages, one pending
 // permission request (perm_1) and one pending question (q_1), kept in
 // memory; uploads are stored by the real runtime.Uploads in a temporary
-// workspace per agent. Errors map to Connect codes as the node agent's
+// workspace per agent, and each agent's container log is a file beside it,
+// read by the real driver.TailLog. Errors map to Connect codes as the node agent's
 // runtimeService does (NotFound, InvalidArgument, FailedPrecondition when
 // the agent does not run here, Unavailable when its runtime does not answer).
 type fakeRuntimeHT struct {
@@ -440,9 +442,31 @@ func (f *fakeRuntimeHT) setRunning(id string, running bool) {
 		os.MkdirAll(ws, 0o755)
 		f.agents[id] = &fakeRuntimeHTAgent{workspace: ws, messages: map[string][]*runtimev1.Message{},
 			permissions: []string{"perm_1"}, questions: []string{"q_1"}, gone: make(chan struct{})}
+		f.appendLogLocked(id, "fake runtime of "+id+" listening\n")
 	case !running && a != nil:
 		close(a.gone)
 		delete(f.agents, id)
+	}
+}
+
+// logPath is the agent's container log.
+func (f *fakeRuntimeHT) logPath(id string) string { return filepath.Join(f.dir, id+".container.log") }
+
+// appendLog adds text to the agent's container log, as its container would.
+func (f *fakeRuntimeHT) appendLog(id, text string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.appendLogLocked(id, text)
+}
+
+func (f *fakeRuntimeHT) appendLogLocked(id, text string) {
+	lf, err := os.OpenFile(f.logPath(id), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		panic(err)
+	}
+	defer lf.Close()
+	if _, err := lf.WriteString(text); err != nil {
+		panic(err)
 	}
 }
 
@@ -736,6 +760,24 @@ func (f *fakeRuntimeHT) Upload(_ context.Context, stream *connect.ClientStream[r
 		return nil, fakeRuntimeHTError(err)
 	}
 	return connect.NewResponse(&runtimev1.UploadResponse{Path: up.Path, Name: up.Name, Size: up.Size}), nil
+}
+
+// Logs mirrors the node agent's: the line bound, then the tail of the
+// agent's log file.
+func (f *fakeRuntimeHT) Logs(_ context.Context, req *connect.Request[runtimev1.LogsRequest]) (*connect.Response[runtimev1.LogsResponse], error) {
+	if n := req.Msg.GetLines(); n < 1 || n > driver.MaxLogLines {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("lines must be 1 to %d", driver.MaxLogLines))
+	}
+	var out *runtimev1.LogsResponse
+	err := f.with(req.Msg.GetAgentId(), func(*fakeRuntimeHTAgent) error {
+		log, err := driver.TailLog(f.logPath(req.Msg.GetAgentId()), int(req.Msg.GetLines()), driver.MaxLogBytes)
+		out = &runtimev1.LogsResponse{Text: log.Text, Truncated: log.Truncated}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(out), nil
 }
 
 type fakeRuntimeHTChunks struct {

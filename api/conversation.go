@@ -6,13 +6,14 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/agenthost/agenthost/nodeagent/runtime"
 )
 
 // The endpoints that talk to a running agent: messages, usage, abort,
-// files, permissions and questions. Each finds the caller's agent (404),
+// files, permissions, questions and the container's logs. Each finds the caller's agent (404),
 // checks it runs (400) and asks its node; a node or runtime that does not
 // answer is the reference's 502.
 
@@ -209,6 +210,44 @@ func uploadBodyError(err error) error {
 		return badRequest("file exceeds %d MB", runtime.MaxUploadFileBytes>>20)
 	}
 	return badRequest("invalid multipart body: %v", err)
+}
+
+// The line counts of GET .../logs: the default, and the most a caller may
+// ask for (the node agent's bound, driver.MaxLogLines).
+const (
+	defaultLogLines = 200
+	maxLogLines     = 5000
+)
+
+// getLogs answers the last lines of the agent's container output as plain
+// text; Log-Truncated says whether older output was left out.
+func (s *Server) getLogs(w http.ResponseWriter, r *http.Request, p Principal) error {
+	lines := defaultLogLines
+	if q := r.URL.Query(); q.Has("lines") {
+		n, err := strconv.Atoi(q.Get("lines"))
+		if err != nil || n < 1 || n > maxLogLines {
+			return badRequest("lines must be an integer from 1 to %d", maxLogLines)
+		}
+		lines = n
+	}
+	_, rt, err := s.runningAgent(r, p)
+	if err != nil {
+		return err
+	}
+	log, err := rt.Logs(r.Context(), lines)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	// The container's output is the tenant's code's: a browser must not
+	// take it for anything but text.
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Log-Truncated", strconv.FormatBool(log.Truncated))
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(log.Text)
+	return err
 }
 
 type permissionView struct {

@@ -46,6 +46,7 @@ var htRoutes = []htRoute{
 	{"GET", "/api/v1/agents/{agent}/questions", tenant},
 	{"POST", "/api/v1/agents/{agent}/questions/{question}/reply", tenant},
 	{"GET", "/api/v1/agents/{agent}/events", tenant},
+	{"GET", "/api/v1/agents/{agent}/logs", tenant},
 	{"GET", "/api/v1/scopes", tenant},
 	{"POST", "/api/v1/scopes", tenant},
 	{"GET", "/api/v1/scopes/{scope}", tenant},
@@ -490,6 +491,17 @@ func TestErrorTable(t *testing.T) {
 		{name: "events/unknown agent", method: "GET", path: agentPath("agnope", "/events"), token: a.Token, status: 404, code: CodeNotFound},
 		{name: "events/another org's agent", method: "GET", path: agentPath(bAgent, "/events"), token: a.Token, status: 404, code: CodeNotFound},
 
+		// GET /api/v1/agents/:agentId/logs (beyond the reference)
+		{name: "logs/lines zero", method: "GET", path: agentPath(running, "/logs?lines=0"), token: a.Token, status: 400, code: CodeInvalidRequest},
+		{name: "logs/lines over 5000", method: "GET", path: agentPath(running, "/logs?lines=5001"), token: a.Token, status: 400, code: CodeInvalidRequest},
+		{name: "logs/lines not a number", method: "GET", path: agentPath(running, "/logs?lines=all"), token: a.Token, status: 400, code: CodeInvalidRequest},
+		{name: "logs/lines empty", method: "GET", path: agentPath(running, "/logs?lines="), token: a.Token, status: 400, code: CodeInvalidRequest},
+		{name: "logs/not running", method: "GET", path: agentPath(stopped, "/logs"), token: a.Token, status: 400, code: CodeAgentNotRunning},
+		{name: "logs/node says not running", method: "GET", path: agentPath(ghost, "/logs"), token: a.Token, status: 400, code: CodeAgentNotRunning},
+		{name: "logs/unknown agent", method: "GET", path: agentPath("agnope", "/logs"), token: a.Token, status: 404, code: CodeNotFound},
+		{name: "logs/another org's agent", method: "GET", path: agentPath(bAgent, "/logs"), token: a.Token, status: 404, code: CodeNotFound},
+		{name: "logs/not responding", method: "GET", path: agentPath(broken, "/logs"), token: a.Token, status: 502, code: CodeAgentNotResponding},
+
 		// Scopes
 		{name: "scope create/invalid body", method: "POST", path: "/api/v1/scopes", token: a.Token, body: `{"name":1}`, status: 400, code: CodeInvalidRequest},
 		{name: "scope create/missing name", method: "POST", path: "/api/v1/scopes", token: a.Token, body: map[string]any{"description": "d"}, status: 400, code: CodeInvalidRequest},
@@ -649,6 +661,7 @@ func TestErrorTable(t *testing.T) {
 		"create/another org's scopeId": "not found", "create/another org's scope name": "not found",
 		"create/scopeId and scope disagree": "different scopes", "create/bad tag": "tag",
 		"list/bad limit": "limit", "list/bad status": "status",
+		"logs/lines zero": "lines must be", "logs/lines over 5000": "lines must be", "logs/lines not a number": "lines must be", "logs/lines empty": "lines must be",
 		"messages/unknown session": "ses_nope", "send/unknown session": "ses_nope", "abort/unknown session": "ses_nope",
 		"send/invalid JSON": "invalid JSON", "send/missing message": "message is required", "send/empty message": "message is required",
 		"start/provisioning": "PROVISIONING", "start/error": "ERROR", "stop/provisioning": "PROVISIONING", "stop/error": "ERROR",

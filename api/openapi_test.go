@@ -393,6 +393,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		{method: "POST", path: ag + "/permissions/perm_1/reply", body: `{"reply":"once"}`},
 		{method: "GET", path: ag + "/questions"},
 		{method: "POST", path: ag + "/questions/q_1/reply", body: `{"answers":[["Simple"]]}`},
+		{method: "GET", path: ag + "/logs"},
+		{method: "GET", path: ag + "/logs?lines=20"},
 	} {
 		c.token = tenant
 		x.do(t, c, 400)
@@ -402,6 +404,7 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	x.do(t, oaCall{method: "POST", path: ag + "/messages", token: tenant, body: `{"message":""}`, invalid: true}, 400)
 	x.do(t, oaCall{method: "POST", path: ag + "/permissions/perm_1/reply", token: tenant, body: `{"reply":"sometimes"}`, invalid: true}, 400)
 	x.do(t, oaCall{method: "POST", path: ag + "/questions/q_1/reply", token: tenant, body: `{"answers":"Simple"}`, invalid: true}, 400)
+	x.do(t, oaCall{method: "GET", path: ag + "/logs?lines=0", token: tenant, invalid: true}, 400)
 
 	// The event stream: the status first, then deleted when the agent goes.
 	x.do(t, oaCall{method: "GET", path: "/api/v1/agents/ag-missing/events", token: tenant}, 404)
@@ -526,6 +529,7 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		"POST /api/v1/agents/{agentId}/abort": true, "POST /api/v1/agents/{agentId}/files": true,
 		"GET /api/v1/agents/{agentId}/permissions": true, "POST /api/v1/agents/{agentId}/permissions/{permissionId}/reply": true,
 		"GET /api/v1/agents/{agentId}/questions": true, "POST /api/v1/agents/{agentId}/questions/{questionId}/reply": true,
+		"GET /api/v1/agents/{agentId}/logs": true,
 	}
 	for _, o := range x.check.Operations() {
 		var statuses []int

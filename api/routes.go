@@ -3,8 +3,9 @@ package api
 import "net/http"
 
 // routes registers every endpoint. The tenant endpoints are reference 000's,
-// plus list and delete for agents, the events stream, models and the
-// org's own tokens; the operator endpoints administer orgs, tokens and nodes.
+// plus list and delete for agents, the events stream, the container's logs,
+// models and the org's own tokens; the operator endpoints administer orgs,
+// tokens and nodes.
 func (s *Server) routes() {
 	get, post, put, patch, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete
 
@@ -28,6 +29,7 @@ func (s *Server) routes() {
 	s.handle("/api/v1/agents/{agentId}/questions", route{get, tenant, s.listQuestions})
 	s.handle("/api/v1/agents/{agentId}/questions/{questionId}/reply", route{post, tenant, s.replyQuestion})
 	s.handle("/api/v1/agents/{agentId}/events", route{get, tenant, s.events})
+	s.handle("/api/v1/agents/{agentId}/logs", route{get, tenant, s.getLogs})
 
 	s.handle("/api/v1/scopes",
 		route{get, tenant, s.listScopes},

@@ -70,6 +70,9 @@ func (d *recordingDriver) List(context.Context) ([]driver.Container, error) {
 func (d *recordingDriver) Stats(context.Context, string) (driver.Stats, error) {
 	return driver.Stats{}, nil
 }
+func (d *recordingDriver) Logs(context.Context, string, int) (driver.Log, error) {
+	return driver.Log{}, nil
+}
 func (d *recordingDriver) Dirs(id string) driver.Dirs {
 	base := filepath.Join(d.dir, id)
 	return driver.Dirs{Workspace: filepath.Join(base, "ws"), Config: filepath.Join(base, "config"), ConfigSeenAt: filepath.Join(base, "seen")}

@@ -85,6 +85,13 @@ func TestRuntimeImageAgentEndToEnd(t *testing.T) {
 	r := &rpcAgent{t: t, rpc: rpc, id: a.ID}
 	ws := drv.Dirs(a.ID).Workspace
 
+	// The container's own output, which the shim writes to the log file the
+	// driver keeps, reaches AgentRuntimeService: OpenCode's start-up line.
+	const listening = "opencode server listening on http://0.0.0.0:4096\n"
+	if got := r.logs(200); strings.Count(got, listening) != 1 {
+		t.Fatalf("container logs:\n%s\nwant %q once", got, listening)
+	}
+
 	// Round trip with token usage; the hidden prompt reaches the model only.
 	sid := r.session()
 	r.send(sid, "hello from the image")
@@ -201,6 +208,20 @@ func TestRuntimeImageAgentEndToEnd(t *testing.T) {
 	if st, err := os.Stat(ws); err != nil || st.Sys().(*syscall.Stat_t).Uid != 1000 {
 		t.Fatalf("workspace owner: %v %v", st, err)
 	}
+	// The log file outlives a container's task: both starts are in it.
+	if got := r.logs(200); strings.Count(got, listening) != 2 {
+		t.Fatalf("container logs after a restart:\n%s\nwant %q twice", got, listening)
+	}
+}
+
+// logs is the tail of the agent's container output.
+func (r *rpcAgent) logs(lines int32) string {
+	r.t.Helper()
+	res, err := r.rpc.Logs(context.Background(), connect.NewRequest(&runtimev1.LogsRequest{AgentId: r.id, Lines: lines}))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(res.Msg.GetText())
 }
 
 // rpcAgent drives one agent over AgentRuntimeService.

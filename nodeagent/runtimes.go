@@ -19,6 +19,9 @@ import (
 // (the API's "agent is not running").
 var ErrAgentNotRunning = errors.New("agent is not running on this node")
 
+// ErrUnknownAgent is returned for an agent not assigned to this node at all.
+var ErrUnknownAgent = errors.New("agent is not assigned to this node")
+
 // runtimes holds an adapter per running agent. An adapter follows its
 // runtime's events from the moment the agent is healthy, so that busy state
 // is known from memory.
@@ -160,6 +163,16 @@ func (a *Agent) Workspace(agentID string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrAgentNotRunning, agentID)
 	}
 	return a.driver.Dirs(agentID).Workspace, nil
+}
+
+// Logs returns the tail of an agent's container output (driver.Logs). Any
+// agent assigned here may be asked, running or not: a container's last
+// words matter most once it stopped.
+func (a *Agent) Logs(ctx context.Context, agentID string, lines int) (driver.Log, error) {
+	if _, ok := a.assignment(agentID); !ok {
+		return driver.Log{}, fmt.Errorf("%w: %s", ErrUnknownAgent, agentID)
+	}
+	return a.driver.Logs(ctx, agentID, lines)
 }
 
 func (a *Agent) assignment(agentID string) (Assignment, bool) {

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/agenthost/agenthost/nodeagent/driver"
 	"github.com/agenthost/agenthost/nodeagent/runtime"
 	runtimev1 "github.com/agenthost/agenthost/proto/agenthost/runtime/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/runtime/v1/runtimev1connect"
@@ -27,7 +28,7 @@ var _ runtimev1connect.AgentRuntimeServiceHandler = (*runtimeService)(nil)
 func runtimeError(err error) error {
 	code := connect.CodeInternal
 	switch {
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, runtime.ErrNotFound), errors.Is(err, ErrUnknownAgent), errors.Is(err, driver.ErrNotFound):
 		code = connect.CodeNotFound
 	case errors.Is(err, runtime.ErrInvalid):
 		code = connect.CodeInvalidArgument
@@ -268,6 +269,24 @@ func (s *runtimeService) Upload(ctx context.Context, stream *connect.ClientStrea
 		return nil, runtimeError(err)
 	}
 	return connect.NewResponse(&runtimev1.UploadResponse{Path: up.Path, Name: up.Name, Size: up.Size}), nil
+}
+
+// Logs reads the container's output from its log files on this node; the
+// runtime need not answer, nor the container run.
+func (s *runtimeService) Logs(ctx context.Context, req *connect.Request[runtimev1.LogsRequest]) (*connect.Response[runtimev1.LogsResponse], error) {
+	id := req.Msg.GetAgentId()
+	if id == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("agent_id is required"))
+	}
+	lines := req.Msg.GetLines()
+	if lines < 1 || lines > driver.MaxLogLines {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("lines must be 1 to %d, not %d", driver.MaxLogLines, lines))
+	}
+	log, err := s.agent.Logs(ctx, id, int(lines))
+	if err != nil {
+		return nil, runtimeError(err)
+	}
+	return connect.NewResponse(&runtimev1.LogsResponse{Text: log.Text, Truncated: log.Truncated}), nil
 }
 
 // chunkReader reads an upload's chunks as one stream.

@@ -285,6 +285,29 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 		t.Fatalf("an agent not on this node: %v", err)
 	}
 
+	// The runtime's own output, from the log file the driver keeps: OpenCode
+	// says where it listens. The same through runtime/remote; the line
+	// bound holds; an agent the node does not know is NotFound.
+	listening := fmt.Sprintf("opencode server listening on http://127.0.0.1:%d\n", placed.Port)
+	logs, err := rpc.Logs(ctx, connect.NewRequest(&runtimev1.LogsRequest{AgentId: a.ID, Lines: 100}))
+	if err != nil || !strings.Contains(string(logs.Msg.GetText()), listening) {
+		t.Fatalf("logs = %q, %v; want %q in them", logs.Msg.GetText(), err, listening)
+	}
+	if rl, err := rr.Logs(ctx, 100); err != nil || string(rl.Text) != string(logs.Msg.GetText()) || rl.Truncated != logs.Msg.GetTruncated() {
+		t.Fatalf("remote logs = %+v, %v", rl, err)
+	}
+	for _, lines := range []int32{0, -1, 5001} {
+		if _, err := rpc.Logs(ctx, connect.NewRequest(&runtimev1.LogsRequest{AgentId: a.ID, Lines: lines})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("logs, %d lines: %v", lines, err)
+		}
+	}
+	if _, err := rpc.Logs(ctx, connect.NewRequest(&runtimev1.LogsRequest{AgentId: "someone-else", Lines: 10})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("logs of an agent not on this node: %v", err)
+	}
+	if _, err := remote.New(h2c.NewClient(), n.RuntimeServiceAddress, "someone-else").Logs(ctx, 10); !errors.Is(err, agentruntime.ErrNotFound) {
+		t.Fatalf("remote: logs of an agent not on this node: %v", err)
+	}
+
 	// Stopped, the agent is not running here any more.
 	apply(t, s, &store.AgentSetDesired{ID: a.ID, Desired: store.DesiredStopped})
 	waitAgent(t, s, a.ID, "STOPPED", func(a *store.Agent) bool { return a.Status == store.StatusStopped })
@@ -292,6 +315,10 @@ func TestRuntimeServiceEndToEnd(t *testing.T) {
 	var cerr *connect.Error
 	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeFailedPrecondition {
 		t.Fatalf("sessions of a stopped agent: %v", err)
+	}
+	// Its output stays readable: a stopped agent's last words.
+	if logs, err := rpc.Logs(ctx, connect.NewRequest(&runtimev1.LogsRequest{AgentId: a.ID, Lines: 100})); err != nil || !strings.Contains(string(logs.Msg.GetText()), listening) {
+		t.Fatalf("logs of the stopped agent = %q, %v", logs.Msg.GetText(), err)
 	}
 }
 

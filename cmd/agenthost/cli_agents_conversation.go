@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -515,26 +516,47 @@ labels, one inner array per question.`,
 
 func agentsLogsCommand(f *cliFlags) *cobra.Command {
 	var duration time.Duration
+	var container bool
+	var lines int
 	cmd := &cobra.Command{
 		Use:   "logs AGENT",
-		Short: "Follow an agent's event stream: status, busy, replies, tool calls, permissions, questions",
-		Long: `Follow what an agent does. The REST API has no log endpoint: this follows the
-agent's event stream (GET /api/v1/agents/{id}/events, server-sent events) and
-prints its events as they come — status changes, busy and idle, finished
-text and tool calls of replies, permissions and questions asked and answered,
-sessions made. It starts with the agent's current status and runs until
-interrupted, until the agent is deleted, or for --duration.
+		Short: "Follow an agent's event stream, or with --container print its container's output",
+		Long: `Follow what an agent does: this follows the agent's event stream
+(GET /api/v1/agents/{id}/events, server-sent events) and prints its events as
+they come — status changes, busy and idle, finished text and tool calls of
+replies, permissions and questions asked and answered, sessions made. It starts
+with the agent's current status and runs until interrupted, until the agent is
+deleted, or for --duration.
 
 With --json every event is a line of JSON, {"event": NAME, "data": DATA}, with
 DATA as the stream carries it (for runtime events, {"type", "data"} with
-OpenCode's event) — every event, including those left out above.`,
+OpenCode's event) — every event, including those left out above.
+
+With --container it prints instead the last --lines lines (default 200, at most
+5000) that the agent's container wrote to stdout and stderr — what its runtime
+printed while starting and running (GET /api/v1/agents/{id}/logs) — and exits.
+The agent must be running. With --json that is one object: {"agentId", "text",
+"truncated"}, truncated being true when older output was left out.`,
 		Example: `  agenthost agents logs ag2x…
-  agenthost agents logs ag2x… --json --duration 1m | jq -c .`,
+  agenthost agents logs ag2x… --json --duration 1m | jq -c .
+  agenthost agents logs ag2x… --container --lines 50`,
 		Args: argCount(1, 1, "AGENT"),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			if cmd.Flags().Changed("lines") && !container {
+				return usageError(errors.New("--lines goes with --container"))
+			}
+			if container && duration != 0 {
+				return usageError(errors.New("--duration is for following the event stream, not --container"))
+			}
+			if container && (lines < 1 || lines > 5000) {
+				return usageError(errors.New("--lines must be 1 to 5000"))
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
+			}
+			if container {
+				return c.printContainerLog(cmd.Context(), cmd.OutOrStdout(), a[0], lines, f.json)
 			}
 			ctx, cancel := withOptionalTimeout(cmd.Context(), true, duration)
 			defer cancel()
@@ -546,7 +568,38 @@ OpenCode's event) — every event, including those left out above.`,
 		},
 	}
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop following after this long (0: until interrupted or the agent is deleted)")
+	cmd.Flags().BoolVar(&container, "container", false, "print the container's recent stdout and stderr instead of following events")
+	cmd.Flags().IntVar(&lines, "lines", 200, "with --container: how many trailing lines, 1 to 5000")
 	return cmd
+}
+
+// printContainerLog prints the tail of the agent's container output as the
+// API answers it (plain text), or as one JSON object.
+func (c *apiClient) printContainerLog(ctx context.Context, w io.Writer, id string, lines int, asJSON bool) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	path := "/agents/" + url.PathEscape(id) + "/logs?lines=" + strconv.Itoa(lines)
+	res, err := c.send(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return &exitError{code: exitUnavailable, err: fmt.Errorf("GET %s: reading the answer: %w", path, err)}
+	}
+	if res.StatusCode != http.StatusOK {
+		return responseError(res, b)
+	}
+	if asJSON {
+		raw, err := json.Marshal(map[string]any{"agentId": id, "text": string(b), "truncated": res.Header.Get("Log-Truncated") == "true"})
+		if err != nil {
+			return err
+		}
+		return printJSON(w, raw)
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // followEvents reads the agent's event stream and hands each event to fn

@@ -685,3 +685,44 @@ func TestProgressOnATerminalRedrawsALiveLine(t *testing.T) {
 		t.Fatalf("quiet progress wrote %q", quiet.String())
 	}
 }
+
+// TestCLILogsContainer: --container prints the container's output as the
+// logs endpoint answers it, asking for --lines; --json wraps it with
+// whether it was cut; the flags that do not go together are usage errors.
+func TestCLILogsContainer(t *testing.T) {
+	api := newFakeAPI(t)
+	api.on("GET /api/v1/agents/"+agentID+"/logs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Log-Truncated", "true")
+		fmt.Fprint(w, "opencode server listening on http://0.0.0.0:4096\nlines="+r.URL.Query().Get("lines")+"\n")
+	})
+	res := runCLI(t, "", "agents", "logs", agentID, "--container")
+	if res.code != 0 || res.stdout != "opencode server listening on http://0.0.0.0:4096\nlines=200\n" {
+		t.Fatalf("--container: exit %d, %q, %v", res.code, res.stdout, res.err)
+	}
+	res = runCLI(t, "", "agents", "logs", agentID, "--container", "--lines", "7", "--json")
+	var out struct {
+		AgentID   string `json:"agentId"`
+		Text      string `json:"text"`
+		Truncated bool   `json:"truncated"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil || out.AgentID != agentID || !strings.HasSuffix(out.Text, "lines=7\n") || !out.Truncated {
+		t.Fatalf("--json: %q %v", res.stdout, err)
+	}
+	for _, args := range [][]string{
+		{"--lines", "5"},
+		{"--container", "--lines", "0"},
+		{"--container", "--lines", "5001"},
+		{"--container", "--duration", "1m"},
+	} {
+		if res := runCLI(t, "", append([]string{"agents", "logs", agentID}, args...)...); res.code != exitUsage {
+			t.Errorf("logs %v: exit %d, want the usage code %d", args, res.code, exitUsage)
+		}
+	}
+
+	// The API's errors are the CLI's: a stopped agent is not running.
+	api.json("GET /api/v1/agents/"+agentID+"/logs", 400, `{"error":{"code":"agent_not_running","message":"agent is not running","requestId":"r1"}}`)
+	if res := runCLI(t, "", "agents", "logs", agentID, "--container"); res.code == 0 || res.err == nil || !strings.Contains(res.err.Error(), "not running") {
+		t.Fatalf("a stopped agent: exit %d, %v", res.code, res.err)
+	}
+}

@@ -1,6 +1,6 @@
 // Package driver defines what the node agent asks of a container runtime:
 // run one agent's container from an AgentSpec, stop it, delete it, list what
-// runs, and report its resource use. Implementations: driver/containerd (the
+// runs, report its resource use and read its output. Implementations: driver/containerd (the
 // real one) and, later, driver/process (a developer's laptop, not isolated).
 //
 // It is a leaf package: the node agent's reconcile loop depends on the Driver
@@ -89,6 +89,12 @@ type Driver interface {
 	Stats(ctx context.Context, agentID string) (Stats, error)
 	// Dirs says where an agent's directories are; they need not exist yet.
 	Dirs(agentID string) Dirs
+	// Logs returns the last lines (1 to MaxLogLines) of what the agent's
+	// container wrote to stdout and stderr, at most MaxLogBytes, from its
+	// log file and the rotated one before it (TailLog), whether the
+	// container runs or not. ErrNotFound for an agent with no directory
+	// on this node.
+	Logs(ctx context.Context, agentID string, lines int) (Log, error)
 }
 
 // Dirs are an agent's directories on the node.

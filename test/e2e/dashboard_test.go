@@ -189,6 +189,7 @@ func TestDashboard(t *testing.T) {
 		{"AccountsAndTokens", dashboardAccountsAndTokens},
 		{"ScopesAndSecrets", dashboardScopesAndSecrets},
 		{"Agents", dashboardAgents},
+		{"AgentFilesAndLogs", dashboardAgentFilesAndLogs},
 		{"Questions", dashboardQuestions},
 		{"Operator", dashboardOperator},
 	} {

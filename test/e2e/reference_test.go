@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -180,6 +183,11 @@ func TestReferenceSequences(t *testing.T) {
 		if usage.AgentID != id || len(usage.Sessions) != 2 || usage.TotalTokens.Total != usage.Sessions[0].Tokens.Total+usage.Sessions[1].Tokens.Total || usage.TotalTokens.Total == 0 {
 			t.Fatalf("usage = %+v", usage)
 		}
+		// The container's own output (beyond the reference): OpenCode's
+		// start-up line, from the log file the node keeps.
+		if logs, truncated := d.containerLogs(id, 50); !strings.Contains(logs, "opencode server listening on http://0.0.0.0:4096") || truncated == "" {
+			t.Fatalf("container logs (Log-Truncated %q):\n%s", truncated, logs)
+		}
 
 		// Handle a Permission Request: approve it once; the command runs.
 		d.send(id, sid, `[[tool:bash {"command":"echo perm-ok-$((6*7))"}]]`)
@@ -335,4 +343,28 @@ func TestReferenceSequences(t *testing.T) {
 		d.must(200, "DELETE", "/agents/"+prod.AgentID, nil, nil)
 		d.must(404, "GET", "/agents/"+prod.AgentID, nil, nil)
 	})
+}
+
+// containerLogs GETs the agent's container logs (text/plain, checked
+// against the API document) and returns them with their Log-Truncated.
+func (d *dev) containerLogs(agentID string, lines int) (text, truncated string) {
+	d.t.Helper()
+	req := d.jsonRequest("GET", fmt.Sprintf("%s/agents/%s/logs?lines=%d", d.base, agentID, lines), nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if d.check != nil {
+		d.check(req.Method, req.URL.Path, res, b)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		d.t.Fatalf("GET %s: %d %q %s", req.URL.Path, res.StatusCode, res.Header.Get("Content-Type"), b)
+	}
+	return string(b), res.Header.Get("Log-Truncated")
 }

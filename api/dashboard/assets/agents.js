@@ -1,4 +1,4 @@
-import { api } from "/app/assets/api.js";
+import { api, apiText } from "/app/assets/api.js";
 import { el, date, showError, every, money, statusCell } from "/app/assets/ui.js";
 import { composeSection } from "/app/assets/compose.js";
 
@@ -69,15 +69,75 @@ function textOf(m) {
   return (m.info.parts || []).filter((p) => p.type === "text").map((p) => p.text).join("\n");
 }
 
+// logLines is how much of an agent's container output its page shows.
+const logLines = 200;
+
+// logsSection shows the tail of the agent's container output. It is loaded
+// when asked (Refresh) and when the agent starts running, not every 2 s
+// with the rest of the page: up to a megabyte each time is too much to poll.
+function logsSection(id) {
+  const out = el("pre", { id: "agent-logs", class: "logs", tabindex: "0", "aria-labelledby": "logs-h", "aria-describedby": "logs-note" });
+  const note = el("p", { id: "logs-note", role: "status" }, "Not loaded yet.");
+  const load = async () => {
+    note.textContent = "Loading…";
+    try {
+      const { text, headers } = await apiText(`/api/v1/agents/${id}/logs?lines=${logLines}`);
+      out.textContent = text;
+      const what = headers.get("Log-Truncated") === "true" ? `The last ${logLines} lines` : "All of it";
+      note.textContent = text ? `${what}, as of ${new Date().toLocaleTimeString()}.` : "The container has printed nothing yet.";
+    } catch (e) {
+      if (e.code === "agent_not_running") {
+        note.textContent = "The agent is not running: start it to see its container's output.";
+        return;
+      }
+      note.textContent = "Could not load the logs.";
+      showError(e);
+    }
+  };
+  const section = el("section", { "aria-labelledby": "logs-h" }, el("h2", { id: "logs-h" }, "Logs"),
+    el("p", { class: "hint" }, `What the agent's container printed to stdout and stderr, last ${logLines} lines.`),
+    el("p", {}, el("button", { type: "button", id: "refresh-logs", class: "secondary", onclick: load }, "Refresh logs")),
+    note, out);
+  return { section, load };
+}
+
+// filesSection uploads a file into the agent's /workspace/uploads, where
+// the agent can read it, and says where it landed.
+function filesSection(id) {
+  const input = el("input", { type: "file", id: "upload-file", name: "file", required: "", "aria-describedby": "upload-hint" });
+  const note = el("p", { id: "upload-note", role: "status" });
+  const form = el("form", { id: "upload-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const file = input.files[0];
+    if (!file) return;
+    const body = new FormData();
+    body.append("file", file);
+    note.textContent = "Uploading " + file.name + "…";
+    try {
+      const up = await api("POST", `/api/v1/agents/${id}/files`, body);
+      note.textContent = `Uploaded ${up.name} (${up.size} bytes) to ${up.path}.`;
+      form.reset();
+    } catch (e) { note.textContent = ""; showError(e); }
+  } },
+  el("label", { for: "upload-file" }, "File to upload"),
+  el("p", { id: "upload-hint", class: "hint" }, "Text, documents, data, code or images, up to 50 MB (100 MB in all per agent). The agent finds it in /workspace/uploads."),
+  input, el("button", { type: "submit" }, "Upload"), note);
+  return el("section", { "aria-labelledby": "files-h" }, el("h2", { id: "files-h" }, "Files"), form);
+}
+
 // agentView is one agent: status and actions, its own UI in a frame, its
-// conversation with usage, and the permission requests and questions that
-// wait for an answer; refreshed every 2 s.
+// conversation with usage, the permission requests and questions that wait
+// for an answer, refreshed every 2 s; file uploads; and its container's
+// logs, loaded when asked.
 export async function agentView(id) {
   const head = el("div");
   const ui = el("section", { "aria-labelledby": "ui-h" });
   const pending = el("section", { "aria-labelledby": "pending-h" });
   const history = el("section", { "aria-labelledby": "history-h" });
+  const files = filesSection(id);
+  const logs = logsSection(id);
   let frame = null;
+  let wasRunning = null; // the first refresh loads the logs, or says why there are none
   const act = (verb) => el("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", onclick: async () => {
     try {
       if (verb === "delete") {
@@ -95,7 +155,12 @@ export async function agentView(id) {
     const a = await api("GET", "/api/v1/agents/" + id);
     head.replaceChildren(el("h1", {}, a.name), el("p", {}, statusCell(a), a.errorMsg ? " — " + a.errorMsg : ""),
       el("p", { class: "actions" }, act("stop"), act("start"), act("restart"), act("delete")));
-    if (a.status !== "RUNNING") {
+    const running = a.status === "RUNNING";
+    if (running !== wasRunning) {
+      wasRunning = running;
+      logs.load(); // what it printed while starting, or that it stopped
+    }
+    if (!running) {
       pending.replaceChildren();
       return;
     }
@@ -129,5 +194,5 @@ export async function agentView(id) {
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
-  return [head, ui, pending, composeSection(id), history];
+  return [head, ui, pending, composeSection(id), history, files, logs.section];
 }

@@ -10,15 +10,39 @@ export class APIError extends Error {
   }
 }
 
-export async function api(method, path, body) {
+// request makes one call: body is sent as JSON, or as it is when it is
+// FormData (a file upload, which the browser frames as multipart/form-data
+// with its boundary). Errors throw APIError with the API's code.
+async function request(method, path, body) {
   const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let payload;
+  if (body instanceof FormData) payload = body;
+  else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
   if (method !== "GET" && csrf) headers["X-CSRF-Token"] = csrf;
-  const res = await fetch(path, { method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!res.ok) throw new APIError(res.status, data);
-  return data;
+  const res = await fetch(path, { method, headers, credentials: "same-origin", body: payload });
+  if (!res.ok) {
+    const text = await res.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { /* not the API's error: a proxy's page */ }
+    throw new APIError(res.status, data);
+  }
+  return res;
+}
+
+// api makes a call whose answer is JSON (null when empty).
+export async function api(method, path, body) {
+  const text = await (await request(method, path, body)).text();
+  return text ? JSON.parse(text) : null;
+}
+
+// apiText GETs an answer that is plain text (an agent's container logs),
+// with its headers.
+export async function apiText(path) {
+  const res = await request("GET", path);
+  return { text: await res.text(), headers: res.headers };
 }
 
 // session loads who is signed in and the CSRF token; null when no one is.

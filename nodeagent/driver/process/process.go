@@ -85,7 +85,6 @@ func New(cfg Config) (*Driver, error) {
 func (d *Driver) agentDir(id string) string  { return filepath.Join(d.cfg.DataDir, "agents", id) }
 func (d *Driver) workspace(id string) string { return filepath.Join(d.agentDir(id), "workspace") }
 
-// LogPath is the agent's log file.
 // Dirs reports the agent's workspace and config directories; the runtime, a
 // plain process, reads the config where it is.
 func (d *Driver) Dirs(id string) driver.Dirs {
@@ -93,7 +92,20 @@ func (d *Driver) Dirs(id string) driver.Dirs {
 	return driver.Dirs{Workspace: d.workspace(id), Config: cfg, ConfigSeenAt: cfg}
 }
 
+// LogPath is the agent's log file (capped by driver.CapLogFile at each
+// start, the previous one being LogPath+".1").
 func (d *Driver) LogPath(id string) string { return filepath.Join(d.agentDir(id), "container.log") }
+
+// Logs reads the tail of the agent's log files (driver.TailLog).
+func (d *Driver) Logs(_ context.Context, id string, lines int) (driver.Log, error) {
+	if err := driver.CheckAgentID(id); err != nil {
+		return driver.Log{}, err
+	}
+	if _, err := os.Stat(d.agentDir(id)); errors.Is(err, os.ErrNotExist) {
+		return driver.Log{}, fmt.Errorf("%w: %s", driver.ErrNotFound, id)
+	}
+	return driver.TailLog(d.LogPath(id), lines, driver.MaxLogBytes)
+}
 
 // Create starts the agent's runtime process (or starts it again).
 func (d *Driver) Create(ctx context.Context, spec driver.AgentSpec) (driver.Container, error) {

@@ -2,6 +2,8 @@ package process
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,7 +31,7 @@ func newDriver(t *testing.T) *Driver {
 	os.MkdirAll(filepath.Join(www, "global"), 0o755)
 	os.WriteFile(filepath.Join(www, "global", "health"), []byte(`{"healthy":true}`), 0o644)
 	d, err := New(Config{
-		Command:     []string{"sh", "-c", "echo boot >> boots; exec busybox httpd -f -p 127.0.0.1:{port} -h " + www},
+		Command:     []string{"sh", "-c", "echo boot >> boots; echo booted on {port}; exec busybox httpd -f -p 127.0.0.1:{port} -h " + www},
 		DataDir:     t.TempDir(),
 		LogMaxBytes: 1 << 20,
 		Logger:      slog.New(slog.DiscardHandler),
@@ -98,6 +100,17 @@ func TestProcessDriverLifecycle(t *testing.T) {
 	if strings.Count(string(boots), "boot") != 2 {
 		t.Fatalf("workspace did not survive stop and start: %q", boots)
 	}
+	// Both starts' output is in the log, which Logs reads.
+	booted := fmt.Sprintf("booted on %d\n", spec.HostPort)
+	if log, err := d.Logs(ctx, "p1", 10); err != nil || string(log.Text) != booted+booted || log.Truncated {
+		t.Fatalf("logs = %q (truncated %v), %v; want two boots", log.Text, log.Truncated, err)
+	}
+	if log, err := d.Logs(ctx, "p1", 1); err != nil || string(log.Text) != booted || !log.Truncated {
+		t.Fatalf("last line = %q (truncated %v), %v", log.Text, log.Truncated, err)
+	}
+	if _, err := d.Logs(ctx, "nobody", 10); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("logs of an unknown agent: %v", err)
+	}
 	if err := d.Delete(ctx, "p1"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +119,9 @@ func TestProcessDriverLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(d.agentDir("p1")); !os.IsNotExist(err) {
 		t.Fatalf("agent directory survived delete")
+	}
+	if _, err := d.Logs(ctx, "p1", 10); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("logs of a deleted agent: %v", err)
 	}
 }
 

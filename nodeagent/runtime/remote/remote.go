@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"time"
 
@@ -250,6 +251,28 @@ func (r *Runtime) Upload(ctx context.Context, name string, content io.Reader) (r
 		return runtime.Uploaded{}, fromConnect(err)
 	}
 	return runtime.Uploaded{Path: res.Msg.GetPath(), Name: res.Msg.GetName(), Size: res.Msg.GetSize()}, nil
+}
+
+// Log is the tail of an agent's container output.
+type Log struct {
+	// Text is what the container wrote, oldest line first; not
+	// necessarily UTF-8.
+	Text []byte
+	// Truncated is true when the node keeps older output than Text.
+	Truncated bool
+}
+
+// Logs asks the node for the last lines (1 to 5000) of the agent's
+// container output.
+func (r *Runtime) Logs(ctx context.Context, lines int) (Log, error) {
+	if lines < 1 || lines > math.MaxInt32 {
+		return Log{}, runtime.ErrInvalid
+	}
+	res, err := r.client.Logs(ctx, connect.NewRequest(&runtimev1.LogsRequest{AgentId: r.agentID, Lines: int32(lines)}))
+	if err != nil {
+		return Log{}, fromConnect(err)
+	}
+	return Log{Text: res.Msg.GetText(), Truncated: res.Msg.GetTruncated()}, nil
 }
 
 // Close has nothing to release: calls share the HTTP client.

@@ -2103,6 +2103,118 @@ func (x *WatchEventsResponse) GetBusy() bool {
 	return false
 }
 
+// LogsRequest asks for the tail of an agent's container output.
+type LogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID of the agent.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// How many trailing lines to return: 1 to 5000.
+	Lines         int32 `protobuf:"varint,2,opt,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LogsRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetLines() int32 {
+	if x != nil {
+		return x.Lines
+	}
+	return 0
+}
+
+// LogsResponse is the tail of the container's output, oldest line first.
+type LogsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lines as the container wrote them (stdout and stderr interleaved);
+	// not necessarily UTF-8. At most 1 MiB.
+	Text []byte `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// True when the node keeps older output than text shows: the lines asked
+	// for, or the byte bound, left it out.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsResponse) Reset() {
+	*x = LogsResponse{}
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsResponse) ProtoMessage() {}
+
+func (x *LogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agenthost_runtime_v1_runtime_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
+func (*LogsResponse) Descriptor() ([]byte, []int) {
+	return file_agenthost_runtime_v1_runtime_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LogsResponse) GetText() []byte {
+	if x != nil {
+		return x.Text
+	}
+	return nil
+}
+
+func (x *LogsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_agenthost_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_agenthost_runtime_v1_runtime_proto_rawDesc = "" +
@@ -2242,8 +2354,13 @@ const file_agenthost_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x13WatchEventsResponse\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1b\n" +
 	"\tdata_json\x18\x02 \x01(\fR\bdataJson\x12\x12\n" +
-	"\x04busy\x18\x03 \x01(\bR\x04busy2\xc2\n" +
-	"\n" +
+	"\x04busy\x18\x03 \x01(\bR\x04busy\">\n" +
+	"\vLogsRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x14\n" +
+	"\x05lines\x18\x02 \x01(\x05R\x05lines\"@\n" +
+	"\fLogsResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\fR\x04text\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated2\x96\v\n" +
 	"\x13AgentRuntimeService\x12X\n" +
 	"\x06Health\x12#.agenthost.runtime.v1.HealthRequest\x1a$.agenthost.runtime.v1.HealthResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\fListSessions\x12).agenthost.runtime.v1.ListSessionsRequest\x1a*.agenthost.runtime.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12h\n" +
@@ -2257,7 +2374,8 @@ const file_agenthost_runtime_v1_runtime_proto_rawDesc = "" +
 	"\rReplyQuestion\x12*.agenthost.runtime.v1.ReplyQuestionRequest\x1a+.agenthost.runtime.v1.ReplyQuestionResponse\x12^\n" +
 	"\bGetUsage\x12%.agenthost.runtime.v1.GetUsageRequest\x1a&.agenthost.runtime.v1.GetUsageResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\x06Upload\x12#.agenthost.runtime.v1.UploadRequest\x1a$.agenthost.runtime.v1.UploadResponse(\x01\x12d\n" +
-	"\vWatchEvents\x12(.agenthost.runtime.v1.WatchEventsRequest\x1a).agenthost.runtime.v1.WatchEventsResponse0\x01BEZCgithub.com/agenthost/agenthost/proto/agenthost/runtime/v1;runtimev1b\x06proto3"
+	"\vWatchEvents\x12(.agenthost.runtime.v1.WatchEventsRequest\x1a).agenthost.runtime.v1.WatchEventsResponse0\x01\x12R\n" +
+	"\x04Logs\x12!.agenthost.runtime.v1.LogsRequest\x1a\".agenthost.runtime.v1.LogsResponse\"\x03\x90\x02\x01BEZCgithub.com/agenthost/agenthost/proto/agenthost/runtime/v1;runtimev1b\x06proto3"
 
 var (
 	file_agenthost_runtime_v1_runtime_proto_rawDescOnce sync.Once
@@ -2271,7 +2389,7 @@ func file_agenthost_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_agenthost_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_agenthost_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_agenthost_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_agenthost_runtime_v1_runtime_proto_goTypes = []any{
 	(*HealthRequest)(nil),           // 0: agenthost.runtime.v1.HealthRequest
 	(*HealthResponse)(nil),          // 1: agenthost.runtime.v1.HealthResponse
@@ -2309,6 +2427,8 @@ var file_agenthost_runtime_v1_runtime_proto_goTypes = []any{
 	(*UploadResponse)(nil),          // 33: agenthost.runtime.v1.UploadResponse
 	(*WatchEventsRequest)(nil),      // 34: agenthost.runtime.v1.WatchEventsRequest
 	(*WatchEventsResponse)(nil),     // 35: agenthost.runtime.v1.WatchEventsResponse
+	(*LogsRequest)(nil),             // 36: agenthost.runtime.v1.LogsRequest
+	(*LogsResponse)(nil),            // 37: agenthost.runtime.v1.LogsResponse
 }
 var file_agenthost_runtime_v1_runtime_proto_depIdxs = []int32{
 	2,  // 0: agenthost.runtime.v1.ListSessionsResponse.sessions:type_name -> agenthost.runtime.v1.Session
@@ -2337,21 +2457,23 @@ var file_agenthost_runtime_v1_runtime_proto_depIdxs = []int32{
 	28, // 23: agenthost.runtime.v1.AgentRuntimeService.GetUsage:input_type -> agenthost.runtime.v1.GetUsageRequest
 	31, // 24: agenthost.runtime.v1.AgentRuntimeService.Upload:input_type -> agenthost.runtime.v1.UploadRequest
 	34, // 25: agenthost.runtime.v1.AgentRuntimeService.WatchEvents:input_type -> agenthost.runtime.v1.WatchEventsRequest
-	1,  // 26: agenthost.runtime.v1.AgentRuntimeService.Health:output_type -> agenthost.runtime.v1.HealthResponse
-	4,  // 27: agenthost.runtime.v1.AgentRuntimeService.ListSessions:output_type -> agenthost.runtime.v1.ListSessionsResponse
-	6,  // 28: agenthost.runtime.v1.AgentRuntimeService.CreateSession:output_type -> agenthost.runtime.v1.CreateSessionResponse
-	10, // 29: agenthost.runtime.v1.AgentRuntimeService.ListMessages:output_type -> agenthost.runtime.v1.ListMessagesResponse
-	12, // 30: agenthost.runtime.v1.AgentRuntimeService.SendMessage:output_type -> agenthost.runtime.v1.SendMessageResponse
-	14, // 31: agenthost.runtime.v1.AgentRuntimeService.Abort:output_type -> agenthost.runtime.v1.AbortResponse
-	17, // 32: agenthost.runtime.v1.AgentRuntimeService.ListPermissions:output_type -> agenthost.runtime.v1.ListPermissionsResponse
-	19, // 33: agenthost.runtime.v1.AgentRuntimeService.ReplyPermission:output_type -> agenthost.runtime.v1.ReplyPermissionResponse
-	24, // 34: agenthost.runtime.v1.AgentRuntimeService.ListQuestions:output_type -> agenthost.runtime.v1.ListQuestionsResponse
-	27, // 35: agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion:output_type -> agenthost.runtime.v1.ReplyQuestionResponse
-	30, // 36: agenthost.runtime.v1.AgentRuntimeService.GetUsage:output_type -> agenthost.runtime.v1.GetUsageResponse
-	33, // 37: agenthost.runtime.v1.AgentRuntimeService.Upload:output_type -> agenthost.runtime.v1.UploadResponse
-	35, // 38: agenthost.runtime.v1.AgentRuntimeService.WatchEvents:output_type -> agenthost.runtime.v1.WatchEventsResponse
-	26, // [26:39] is the sub-list for method output_type
-	13, // [13:26] is the sub-list for method input_type
+	36, // 26: agenthost.runtime.v1.AgentRuntimeService.Logs:input_type -> agenthost.runtime.v1.LogsRequest
+	1,  // 27: agenthost.runtime.v1.AgentRuntimeService.Health:output_type -> agenthost.runtime.v1.HealthResponse
+	4,  // 28: agenthost.runtime.v1.AgentRuntimeService.ListSessions:output_type -> agenthost.runtime.v1.ListSessionsResponse
+	6,  // 29: agenthost.runtime.v1.AgentRuntimeService.CreateSession:output_type -> agenthost.runtime.v1.CreateSessionResponse
+	10, // 30: agenthost.runtime.v1.AgentRuntimeService.ListMessages:output_type -> agenthost.runtime.v1.ListMessagesResponse
+	12, // 31: agenthost.runtime.v1.AgentRuntimeService.SendMessage:output_type -> agenthost.runtime.v1.SendMessageResponse
+	14, // 32: agenthost.runtime.v1.AgentRuntimeService.Abort:output_type -> agenthost.runtime.v1.AbortResponse
+	17, // 33: agenthost.runtime.v1.AgentRuntimeService.ListPermissions:output_type -> agenthost.runtime.v1.ListPermissionsResponse
+	19, // 34: agenthost.runtime.v1.AgentRuntimeService.ReplyPermission:output_type -> agenthost.runtime.v1.ReplyPermissionResponse
+	24, // 35: agenthost.runtime.v1.AgentRuntimeService.ListQuestions:output_type -> agenthost.runtime.v1.ListQuestionsResponse
+	27, // 36: agenthost.runtime.v1.AgentRuntimeService.ReplyQuestion:output_type -> agenthost.runtime.v1.ReplyQuestionResponse
+	30, // 37: agenthost.runtime.v1.AgentRuntimeService.GetUsage:output_type -> agenthost.runtime.v1.GetUsageResponse
+	33, // 38: agenthost.runtime.v1.AgentRuntimeService.Upload:output_type -> agenthost.runtime.v1.UploadResponse
+	35, // 39: agenthost.runtime.v1.AgentRuntimeService.WatchEvents:output_type -> agenthost.runtime.v1.WatchEventsResponse
+	37, // 40: agenthost.runtime.v1.AgentRuntimeService.Logs:output_type -> agenthost.runtime.v1.LogsResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2368,7 +2490,7 @@ func file_agenthost_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agenthost_runtime_v1_runtime_proto_rawDesc), len(file_agenthost_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

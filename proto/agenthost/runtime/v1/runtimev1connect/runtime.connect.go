@@ -75,6 +75,9 @@ const (
 	// AgentRuntimeServiceWatchEventsProcedure is the fully-qualified name of the AgentRuntimeService's
 	// WatchEvents RPC.
 	AgentRuntimeServiceWatchEventsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/WatchEvents"
+	// AgentRuntimeServiceLogsProcedure is the fully-qualified name of the AgentRuntimeService's Logs
+	// RPC.
+	AgentRuntimeServiceLogsProcedure = "/agenthost.runtime.v1.AgentRuntimeService/Logs"
 )
 
 // AgentRuntimeServiceClient is a client for the agenthost.runtime.v1.AgentRuntimeService service.
@@ -105,6 +108,8 @@ type AgentRuntimeServiceClient interface {
 	Upload(context.Context) *connect.ClientStreamForClient[v1.UploadRequest, v1.UploadResponse]
 	// WatchEvents streams the runtime's events and every change of the busy state.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
+	// Logs returns the last lines the agent's container wrote to stdout and stderr.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
 }
 
 // NewAgentRuntimeServiceClient constructs a client for the agenthost.runtime.v1.AgentRuntimeService
@@ -202,6 +207,13 @@ func NewAgentRuntimeServiceClient(httpClient connect.HTTPClient, baseURL string,
 			connect.WithSchema(agentRuntimeServiceMethods.ByName("WatchEvents")),
 			connect.WithClientOptions(opts...),
 		),
+		logs: connect.NewClient[v1.LogsRequest, v1.LogsResponse](
+			httpClient,
+			baseURL+AgentRuntimeServiceLogsProcedure,
+			connect.WithSchema(agentRuntimeServiceMethods.ByName("Logs")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -220,6 +232,7 @@ type agentRuntimeServiceClient struct {
 	getUsage        *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
 	upload          *connect.Client[v1.UploadRequest, v1.UploadResponse]
 	watchEvents     *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	logs            *connect.Client[v1.LogsRequest, v1.LogsResponse]
 }
 
 // Health calls agenthost.runtime.v1.AgentRuntimeService.Health.
@@ -287,6 +300,11 @@ func (c *agentRuntimeServiceClient) WatchEvents(ctx context.Context, req *connec
 	return c.watchEvents.CallServerStream(ctx, req)
 }
 
+// Logs calls agenthost.runtime.v1.AgentRuntimeService.Logs.
+func (c *agentRuntimeServiceClient) Logs(ctx context.Context, req *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error) {
+	return c.logs.CallUnary(ctx, req)
+}
+
 // AgentRuntimeServiceHandler is an implementation of the agenthost.runtime.v1.AgentRuntimeService
 // service.
 type AgentRuntimeServiceHandler interface {
@@ -316,6 +334,8 @@ type AgentRuntimeServiceHandler interface {
 	Upload(context.Context, *connect.ClientStream[v1.UploadRequest]) (*connect.Response[v1.UploadResponse], error)
 	// WatchEvents streams the runtime's events and every change of the busy state.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
+	// Logs returns the last lines the agent's container wrote to stdout and stderr.
+	Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error)
 }
 
 // NewAgentRuntimeServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -409,6 +429,13 @@ func NewAgentRuntimeServiceHandler(svc AgentRuntimeServiceHandler, opts ...conne
 		connect.WithSchema(agentRuntimeServiceMethods.ByName("WatchEvents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentRuntimeServiceLogsHandler := connect.NewUnaryHandler(
+		AgentRuntimeServiceLogsProcedure,
+		svc.Logs,
+		connect.WithSchema(agentRuntimeServiceMethods.ByName("Logs")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/agenthost.runtime.v1.AgentRuntimeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentRuntimeServiceHealthProcedure:
@@ -437,6 +464,8 @@ func NewAgentRuntimeServiceHandler(svc AgentRuntimeServiceHandler, opts ...conne
 			agentRuntimeServiceUploadHandler.ServeHTTP(w, r)
 		case AgentRuntimeServiceWatchEventsProcedure:
 			agentRuntimeServiceWatchEventsHandler.ServeHTTP(w, r)
+		case AgentRuntimeServiceLogsProcedure:
+			agentRuntimeServiceLogsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -496,4 +525,8 @@ func (UnimplementedAgentRuntimeServiceHandler) Upload(context.Context, *connect.
 
 func (UnimplementedAgentRuntimeServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.WatchEvents is not implemented"))
+}
+
+func (UnimplementedAgentRuntimeServiceHandler) Logs(context.Context, *connect.Request[v1.LogsRequest]) (*connect.Response[v1.LogsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("agenthost.runtime.v1.AgentRuntimeService.Logs is not implemented"))
 }
