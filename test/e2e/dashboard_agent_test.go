@@ -71,3 +71,54 @@ func dashboardAgentFilesAndLogs(t *testing.T, b *dashboardRun) {
 	b.waitText(t, "#agent-logs", "opencode server listening on http://0.0.0.0:4096")
 	screenshot(t, ctx, "agent-files-logs")
 }
+
+// dashboardAgentLifecycle goes on from dashboardOperator (signed in as
+// grace, of Ada's lab): on web-agent's page, Stop stops it, Start runs it
+// again, Restart leaves it running without an error, and Delete removes it
+// (the API no longer knows it) and goes back to the agents' list.
+func dashboardAgentLifecycle(t *testing.T, b *dashboardRun) {
+	b.run(t, "open web-agent's page",
+		chromedp.Navigate(b.app), chromedp.WaitVisible(chromedp.CSS(`tbody a`)),
+		chromedp.Click(chromedp.CSS(`tbody tr a`)), chromedp.WaitVisible(chromedp.CSS(`button[data-action="stop"]`)))
+	b.waitText(t, "h1", "web-agent")
+	loc, err := chromedp.Run(b.ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	apiStatus := func() int {
+		t.Helper()
+		status, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`fetch("/api/v1/agents/`+id+`", {credentials: "same-origin"}).then((r) => r.status)`, chromedp.EvalAsValue, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status
+	}
+	noError := func(after string) {
+		t.Helper()
+		if n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll(".error:not([hidden])").length`)); err != nil || n != 0 {
+			body, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+			t.Fatalf("after %s the page shows an error (%v): %q", after, err, body)
+		}
+	}
+	b.run(t, "stop", chromedp.Click(chromedp.CSS(`button[data-action="stop"]`)))
+	b.waitTextFor(t, "h1 + p", "STOPPED", 60*time.Second)
+	noError("Stop")
+	screenshot(t, b.ctx, "agent-stopped")
+	b.run(t, "start", chromedp.Click(chromedp.CSS(`button[data-action="start"]`)))
+	b.waitTextFor(t, "h1 + p", "RUNNING", 90*time.Second)
+	noError("Start")
+	b.run(t, "restart", chromedp.Click(chromedp.CSS(`button[data-action="restart"]`)))
+	b.waitTextFor(t, "h1 + p", "RUNNING", 90*time.Second)
+	noError("Restart")
+	if got := apiStatus(); got != 200 {
+		t.Fatalf("GET the agent after a restart: %d", got)
+	}
+	b.run(t, "delete", chromedp.Click(chromedp.CSS(`button[data-action="delete"]`)), chromedp.WaitVisible(chromedp.ID("create-agent")))
+	if got := apiStatus(); got != 404 {
+		t.Fatalf("GET the deleted agent: %d, want 404", got)
+	}
+	if n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll("tr[data-agent]").length`)); err != nil || n != 0 {
+		t.Fatalf("the agents' list still has %d rows (%v)", n, err)
+	}
+}

@@ -76,7 +76,8 @@ func screenshotDir(t *testing.T) string {
 }
 
 // screenshot saves the page as name.png, at the window's size and at a
-// phone's.
+// phone's, and fails t when a dashboard page is wider than either screen
+// (usable at both means no sideways scrolling).
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	dir := screenshotDir(t)
@@ -87,6 +88,21 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}{{"", 1280, 900, nil}, {"-phone", 390, 844, []chromedp.EmulateViewportOption{chromedp.EmulateMobile}}} {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(size.width, size.height, size.opts...)); err != nil {
 			t.Fatalf("viewport for %s: %v", name, err)
+		}
+		// Not the agent's own UI (OpenCode's), only the dashboard's pages.
+		overflow, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => {
+  if (!location.pathname.startsWith("/app")) return "";
+  const over = document.documentElement.scrollWidth - document.documentElement.clientWidth;
+  if (over <= 1) return "";
+  const wide = [...document.querySelectorAll("body *")].filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "")).slice(0, 5);
+  return over + "px too wide: " + wide.join(", ");
+})()`))
+		if err != nil {
+			t.Fatalf("measure %s: %v", name, err)
+		}
+		if overflow != "" {
+			t.Errorf("%s at %d px: %s", name, size.width, overflow)
 		}
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
 		if err != nil {
@@ -192,6 +208,7 @@ func TestDashboard(t *testing.T) {
 		{"AgentFilesAndLogs", dashboardAgentFilesAndLogs},
 		{"Questions", dashboardQuestions},
 		{"Operator", dashboardOperator},
+		{"AgentLifecycle", dashboardAgentLifecycle},
 	} {
 		if !t.Run(sub.name, func(t *testing.T) { sub.test(t, b) }) {
 			break // the next ones start where this one should have left off

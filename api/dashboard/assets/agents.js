@@ -138,7 +138,7 @@ export async function agentView(id) {
   const logs = logsSection(id);
   let frame = null;
   let wasRunning = null; // the first refresh loads the logs, or says why there are none
-  const act = (verb) => el("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", onclick: async () => {
+  const act = (verb) => el("button", { type: "button", class: verb === "delete" ? "danger" : "secondary", "data-action": verb, onclick: async () => {
     try {
       if (verb === "delete") {
         if (!confirm("Delete this agent and its workspace?")) return;
