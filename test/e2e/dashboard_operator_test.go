@@ -131,7 +131,7 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 	}
 
 	// Ada's org: one agent of 10, running one of 2 (the self-serve plan).
-	b.waitText(t, `tr[data-org]`, "Ada's lab")
+	b.waitText(t, `section[aria-labelledby="orgs-h"] tbody`, "Ada's lab") // rows are by random id
 	var orgID string
 	rows, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("tr[data-org]")].filter(r => r.textContent.includes("Ada's lab")).map(r => r.dataset.org)`))
 	if err != nil || len(rows) != 1 {
@@ -168,7 +168,7 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 		chromedp.SetValue(chromedp.ID("invite-org"), orgID),
 		chromedp.Click(chromedp.CSS(`#invite-form button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.ID("new-invitation")))
-	b.waitText(t, "tr[data-invitation]", "grace@example.com")
+	b.waitText(t, `section[aria-labelledby="signup-h"] table[aria-labelledby="invitations-h"] tbody`, "grace@example.com")
 	screenshot(t, b.ctx, "operator-invitation")
 	checkAccessible(t, b, "the operator's page with an invitation made")
 	link, err := url.Parse(strings.TrimSpace(b.text(t, "#new-invitation")))
@@ -185,7 +185,7 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 		chromedp.SendKeys(chromedp.ID("team-email"), "heidi@example.com"),
 		chromedp.Click(chromedp.CSS(`#team-invite button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.ID("new-invitation")))
-	b.waitText(t, "tr[data-invitation]", "heidi@example.com")
+	b.waitText(t, `table[aria-labelledby="team-invitations-h"] tbody`, "heidi@example.com")
 	screenshot(t, b.ctx, "team")
 	checkAccessible(t, b, "the Team page")
 	var own struct{ Invitations []struct{ Email *string } }
