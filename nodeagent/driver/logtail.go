@@ -36,6 +36,24 @@ func CheckAgentID(agentID string) error {
 	return nil
 }
 
+// AgentLogName is an agent's log file in its directory; the previous one,
+// after CapLogFile, is AgentLogName+".1".
+const AgentLogName = "container.log"
+
+// TailAgentLog is both drivers' Logs: the tail of the log in the directory
+// agentDir gives the agent; an ID that names no agent's directory is
+// ErrNotFound.
+func TailAgentLog(agentDir func(agentID string) string, agentID string, lines int) (Log, error) {
+	if err := CheckAgentID(agentID); err != nil {
+		return Log{}, err
+	}
+	dir := agentDir(agentID)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return Log{}, fmt.Errorf("%w: %s", ErrNotFound, agentID)
+	}
+	return TailLog(filepath.Join(dir, AgentLogName), lines, MaxLogBytes)
+}
+
 // TailLog returns the last lines of the log file at path, reading into the
 // rotated path+".1" (CapLogFile) when the current file holds fewer lines,
 // and reading at most maxBytes in all. A line cut by maxBytes is returned

@@ -193,7 +193,7 @@ func (d *Driver) AgentDir(agentID string) string {
 
 // LogPath is the agent's current log file (the previous one is LogPath+".1").
 func (d *Driver) LogPath(agentID string) string {
-	return filepath.Join(d.AgentDir(agentID), "container.log")
+	return filepath.Join(d.AgentDir(agentID), driver.AgentLogName)
 }
 
 // WorkspaceDir is the host directory mounted at /workspace.

@@ -3,7 +3,6 @@ package containerd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -51,13 +50,7 @@ func (d *Driver) CapLogs() error {
 	return errors.Join(errs...)
 }
 
-// Logs reads the tail of the agent's log files (driver.TailLog).
+// Logs reads the tail of the agent's log files (driver.TailAgentLog).
 func (d *Driver) Logs(_ context.Context, agentID string, lines int) (driver.Log, error) {
-	if err := driver.CheckAgentID(agentID); err != nil {
-		return driver.Log{}, err
-	}
-	if _, err := os.Stat(d.AgentDir(agentID)); errors.Is(err, os.ErrNotExist) {
-		return driver.Log{}, fmt.Errorf("%w: %s", driver.ErrNotFound, agentID)
-	}
-	return driver.TailLog(d.LogPath(agentID), lines, driver.MaxLogBytes)
+	return driver.TailAgentLog(d.AgentDir, agentID, lines)
 }

@@ -94,17 +94,11 @@ func (d *Driver) Dirs(id string) driver.Dirs {
 
 // LogPath is the agent's log file (capped by driver.CapLogFile at each
 // start, the previous one being LogPath+".1").
-func (d *Driver) LogPath(id string) string { return filepath.Join(d.agentDir(id), "container.log") }
+func (d *Driver) LogPath(id string) string { return filepath.Join(d.agentDir(id), driver.AgentLogName) }
 
-// Logs reads the tail of the agent's log files (driver.TailLog).
+// Logs reads the tail of the agent's log files (driver.TailAgentLog).
 func (d *Driver) Logs(_ context.Context, id string, lines int) (driver.Log, error) {
-	if err := driver.CheckAgentID(id); err != nil {
-		return driver.Log{}, err
-	}
-	if _, err := os.Stat(d.agentDir(id)); errors.Is(err, os.ErrNotExist) {
-		return driver.Log{}, fmt.Errorf("%w: %s", driver.ErrNotFound, id)
-	}
-	return driver.TailLog(d.LogPath(id), lines, driver.MaxLogBytes)
+	return driver.TailAgentLog(d.agentDir, id, lines)
 }
 
 // Create starts the agent's runtime process (or starts it again).
