@@ -10,7 +10,9 @@
 // pause or a congested link into a false "dead" more often; memberlist's
 // Lifeguard extensions (awareness, refutation) soften that. A node wrongly
 // declared dead refutes by gossiping itself alive, and its next heartbeat marks
-// it ready again, so a false positive costs a re-placement, never a split.
+// it ready again, so a false positive costs a re-placement, never a split;
+// and the leader pings a member gossiped dead itself before acting on it
+// (Answers), so a death gossiped by a member that was cut off costs nothing.
 package gossip
 
 import (
@@ -73,6 +75,8 @@ type Member struct {
 
 	mu    sync.Mutex
 	alive map[string]string // name → host:port
+	// known is every member's last address, dead ones too (Answers).
+	known map[string]string
 }
 
 // Start joins no one yet: call Join with known members' addresses.
@@ -100,7 +104,7 @@ func Start(cfg Config) (*Member, error) {
 	mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.PushPullInterval = 15 * time.Second
-	m := &Member{alive: map[string]string{}}
+	m := &Member{alive: map[string]string{}, known: map[string]string{}}
 	mc.Events = &events{cfg: cfg, member: m}
 	mc.Logger = log.New(&slogWriter{logger: cfg.Logger.With("component", "gossip")}, "", 0)
 	list, err := memberlist.Create(mc)
@@ -156,10 +160,36 @@ func (m *Member) setAlive(n *memberlist.Node, alive bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if alive {
-		m.alive[n.Name] = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		addr := net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+		m.alive[n.Name], m.known[n.Name] = addr, addr
 	} else {
 		delete(m.alive, n.Name)
 	}
+}
+
+// Answers reports whether the member name answers a ping from this member
+// itself (two tries, each within the probe timeout). It is a second opinion
+// on a death another member gossiped: memberlist takes "dead" from anyone,
+// and a member cut off from the rest declares them all dead and says so as
+// soon as its link is back. They refute it within moments, but a leader
+// acting on it first would move a healthy node's agents.
+func (m *Member) Answers(name string) bool {
+	m.mu.Lock()
+	addr, ok := m.known[name]
+	m.mu.Unlock()
+	if !ok {
+		return false
+	}
+	udp, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return false
+	}
+	for range 2 {
+		if _, err := m.list.Ping(name, udp); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Leave announces a graceful departure, then stops.

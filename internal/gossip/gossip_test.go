@@ -75,3 +75,43 @@ func TestDeadMemberIsDeclaredQuickly(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswers: a live member answers another's own ping; one that crashed,
+// or one never heard of, does not.
+func TestAnswers(t *testing.T) {
+	var members []*Member
+	for i := range 3 {
+		cfg := DefaultConfig()
+		cfg.Name = fmt.Sprintf("%s%d", NodePrefix, i)
+		cfg.BindAddr = "127.0.0.1:0"
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		m, err := Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		if i > 0 {
+			if err := m.Join([]string{members[0].Addr()}); err != nil {
+				t.Fatalf("join: %v", err)
+			}
+		}
+		members = append(members, m)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(members[0].Members()) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("members: %v", members[0].Members())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !members[0].Answers(NodePrefix + "1") {
+		t.Fatal("a live member does not answer")
+	}
+	if members[0].Answers(NodePrefix + "9") {
+		t.Fatal("a member never heard of answers")
+	}
+	members[2].Shutdown()
+	if members[0].Answers(NodePrefix + "2") {
+		t.Fatal("a crashed member answers")
+	}
+}

@@ -224,6 +224,17 @@ type NodeHealth struct {
 	mu       sync.Mutex
 	active   bool
 	lastSeen map[string]time.Time
+	// answers, when set, is asked before a node gossip declared dead is
+	// marked down: whether the node answers this server itself.
+	answers func(nodeID string) bool
+}
+
+// ConfirmWith sets the leader's own check of a node gossip declared dead
+// (gossip.Member.Answers): a node that answers it is not marked down.
+func (h *NodeHealth) ConfirmWith(answers func(nodeID string) bool) {
+	h.mu.Lock()
+	h.answers = answers
+	h.mu.Unlock()
 }
 
 // NewNodeHealth returns the tracker; register it as a leadership hook.
@@ -242,11 +253,12 @@ func (h *NodeHealth) Seen(nodeID string) {
 }
 
 // GossipDead marks a node down at once when gossip declares it dead (leader
-// only; followers ignore it). Heartbeats stay the backstop for a node whose
-// gossip is blocked while its heartbeats are not, and the way back to ready.
+// only; followers ignore it) and the node does not answer the leader itself
+// (ConfirmWith). Heartbeats stay the backstop for a node whose gossip is
+// blocked while its heartbeats are not, and the way back to ready.
 func (h *NodeHealth) GossipDead(nodeID string) {
 	h.mu.Lock()
-	active := h.active
+	active, answers := h.active, h.answers
 	h.mu.Unlock()
 	if !active {
 		return
@@ -254,6 +266,10 @@ func (h *NodeHealth) GossipDead(nodeID string) {
 	go func() {
 		node, err := h.store.State().Node(nodeID)
 		if err != nil || node == nil || node.Status == store.NodeDown {
+			return
+		}
+		if answers != nil && answers(nodeID) {
+			h.logger.Warn("gossip declared the node dead, but it answers this leader; not marking it down", "node", nodeID)
 			return
 		}
 		h.logger.Warn("gossip declared the node dead; marking it down", "node", nodeID)

@@ -194,6 +194,7 @@ func StartServer(cfg *ServerConfig) (*Server, error) {
 		cl.Close()
 		return nil, err
 	}
+	health.ConfirmWith(func(nodeID string) bool { return member.Answers(gossip.NodePrefix + nodeID) })
 	mux := http.NewServeMux()
 	mux.Handle(routev1connect.NewRouteServiceHandler(NewRouteService(st, cfg.Keyring, cfg.Store.Logger)))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(NewNodeService(st, health, member, cfg.Keyring, cfg.Store.Logger), connect.WithReadMaxBytes(maxMessageBytes)))
