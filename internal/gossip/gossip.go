@@ -168,7 +168,7 @@ func (m *Member) setAlive(n *memberlist.Node, alive bool) {
 }
 
 // Answers reports whether the member name answers a ping from this member
-// itself (two tries, each within the probe timeout). It is a second opinion
+// itself within the probe timeout (one try: a real death waits for it). It is a second opinion
 // on a death another member gossiped: memberlist takes "dead" from anyone,
 // and a member cut off from the rest declares them all dead and says so as
 // soon as its link is back. They refute it within moments, but a leader
@@ -184,12 +184,8 @@ func (m *Member) Answers(name string) bool {
 	if err != nil {
 		return false
 	}
-	for range 2 {
-		if _, err := m.list.Ping(name, udp); err == nil {
-			return true
-		}
-	}
-	return false
+	_, err = m.list.Ping(name, udp)
+	return err == nil
 }
 
 // Leave announces a graceful departure, then stops.
