@@ -8,21 +8,19 @@ import (
 	"time"
 )
 
-func TestDeadMemberIsDeclaredQuickly(t *testing.T) {
-	var mu sync.Mutex
-	dead := map[string]time.Time{}
+// startMembers starts n members named NodePrefix+i, joined through the
+// first, which calls onDead (when not nil) for the deaths it sees, and
+// waits until the first lists them all.
+func startMembers(t *testing.T, n int, onDead func(name string)) []*Member {
+	t.Helper()
 	var members []*Member
-	for i := range 4 {
+	for i := range n {
 		cfg := DefaultConfig()
 		cfg.Name = fmt.Sprintf("%s%d", NodePrefix, i)
 		cfg.BindAddr = "127.0.0.1:0"
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		if i == 0 {
-			cfg.OnDead = func(name string) {
-				mu.Lock()
-				dead[name] = time.Now()
-				mu.Unlock()
-			}
+			cfg.OnDead = onDead
 		}
 		m, err := Start(cfg)
 		if err != nil {
@@ -37,12 +35,23 @@ func TestDeadMemberIsDeclaredQuickly(t *testing.T) {
 		members = append(members, m)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(members[0].Members()) != 4 {
+	for len(members[0].Members()) != n {
 		if time.Now().After(deadline) {
 			t.Fatalf("members: %v", members[0].Members())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return members
+}
+
+func TestDeadMemberIsDeclaredQuickly(t *testing.T) {
+	var mu sync.Mutex
+	dead := map[string]time.Time{}
+	members := startMembers(t, 4, func(name string) {
+		mu.Lock()
+		dead[name] = time.Now()
+		mu.Unlock()
+	})
 	if got := members[0].Addresses(NodePrefix); len(got) != 4 {
 		t.Fatalf("node addresses %v", got)
 	}
@@ -79,31 +88,7 @@ func TestDeadMemberIsDeclaredQuickly(t *testing.T) {
 // TestAnswers: a live member answers another's own ping; one that crashed,
 // or one never heard of, does not.
 func TestAnswers(t *testing.T) {
-	var members []*Member
-	for i := range 3 {
-		cfg := DefaultConfig()
-		cfg.Name = fmt.Sprintf("%s%d", NodePrefix, i)
-		cfg.BindAddr = "127.0.0.1:0"
-		cfg.Logger = slog.New(slog.DiscardHandler)
-		m, err := Start(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Shutdown() })
-		if i > 0 {
-			if err := m.Join([]string{members[0].Addr()}); err != nil {
-				t.Fatalf("join: %v", err)
-			}
-		}
-		members = append(members, m)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(members[0].Members()) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("members: %v", members[0].Members())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	members := startMembers(t, 3, nil)
 	if !members[0].Answers(NodePrefix + "1") {
 		t.Fatal("a live member does not answer")
 	}
