@@ -93,10 +93,12 @@ func dashboardAssets(t *testing.T) map[string]string {
 }
 
 // TestDashboardModulesResolve: every module a page loads or a module
-// imports is an embedded asset, exports the names imported from it, and
+// imports (or loads lazily) is an embedded asset, exports the names imported from it, and
 // every module is used; a broken import would leave the dashboard blank.
 func TestDashboardModulesResolve(t *testing.T) {
 	importRe := regexp.MustCompile(`(?m)^import\s*\{([^}]*)\}\s*from\s*"([^"]+)";`)
+	// The shell loads views with their page: lazy("/app/assets/x.js", "xView").
+	lazyRe := regexp.MustCompile(`\blazy\("([^"]+)", "(\w+)"\)`)
 	exportRe := regexp.MustCompile(`(?m)^export\s+(?:async\s+)?(?:function|class|const|let)\s+(\w+)`)
 	loadRe := regexp.MustCompile(`<(?:script type="module" src|link rel="stylesheet" href)="([^"]+)"`)
 	read := func(name string) string {
@@ -129,7 +131,12 @@ func TestDashboardModulesResolve(t *testing.T) {
 		if path.Ext(name) != ".js" {
 			continue
 		}
-		for _, m := range importRe.FindAllStringSubmatch(read("dashboard/assets/"+name), -1) {
+		src := read("dashboard/assets/" + name)
+		imports := importRe.FindAllStringSubmatch(src, -1)
+		for _, m := range lazyRe.FindAllStringSubmatch(src, -1) {
+			imports = append(imports, []string{m[0], m[2], m[1]})
+		}
+		for _, m := range imports {
 			target, ok := asset(name, m[2])
 			if !ok {
 				continue

@@ -1,25 +1,27 @@
 import { api, session } from "/app/assets/api.js";
 import { showError, clearTimers } from "/app/assets/ui.js";
-import { tokensView } from "/app/assets/tokens.js";
-import { agentsView, agentView } from "/app/assets/agents.js";
-import { teamView } from "/app/assets/team.js";
-import { operatorView } from "/app/assets/operator.js";
-import { scopesView, scopeView } from "/app/assets/scopes.js";
 
 // The dashboard's shell: it routes by path under /app/ to a view, each a
 // module of its own.
 const view = document.getElementById("view");
 
+// lazy is a view loaded with its page: a page fetches the shell's modules
+// and its own view's, not every view's — a browser opens at most six
+// connections to a host, and a dozen modules at once wait in line for them
+// (a page once stayed on "Loading…" with two of them never fetched).
+const lazy = (module, name) => async (...args) => (await import(module))[name](...args);
+
 // routes are the views by path prefix, the first match wins; the rest of
 // the path is the view's argument. Anything else is the agents' list.
 const routes = [
-  ["/app/tokens", () => tokensView()],
-  ["/app/agents/", (rest) => agentView(decodeURIComponent(rest))],
-  ["/app/scopes/", (rest) => scopeView(decodeURIComponent(rest))],
-  ["/app/scopes", () => scopesView()],
-  ["/app/team", () => teamView(current)],
-  ["/app/operator", () => operatorView()],
+  ["/app/tokens", () => lazy("/app/assets/tokens.js", "tokensView")()],
+  ["/app/agents/", (rest) => lazy("/app/assets/agents.js", "agentView")(decodeURIComponent(rest))],
+  ["/app/scopes/", (rest) => lazy("/app/assets/scopes.js", "scopeView")(decodeURIComponent(rest))],
+  ["/app/scopes", () => lazy("/app/assets/scopes.js", "scopesView")()],
+  ["/app/team", () => lazy("/app/assets/team.js", "teamView")(current)],
+  ["/app/operator", () => lazy("/app/assets/operator.js", "operatorView")()],
 ];
+const agentsList = lazy("/app/assets/agents.js", "agentsView");
 
 // markCurrent marks the nav link of the page shown with aria-current (the
 // CSS underlines it too): "page" on the page itself, "true" on a page
@@ -40,7 +42,7 @@ async function render() {
     const path = location.pathname;
     markCurrent(path);
     const match = routes.find(([prefix]) => path.startsWith(prefix));
-    const parts = match ? await match[1](path.slice(match[0].length)) : await agentsView();
+    const parts = match ? await match[1](path.slice(match[0].length)) : await agentsList();
     view.replaceChildren(...parts);
     const h1 = view.querySelector("h1");
     document.title = h1 ? `${h1.textContent} · agenthost` : "agenthost";
