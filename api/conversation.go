@@ -13,9 +13,9 @@ import (
 )
 
 // The endpoints that talk to a running agent: messages, usage, abort,
-// files, permissions, questions and the container's logs. Each finds the caller's agent (404),
-// checks it runs (400) and asks its node; a node or runtime that does not
-// answer is the reference's 502.
+// files, permissions, questions and the container's logs. Each finds the
+// caller's agent (404), checks it runs (400) and asks its node; a node or
+// runtime that does not answer is the reference's 502.
 
 type sessionMessages struct {
 	SessionID string            `json:"sessionId"`
