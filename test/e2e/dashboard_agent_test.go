@@ -20,7 +20,7 @@ func dashboardAgentFilesAndLogs(t *testing.T, b *dashboardRun) {
 	ctx := b.ctx
 	b.run(t, "open web-agent's page",
 		chromedp.Navigate(b.app), chromedp.WaitVisible(chromedp.CSS(`tbody a`)),
-		chromedp.Click(chromedp.CSS(`tbody tr a`)),
+		clickNow(`tbody tr a`),
 		chromedp.WaitVisible(chromedp.ID("upload-form")),
 		chromedp.WaitVisible(chromedp.ID("agent-logs")),
 	)
@@ -60,7 +60,7 @@ func dashboardAgentFilesAndLogs(t *testing.T, b *dashboardRun) {
 		t.Fatalf("send a message with the page's session: %q %v", sent, err)
 	}
 	b.waitTextFor(t, "[data-permission]", "cat /workspace/uploads/page-notes.txt", 60*time.Second)
-	b.run(t, "allow the command", chromedp.Click(chromedp.CSS(`[data-permission] button[data-reply="once"]`)))
+	b.run(t, "allow the command", clickNow(`[data-permission] button[data-reply="once"]`))
 	// Only the file holds the content: the message named the file alone.
 	b.waitTextFor(t, `section[aria-labelledby="history-h"]`, content, 60*time.Second)
 	b.waitTextFor(t, "h1 + p", "idle", 30*time.Second)
@@ -79,7 +79,7 @@ func dashboardAgentFilesAndLogs(t *testing.T, b *dashboardRun) {
 func dashboardAgentLifecycle(t *testing.T, b *dashboardRun) {
 	b.run(t, "open web-agent's page",
 		chromedp.Navigate(b.app), chromedp.WaitVisible(chromedp.CSS(`tbody a`)),
-		chromedp.Click(chromedp.CSS(`tbody tr a`)), chromedp.WaitVisible(chromedp.CSS(`button[data-action="stop"]`)))
+		clickNow(`tbody tr a`), chromedp.WaitVisible(chromedp.CSS(`button[data-action="stop"]`)))
 	b.waitText(t, "h1", "web-agent")
 	loc, err := chromedp.Run(b.ctx, chromedp.Location())
 	if err != nil {
@@ -101,20 +101,20 @@ func dashboardAgentLifecycle(t *testing.T, b *dashboardRun) {
 			t.Fatalf("after %s the page shows an error (%v): %q", after, err, body)
 		}
 	}
-	b.run(t, "stop", chromedp.Click(chromedp.CSS(`button[data-action="stop"]`)))
+	b.run(t, "stop", clickNow(`button[data-action="stop"]`))
 	b.waitTextFor(t, "h1 + p", "STOPPED", 60*time.Second)
 	noError("Stop")
 	screenshot(t, b.ctx, "agent-stopped")
-	b.run(t, "start", chromedp.Click(chromedp.CSS(`button[data-action="start"]`)))
+	b.run(t, "start", clickNow(`button[data-action="start"]`))
 	b.waitTextFor(t, "h1 + p", "RUNNING", 90*time.Second)
 	noError("Start")
-	b.run(t, "restart", chromedp.Click(chromedp.CSS(`button[data-action="restart"]`)))
+	b.run(t, "restart", clickNow(`button[data-action="restart"]`))
 	b.waitTextFor(t, "h1 + p", "RUNNING", 90*time.Second)
 	noError("Restart")
 	if got := apiStatus(); got != 200 {
 		t.Fatalf("GET the agent after a restart: %d", got)
 	}
-	b.run(t, "delete", chromedp.Click(chromedp.CSS(`button[data-action="delete"]`)), chromedp.WaitVisible(chromedp.ID("create-agent")))
+	b.run(t, "delete", clickNow(`button[data-action="delete"]`), chromedp.WaitVisible(chromedp.ID("create-agent")))
 	if got := apiStatus(); got != 404 {
 		t.Fatalf("GET the deleted agent: %d, want 404", got)
 	}

@@ -47,14 +47,14 @@ func (b *dashboardRun) operatorCall(t *testing.T, method, path string, body, out
 // which it was.
 func dashboardQuestions(t *testing.T, b *dashboardRun) {
 	b.run(t, "open the agents' page", chromedp.Navigate(b.app), chromedp.WaitVisible(chromedp.CSS(`tbody a`)))
-	b.run(t, "open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.ID("compose")))
+	b.run(t, "open the agent's page", clickNow(`tbody a`), chromedp.WaitVisible(chromedp.ID("compose")))
 	b.run(t, "send a message",
 		chromedp.SendKeys(chromedp.ID("compose-message"), `[[tool:question {"questions":[{"question":"Which colour?","header":"Colour","options":[{"label":"Teal","description":"a"},{"label":"Amber","description":"b"}]}]}]]`),
 		chromedp.Click(chromedp.CSS(`#compose button[type="submit"]`)),
 	)
 	b.waitTextFor(t, "body", "Which colour?", 60*time.Second)
 	screenshot(t, b.ctx, "agent-question")
-	b.run(t, "answer the question", chromedp.Click(chromedp.CSS(`[data-question] button`))) // the first option: Teal
+	b.run(t, "answer the question", clickNow(`[data-question] button`)) // the first option: Teal
 	// The question goes; the tool's result names the answer and the offline
 	// model reports it in the agent's reply (the user's message, with the
 	// directive, names both options, so only the agent's words count).
@@ -120,12 +120,12 @@ func dashboardOperator(t *testing.T, b *dashboardRun) {
 		}
 		return list.Nodes[0].Status
 	}
-	b.run(t, "drain the node", chromedp.Click(chromedp.CSS(`button[data-node-action="drain"]`)), chromedp.WaitVisible(chromedp.CSS(`button[data-node-action="undrain"]`)))
+	b.run(t, "drain the node", clickNow(`button[data-node-action="drain"]`), chromedp.WaitVisible(chromedp.CSS(`button[data-node-action="undrain"]`)))
 	b.waitText(t, "tr[data-node]", "draining")
 	if s := nodeStatus(); s != "draining" {
 		t.Fatalf("after Drain the API says the node is %q", s)
 	}
-	b.run(t, "undrain the node", chromedp.Click(chromedp.CSS(`button[data-node-action="undrain"]`)), chromedp.WaitVisible(chromedp.CSS(`button[data-node-action="drain"]`)))
+	b.run(t, "undrain the node", clickNow(`button[data-node-action="undrain"]`), chromedp.WaitVisible(chromedp.CSS(`button[data-node-action="drain"]`)))
 	if s := nodeStatus(); s != "ready" {
 		t.Fatalf("after Undrain the API says the node is %q", s)
 	}

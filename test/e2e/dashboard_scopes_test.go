@@ -165,7 +165,7 @@ func dashboardScopesAndSecrets(t *testing.T, b *dashboardRun) {
 	b.run(t, "open the Agents page", chromedp.Navigate(app), chromedp.WaitVisible(chromedp.ID("create-agent")))
 	b.waitText(t, "tbody", "production-e2e")
 	checkAccessible(t, b, "the Agents page")
-	b.run(t, "open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
+	b.run(t, "open the agent's page", clickNow(`tbody a`), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
 	b.waitText(t, "main", "Conversation")
 	checkAccessible(t, b, "an agent's page")
 	b.run(t, "open the scope's page again",

@@ -139,6 +139,19 @@ func (b *dashboardRun) run(t *testing.T, what string, steps ...chromedp.Action[c
 	}
 }
 
+// clickNow finds the element sel and clicks it in one step of the page's
+// own: the agents' list, an agent's page and the nodes' table are drawn
+// anew every few seconds, and a node chromedp found a moment before may be
+// gone when its click is sent ("Could not find node with given id").
+func clickNow(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.PollFunction[chromedp.Void](`(sel) => {
+  const e = document.querySelector(sel);
+  if (!e) return false;
+  e.click();
+  return true;
+}`, chromedp.WithPollingArgs(sel), chromedp.WithPollingInterval(50*time.Millisecond))
+}
+
 // text is the text of the element sel.
 func (b *dashboardRun) text(t *testing.T, sel string) string {
 	t.Helper()
@@ -299,7 +312,7 @@ func dashboardAgents(t *testing.T, b *dashboardRun) {
 	)
 	b.waitTextFor(t, "tbody", "RUNNING", 90*time.Second)
 	screenshot(t, ctx, "agents")
-	b.run(t, "open the agent's page", chromedp.Click(chromedp.CSS(`tbody a`)), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
+	b.run(t, "open the agent's page", clickNow(`tbody a`), chromedp.WaitVisible(chromedp.CSS(`.actions`)))
 	b.waitTextFor(t, "body", "Allow once", 60*time.Second)
 	b.waitTextFor(t, "h1 + p", "busy", 10*time.Second)
 	screenshot(t, ctx, "agent")
@@ -307,7 +320,7 @@ func dashboardAgents(t *testing.T, b *dashboardRun) {
 	if err != nil || !strings.HasPrefix(src, "http://a") || !strings.Contains(src, ".localhost:"+port) {
 		t.Fatalf("the agent's UI frame: %q %v", src, err)
 	}
-	b.run(t, "allow the command", chromedp.Click(chromedp.CSS(`button[data-reply="once"]`)))
+	b.run(t, "allow the command", clickNow(`button[data-reply="once"]`))
 	b.waitTextFor(t, "body", "web-ok-42", 60*time.Second)
 	b.waitTextFor(t, "h1 + p", "idle", 30*time.Second)
 
