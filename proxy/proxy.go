@@ -411,9 +411,12 @@ func (p *Proxy) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 func (p *Proxy) rewriteAPI(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
-	if i := p.leaderAPI.Load(); !readOnly(pr.In.Method) && i >= 0 && int(i) < len(p.cfg.APIAddrs) {
+	if i := p.leaderAPI.Load(); !readOnly(pr.In.Method) && i >= 0 && int(i) < len(p.cfg.APIAddrs) && !p.lag.apiBehind(int(i)) {
 		// Writes go to the leader when the proxy knows it: a follower
-		// would forward them there anyway, a hop later.
+		// would forward them there anyway, a hop later. Not to one the
+		// proxy sees behind: that is an old leader (its disk full, say)
+		// whose successor the proxy has not heard of yet, and it would
+		// answer 503 server_behind; any other server forwards the write.
 		pr.Out.URL.Host = p.cfg.APIAddrs[i]
 	} else {
 		pr.Out.URL.Host = p.nextAPIAddr()

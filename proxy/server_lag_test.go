@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"net/http/httptest"
+	"net/http/httputil"
 	"testing"
 	"time"
 )
@@ -59,5 +61,29 @@ func TestNextAPIAddrPassesOverServersBehind(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Fatalf("with every server behind, reads went to %v, want all three in turn", seen)
+	}
+}
+
+// TestWritesPassOverALeaderBehind: a write goes to the leader the proxy
+// knows, unless the proxy sees it behind (an old leader whose disk is full,
+// whose successor the proxy has not heard of): then to another server,
+// which forwards it.
+func TestWritesPassOverALeaderBehind(t *testing.T) {
+	p := &Proxy{cfg: Config{APIAddrs: []string{"a1", "a2", "a3"}}, lag: newServerLag(3, time.Second)}
+	p.leaderAPI.Store(1)
+	target := func() string {
+		in := httptest.NewRequest("POST", "http://api.test/api/v1/orgs", nil)
+		pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+		p.rewriteAPI(pr)
+		return pr.Out.URL.Host
+	}
+	if got := target(); got != "a2" {
+		t.Fatalf("a write went to %s, want the leader a2", got)
+	}
+	p.lag.behind[1] = true
+	for range 10 {
+		if got := target(); got == "a2" {
+			t.Fatal("a write went to the leader the proxy sees behind")
+		}
 	}
 }
