@@ -120,7 +120,7 @@ func (s *Server) withdrawInvitation(w http.ResponseWriter, r *http.Request, orgI
 	if err != nil {
 		return err
 	}
-	if inv == nil || (!all && inv.OrgID != orgID) || (!all && inv.Operator) {
+	if inv == nil || !all && (inv.OrgID != orgID || inv.Operator) {
 		return notFound("invitation %q not found", id)
 	}
 	if _, err := s.store.Apply(r.Context(), &store.InvitationDelete{ID: id}); err != nil {
@@ -324,12 +324,9 @@ func (s *Server) updateClusterConfig(w http.ResponseWriter, r *http.Request, _ P
 		if req.ReschedulePolicy != nil {
 			c.ReschedulePolicy = *req.ReschedulePolicy
 		}
-		cmd := &store.ClusterConfigSet{Config: c, ExpectedModifyIndex: read}
-		if read == 0 {
-			// Never set: the default is in force, and a set is a set.
-			cmd.ExpectedModifyIndex = 0
-		}
-		index, err := s.store.Apply(r.Context(), cmd)
+		// read is 0 while the default is in force: the set is then
+		// unconditional.
+		index, err := s.store.Apply(r.Context(), &store.ClusterConfigSet{Config: c, ExpectedModifyIndex: read})
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
 		}

@@ -128,27 +128,9 @@ func invitationsCreateCommand(f *cliFlags, path string, operator bool) *cobra.Co
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			switch {
-			case f.json:
-				return printJSON(out, raw)
-			case quiet:
-				fmt.Fprintln(out, inv.SignupURL)
-				return nil
-			}
-			tw := newTable(out)
-			row(tw, "ID", inv.ID)
-			row(tw, "EMAIL", orDash(deref(inv.Email)))
-			row(tw, "ORG", orgOrOwn(inv.OrgID))
-			row(tw, "OPERATOR", yesNo(inv.Operator))
-			row(tw, "EXPIRES", inv.ExpiresAt)
-			row(tw, "CODE", inv.Code)
-			row(tw, "SIGN-UP LINK", inv.SignupURL)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "The code is shown this once and admits one sign-up; the cluster keeps only its hash.")
-			return nil
+			return printCreated(cmd, f, raw, quiet, inv.SignupURL, "The code is shown this once and admits one sign-up; the cluster keeps only its hash.",
+				"ID", inv.ID, "EMAIL", orDash(deref(inv.Email)), "ORG", orgOrOwn(inv.OrgID), "OPERATOR", yesNo(inv.Operator),
+				"EXPIRES", inv.ExpiresAt, "CODE", inv.Code, "SIGN-UP LINK", inv.SignupURL)
 		},
 	}
 	cmd.Flags().StringVar(&email, "email", "", "admit only this email address")
@@ -356,4 +338,27 @@ func accountID(cmd *cobra.Command, c *apiClient, ref string) (string, error) {
 		}
 	}
 	return "", &exitError{code: exitNotFound, err: fmt.Errorf("no account with email %q", ref)}
+}
+
+// printCreated prints what a create answered, shown this once: the API's
+// JSON (--json), only the secret itself (-q), or the fields (name, value
+// pairs) as a table with note on stderr.
+func printCreated(cmd *cobra.Command, f *cliFlags, raw []byte, quiet bool, secret, note string, fields ...string) error {
+	out := cmd.OutOrStdout()
+	switch {
+	case f.json:
+		return printJSON(out, raw)
+	case quiet:
+		fmt.Fprintln(out, secret)
+		return nil
+	}
+	tw := newTable(out)
+	for i := 0; i+1 < len(fields); i += 2 {
+		row(tw, fields[i], fields[i+1])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), note)
+	return nil
 }

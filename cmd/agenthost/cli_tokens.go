@@ -153,25 +153,8 @@ func tokensCreateCommand(f *cliFlags, scope *tokenScope) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			switch {
-			case f.json:
-				return printJSON(out, raw)
-			case quiet:
-				fmt.Fprintln(out, t.Token)
-				return nil
-			}
-			tw := newTable(out)
-			row(tw, "ID", t.ID)
-			row(tw, "ROLE", t.Role)
-			row(tw, "ORG", orDash(deref(t.OrgID)))
-			row(tw, "LABEL", orDash(t.Label))
-			row(tw, "TOKEN", t.Token)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "The token is shown this once; the cluster keeps only its hash.")
-			return nil
+			return printCreated(cmd, f, raw, quiet, t.Token, "The token is shown this once; the cluster keeps only its hash.",
+				"ID", t.ID, "ROLE", t.Role, "ORG", orDash(deref(t.OrgID)), "LABEL", orDash(t.Label), "TOKEN", t.Token)
 		},
 	}
 	cmd.Flags().StringVar(&label, "label", "", "a label to tell the token apart")
