@@ -150,6 +150,7 @@ func startCluster(t *testing.T) *cluster {
 	t.Cleanup(func() { cancel(); <-proxyDone })
 	ps := httptest.NewUnstartedServer(nil)
 	ps.Config = p.NewServer()
+	ps.Listener = p.FastListener(ps.Listener, ps.Config)
 	ps.Start()
 	t.Cleanup(ps.Close)
 	c.proxy = strings.TrimPrefix(ps.URL, "http://")

@@ -178,7 +178,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 		// event stream, the wait for its next event).
 		conn := c
 		stop := context.AfterFunc(r.Context(), func() { conn.SetDeadline(aLongTimeAgo) })
-		resp, err := roundTrip(c, r, rt)
+		resp, err := roundTrip(c, r, rt, nil)
 		if err != nil {
 			stop()
 			c.Close()
@@ -211,8 +211,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) error
 }
 
 // roundTrip writes r to c, with the runtime's credential and forwarding
-// headers, and reads the response's header.
-func roundTrip(c *backendConn, r *http.Request, rt *route) (*http.Response, error) {
+// headers, and reads the response's header; await, when not nil, is what
+// waits for its first byte.
+func roundTrip(c *backendConn, r *http.Request, rt *route, await func(*backendConn) error) (*http.Response, error) {
 	bw := c.bw
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
@@ -242,8 +243,20 @@ func roundTrip(c *backendConn, r *http.Request, rt *route) (*http.Response, erro
 	if err := bw.Flush(); err != nil {
 		return nil, err
 	}
+	return readResponse(c, r, await)
+}
+
+// readResponse reads the header of the final answer to r on c (passing over
+// informational ones); await, when not nil, is what waits for its first
+// byte.
+func readResponse(c *backendConn, r *http.Request, await func(*backendConn) error) (*http.Response, error) {
 	for {
 		c.readLimit = maxBackendHeaderBytes
+		if await != nil {
+			if err := await(c); err != nil {
+				return nil, err
+			}
+		}
 		resp, err := http.ReadResponse(c.br, r)
 		c.readLimit = math.MaxInt64
 		switch {

@@ -265,7 +265,10 @@ func BenchmarkForward(b *testing.B) {
 	}
 	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
 		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
-	srv := httptest.NewServer(NewServer(p.Handler()).Handler)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = p.NewServer()
+	srv.Listener = p.FastListener(srv.Listener, srv.Config)
+	srv.Start()
 	defer srv.Close()
 	defer p.backends.closeAll()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -252,14 +252,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind := t.Kind
 	// Deferred, so that an answer cut off (http.ErrAbortHandler) is
 	// counted and logged too.
-	defer func() {
-		p.metrics.observe(kind, rec.status(), time.Since(start))
-		if p.cfg.AccessLog {
-			p.logger.Info("request", "kind", kind.String(), "method", r.Method, "host", r.Host, "path", r.URL.Path,
-				"status", rec.status(), "bytes", rec.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
-		}
-	}()
+	defer func() { p.record(kind, r, rec.status(), rec.bytes, start) }()
 	kind = p.serve(rec, r, t)
+}
+
+// record counts a request answered and logs it (the access log): bytes is
+// the body's length as sent.
+func (p *Proxy) record(kind RouteKind, r *http.Request, status int, bytes int64, start time.Time) {
+	p.metrics.observe(kind, status, time.Since(start))
+	if p.cfg.AccessLog {
+		p.logRequest(kind, r.Method, r.Host, r.URL.Path, r.RemoteAddr, status, bytes, start)
+	}
+}
+
+// logRequest writes the access log's line for a request.
+func (p *Proxy) logRequest(kind RouteKind, method, host, path, remote string, status int, bytes int64, start time.Time) {
+	p.logger.Info("request", "kind", kind.String(), "method", method, "host", host, "path", path,
+		"status", status, "bytes", bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", remote)
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKind {

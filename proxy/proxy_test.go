@@ -164,6 +164,7 @@ func newProxyHarnessOn(t testing.TB, tc *clusterrpc.TestCluster, ports []int, wa
 	t.Cleanup(func() { cancel(); <-done })
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = h.proxy.NewServer()
+	srv.Listener = h.proxy.FastListener(srv.Listener, srv.Config)
 	srv.Start()
 	t.Cleanup(srv.Close)
 	h.url = srv.URL

@@ -107,7 +107,9 @@ func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, https
 		if tlsConfig != nil {
 			go srv.ServeTLS(ln, "", "")
 		} else {
-			go srv.Serve(ln)
+			// Plain HTTP/1.1 clients get the fast path (proxy.FastListener);
+			// over TLS, browsers speak HTTP/2, which net/http serves.
+			go srv.Serve(p.FastListener(ln, srv))
 		}
 		return ln.Addr().String(), nil
 	}

@@ -1,0 +1,695 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// The fast path serves plain HTTP/1.1 connections itself, without
+// net/http's server, for as long as their requests are an agent's
+// body-less reads (GET, HEAD, OPTIONS) and the agent runs: what a browser
+// showing an agent's UI sends, and what the benchmark measures. Per
+// request, net/http's server starts a goroutine that reads the client
+// connection ahead (to notice a client leaving) and stops it again, and
+// hands the request to the handler through a context, a response writer
+// and its buffers: on a loaded machine these cost more than forwarding
+// itself. Here one goroutine reads the request, writes it to a kept-alive
+// connection to the agent, reads the answer and writes it back.
+//
+// Anything else — a request the fast path does not take, an agent not
+// running, an agent that cannot be reached, anything unusual in the
+// request — hands the connection, with the request unread, to net/http's
+// server and the proxy's handler, for good: they answer it as they answer
+// every request. The fast path therefore only ever serves requests that
+// the handler would have served the same way; it parses with net/http's
+// own parser (http.ReadRequest) and checks what net/http's server checks.
+
+const (
+	// fastHeadBytes is the most of a request's head the fast path reads;
+	// bigger heads (up to NewServer's MaxHeaderBytes) go to net/http.
+	fastHeadBytes = 8 << 10
+	// slowAnswer is how long the fast path waits for an agent's answer
+	// before it also watches the client, to stop waiting when the client
+	// leaves (net/http's server watches every request; this keeps that
+	// cost to the slow ones).
+	slowAnswer = 200 * time.Millisecond
+)
+
+// errClientLeft ends a forward whose client went away.
+var errClientLeft = errors.New("proxy: the client left")
+
+// statusClientClosed is what metrics and the access log say of a request
+// whose client left before the agent answered (nginx's 499): nothing was
+// sent.
+const statusClientClosed = 499
+
+// FastListener wraps ln, a plain-TCP listener for srv (from NewServer):
+// the connections it accepts are served by the fast path, and handed to
+// srv — returned by Accept — when a request needs net/http's server. Serve
+// srv on the returned listener; closing it closes the fast path's
+// connections too. srv's ReadHeaderTimeout and IdleTimeout apply.
+func (p *Proxy) FastListener(ln net.Listener, srv *http.Server) net.Listener {
+	return &fastListener{Listener: ln, p: p, srv: srv, handoff: make(chan net.Conn),
+		closed: make(chan struct{}), conns: map[*fastConn]struct{}{}}
+}
+
+type fastListener struct {
+	net.Listener
+	p       *Proxy
+	srv     *http.Server
+	handoff chan net.Conn
+	start   sync.Once
+	closed  chan struct{}
+	close   sync.Once
+
+	mu        sync.Mutex
+	conns     map[*fastConn]struct{}
+	acceptErr error
+}
+
+// Accept returns the next connection handed to net/http's server.
+func (l *fastListener) Accept() (net.Conn, error) {
+	l.start.Do(func() { go l.acceptLoop() })
+	select {
+	case c := <-l.handoff:
+		return c, nil
+	case <-l.closed:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.acceptErr != nil {
+			return nil, l.acceptErr
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes the connections the fast path holds;
+// those already handed over are the server's to close.
+func (l *fastListener) Close() error {
+	err := l.Listener.Close()
+	l.shut(nil)
+	return err
+}
+
+func (l *fastListener) shut(acceptErr error) {
+	l.close.Do(func() {
+		l.mu.Lock()
+		l.acceptErr = acceptErr
+		for fc := range l.conns {
+			fc.c.Close()
+		}
+		l.mu.Unlock()
+		close(l.closed)
+	})
+}
+
+func (l *fastListener) acceptLoop() {
+	var backoff time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait, as
+				// net/http's server does, rather than spin or stop.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-l.closed:
+					return
+				}
+			}
+			l.shut(err)
+			return
+		}
+		backoff = 0
+		fc := &fastConn{l: l, c: c, remote: c.RemoteAddr().String()}
+		fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
+		l.mu.Lock()
+		select {
+		case <-l.closed:
+			l.mu.Unlock()
+			c.Close()
+			return
+		default:
+		}
+		l.conns[fc] = struct{}{}
+		l.mu.Unlock()
+		l.p.metrics.connections.Inc()
+		go fc.serve()
+	}
+}
+
+// fastConn is one client connection on the fast path.
+type fastConn struct {
+	l      *fastListener
+	c      net.Conn
+	remote string
+	// clientIP is the client's address for X-Forwarded-For.
+	clientIP string
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	// head is a copy of the request head being served, kept to give it
+	// back to net/http's server if the fast path does not serve it.
+	head []byte
+	req  fastRequestHead
+	ans  fastAnswer
+}
+
+// handedOffConn is a connection handed to net/http's server: its reads
+// start with what the fast path read and did not serve.
+type handedOffConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *handedOffConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func (fc *fastConn) serve() {
+	handedOff := false
+	defer func() {
+		fc.l.mu.Lock()
+		delete(fc.l.conns, fc)
+		fc.l.mu.Unlock()
+		fc.l.p.metrics.connections.Dec()
+		if !handedOff {
+			fc.c.Close()
+		}
+	}()
+	fc.br = bufio.NewReaderSize(fc.c, fastHeadBytes)
+	fc.bw = bufio.NewWriterSize(fc.c, 4<<10)
+	for first := true; ; first = false {
+		head, err := fc.readHead(first)
+		if err != nil {
+			return // the client left, or timed out
+		}
+		replay := false
+		if head != nil {
+			fc.head = append(fc.head[:0], head...)
+			var served bool
+			if served, replay, err = fc.serveRequest(); err != nil {
+				return // the answer broke off (the client must see it broken), or the client left
+			}
+			if served {
+				continue
+			}
+		}
+		// Handed over as the client sent it: the head, if the fast path
+		// consumed it, then whatever follows.
+		var r io.Reader = fc.br
+		if replay {
+			r = io.MultiReader(bytes.NewReader(fc.head), fc.br)
+		}
+		handedOff = fc.handOff(&handedOffConn{Conn: fc.c, r: r})
+		return
+	}
+}
+
+// handOff gives c to net/http's server, and reports whether it took it.
+func (fc *fastConn) handOff(c net.Conn) bool {
+	select {
+	case fc.l.handoff <- c:
+		return true
+	case <-fc.l.closed:
+		return false
+	}
+}
+
+// readHead waits for the next request's head, the idle timeout for its
+// first byte and the header timeout for the rest (the first request's for
+// all of it, as net/http's server does). It returns the head, still
+// buffered (unread), or nil when the head is one the fast path leaves to
+// net/http: too big, or with bare LF line ends.
+func (fc *fastConn) readHead(first bool) ([]byte, error) {
+	srv := fc.l.srv
+	wait := srv.IdleTimeout
+	if first || wait <= 0 {
+		wait = srv.ReadHeaderTimeout
+	}
+	if wait > 0 {
+		fc.c.SetReadDeadline(time.Now().Add(wait))
+	}
+	if _, err := fc.br.Peek(1); err != nil {
+		return nil, err
+	}
+	for deadlineSet := first; ; {
+		buf, _ := fc.br.Peek(fc.br.Buffered())
+		if end := headEnd(buf); end > 0 {
+			if wait > 0 {
+				fc.c.SetReadDeadline(time.Time{})
+			}
+			return buf[:end], nil
+		} else if end < 0 {
+			fc.c.SetReadDeadline(time.Time{})
+			return nil, nil
+		}
+		if len(buf) == fc.br.Size() {
+			fc.c.SetReadDeadline(time.Time{})
+			return nil, nil // bigger than the fast path reads
+		}
+		if !deadlineSet && srv.ReadHeaderTimeout > 0 {
+			fc.c.SetReadDeadline(time.Now().Add(srv.ReadHeaderTimeout))
+			deadlineSet = true
+		}
+		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// headEnd returns the length of the request head at the start of buf (up
+// to and including the blank line that ends it), 0 when buf holds no
+// complete head yet, and -1 when the fast path leaves the head to
+// net/http: a line ending in a bare LF, or a blank line first.
+func headEnd(buf []byte) int {
+	for i := 0; i < len(buf); {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		if j == 0 || buf[i+j-1] != '\r' {
+			return -1
+		}
+		if j == 1 {
+			if i == 0 {
+				return -1
+			}
+			return i + 2
+		}
+		i += j + 1
+	}
+	return 0
+}
+
+// serveRequest serves the request whose head is fc.head, and reports
+// whether it did. When it did not, nothing was written to the client, and
+// replay says whether the head was consumed from fc.br (and is to be given
+// back as fc.head) or is still buffered there. An error means the answer
+// broke off after it began, or the client left.
+func (fc *fastConn) serveRequest() (served, replay bool, err error) {
+	start := time.Now()
+	p := fc.l.p
+	h := &fc.req
+	if !parseRequestHead(fc.head, h) {
+		return false, false, nil
+	}
+	host := string(h.host)
+	if !httpguts.ValidHostHeader(host) {
+		return false, false, nil
+	}
+	t := p.domain.Match(host)
+	var rt *route
+	switch t.Kind {
+	case RouteAgentPort:
+		rt = p.table.lookupPort(t.Port)
+	case RouteAgentID:
+		rt = p.table.lookupID(t.AgentID)
+	}
+	if rt == nil || rt.nodeDown || !rt.running() {
+		return false, false, nil
+	}
+	// Consumed before forwarding, so that a client watch (watchClient)
+	// reads what comes after it.
+	fc.br.Discard(len(fc.head))
+	k := p.metrics.byKind[t.Kind]
+	k.active.Inc()
+	defer k.active.Dec()
+	status, n, err := fc.forward(rt)
+	if status == 0 {
+		// Not forwarded (the agent could not be reached): the handler
+		// says so, as for any request.
+		return false, true, nil
+	}
+	p.metrics.observe(t.Kind, status, time.Since(start))
+	if p.cfg.AccessLog {
+		path, _, _ := strings.Cut(string(h.uri), "?")
+		if unescaped, uerr := url.PathUnescape(path); uerr == nil {
+			path = unescaped
+		}
+		p.logRequest(t.Kind, string(h.method), host, path, fc.remote, status, n, start)
+	}
+	return true, false, err
+}
+
+// forward sends the request to the agent at rt and writes its answer to
+// the client. A zero status means nothing was sent to the client (the
+// agent could not be reached, or its answer could not be read); an
+// error, that the answer broke off or the client left.
+func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
+	p := fc.l.p
+	bc := p.backends.get(rt.poolAddr)
+	reused := bc != nil
+	for {
+		if bc == nil {
+			if bc, err = p.backends.dial(context.Background(), rt.poolAddr, rt.backendAddr); err != nil {
+				return 0, 0, nil
+			}
+		}
+		fc.writeRequest(bc.bw, rt)
+		err = bc.bw.Flush()
+		if err == nil {
+			bc.readLimit = maxBackendHeaderBytes
+			err = fc.awaitAnswer(bc)
+		}
+		if err != nil {
+			bc.Close()
+			if err == errClientLeft {
+				return statusClientClosed, 0, err
+			}
+			if reused {
+				// A kept-alive connection the agent closed as the
+				// request went out: sent again on a fresh one (a read).
+				bc, reused = nil, false
+				continue
+			}
+			p.logger.Debug("fast path: agent unreachable, handing to the handler", "error", err)
+			return 0, 0, nil
+		}
+		status, n, keep, err := fc.passAnswer(bc)
+		if err == nil && keep {
+			p.backends.put(bc)
+		} else {
+			bc.Close()
+		}
+		return status, n, err
+	}
+}
+
+// writeRequest writes the request in fc.req to an agent, with the
+// runtime's credential and the forwarding headers (as roundTrip does on
+// net/http's path).
+func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route) {
+	h := &fc.req
+	bw.Write(h.method)
+	bw.WriteByte(' ')
+	bw.Write(h.uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(rt.backendAddr)
+	bw.WriteString("\r\nAuthorization: ")
+	bw.WriteString(rt.basicAuth)
+	bw.WriteString("\r\n")
+	if fc.clientIP != "" {
+		bw.WriteString("X-Forwarded-For: ")
+		for _, v := range h.forwardedFor {
+			bw.Write(v)
+			bw.WriteString(", ")
+		}
+		bw.WriteString(fc.clientIP)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("X-Forwarded-Host: ")
+	bw.Write(h.host)
+	bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
+	for _, line := range h.lines {
+		bw.Write(line)
+		bw.WriteString("\r\n")
+	}
+	if h.noCache {
+		bw.WriteString("Cache-Control: no-cache\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// awaitAnswer waits for the agent's answer to begin; if it is slow, it
+// watches the client meanwhile, and gives up when the client leaves.
+func (fc *fastConn) awaitAnswer(bc *backendConn) error {
+	bc.SetReadDeadline(time.Now().Add(slowAnswer))
+	_, err := bc.br.Peek(1)
+	bc.SetReadDeadline(time.Time{})
+	if err == nil || !isTimeout(err) {
+		return err
+	}
+	stop := fc.watchClient(bc)
+	_, err = bc.br.Peek(1)
+	if stop() {
+		return errClientLeft
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// watchClient reads the client connection ahead while the agent is slow
+// or streams, and cuts the agent's connection off when the client leaves.
+// stop ends the watch and reports whether the client left. A request the
+// client sends meanwhile (pipelining) stays buffered for the next turn.
+func (fc *fastConn) watchClient(bc *backendConn) (stop func() (left bool)) {
+	var stopping, left atomic.Bool
+	done := make(chan struct{})
+	fc.c.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(done)
+		if _, err := fc.br.Peek(1); err != nil && !stopping.Load() {
+			left.Store(true)
+			bc.SetDeadline(aLongTimeAgo)
+		}
+	}()
+	return func() bool {
+		stopping.Store(true)
+		fc.c.SetReadDeadline(aLongTimeAgo)
+		<-done
+		fc.c.SetReadDeadline(time.Time{})
+		return left.Load()
+	}
+}
+
+// passAnswer writes the agent's answer on bc to the client: itself when
+// parseAnswerHead takes its head, else through http.ReadResponse and
+// writeResponse. keep says whether bc may serve another request. A zero
+// status means nothing was written: the answer could not be read.
+func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool, err error) {
+	isHEAD := string(fc.req.method) == http.MethodHead
+	head, err := answerHead(bc.br)
+	if err != nil {
+		return 0, 0, false, nil
+	}
+	a := &fc.ans
+	if head == nil || !parseAnswerHead(head, isHEAD, a) {
+		resp, err := readResponse(bc, &http.Request{Method: string(fc.req.method)}, nil)
+		if err != nil {
+			return 0, 0, false, nil
+		}
+		n, err := fc.writeResponse(isHEAD, resp, bc)
+		return resp.StatusCode, n, !resp.Close, err
+	}
+	bw := fc.bw
+	writeStatusLine(bw, a.status)
+	for _, line := range a.lines {
+		bw.Write(line)
+		bw.WriteString("\r\n")
+	}
+	if !a.date {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if a.length >= 0 {
+		bw.WriteString("Content-Length: ")
+		writeInt(bw, a.length)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+	bc.br.Discard(len(head)) // its lines are copied to bw: the buffer may be reused
+	if !isHEAD {
+		bc.readLimit = math.MaxInt64
+		for left := a.length; left > 0; {
+			if bc.br.Buffered() == 0 {
+				if _, err := bc.br.Peek(1); err != nil {
+					return a.status, n, false, err
+				}
+			}
+			b, _ := bc.br.Peek(int(min(left, int64(bc.br.Buffered()))))
+			if _, err := bw.Write(b); err != nil {
+				return a.status, n, false, err
+			}
+			bc.br.Discard(len(b))
+			left -= int64(len(b))
+			n += int64(len(b))
+		}
+	}
+	return a.status, n, !a.close, bw.Flush()
+}
+
+// answerHead waits for an agent's answer head in br and returns it, still
+// buffered; nil when it is one for net/http's parser (bigger than br, or
+// with unusual line ends).
+func answerHead(br *bufio.Reader) ([]byte, error) {
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if end := headEnd(buf); end > 0 {
+			return buf[:end], nil
+		} else if end < 0 || len(buf) == br.Size() {
+			return nil, nil
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// writeResponse writes the agent's answer to the client as net/http's
+// server writes the handler's (see copyResponse): hop-by-hop headers
+// dropped, a Date added when the agent gave none, the length kept or the
+// body chunked, streams flushed as they come. It returns the body bytes
+// written.
+func (fc *fastConn) writeResponse(isHEAD bool, resp *http.Response, bc *backendConn) (int64, error) {
+	defer resp.Body.Close()
+	bw := fc.bw
+	writeStatusLine(bw, resp.StatusCode)
+	for k, vs := range resp.Header {
+		if k == "Content-Length" || isHopHeader(k) || namedByConnection(k, resp.Header) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if _, ok := resp.Header["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	bodyAllowed := resp.StatusCode >= 200 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
+	chunked := false
+	switch {
+	case !bodyAllowed:
+	case resp.ContentLength >= 0:
+		bw.WriteString("Content-Length: ")
+		writeInt(bw, resp.ContentLength)
+		bw.WriteString("\r\n")
+	case isHEAD:
+		// The length is unknown and no body follows: nothing to say.
+	default:
+		chunked = true
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		for k := range resp.Trailer {
+			bw.WriteString("Trailer: ")
+			bw.WriteString(k)
+			bw.WriteString("\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+	if !bodyAllowed || isHEAD {
+		return 0, bw.Flush()
+	}
+	stream := chunked || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if stream {
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
+		stop := fc.watchClient(bc)
+		n, err := copyBody(bw, resp, chunked)
+		if stop() && err == nil {
+			err = errClientLeft
+		}
+		return n, err
+	}
+	return copyBody(bw, resp, false)
+}
+
+// copyBody copies resp's body to bw, as chunks when chunked (flushing each:
+// a stream) and with resp's trailers after the last.
+func copyBody(bw *bufio.Writer, resp *http.Response, chunked bool) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var written int64
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if chunked {
+				var num [16]byte
+				bw.Write(strconv.AppendInt(num[:0], int64(n), 16))
+				bw.WriteString("\r\n")
+			}
+			bw.Write(buf[:n])
+			if chunked {
+				bw.WriteString("\r\n")
+				if ferr := bw.Flush(); ferr != nil {
+					return written, ferr
+				}
+			}
+			written += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+	if chunked {
+		bw.WriteString("0\r\n")
+		for k, vs := range resp.Trailer {
+			for _, v := range vs {
+				bw.WriteString(k)
+				bw.WriteString(": ")
+				bw.WriteString(v)
+				bw.WriteString("\r\n")
+			}
+		}
+		bw.WriteString("\r\n")
+	}
+	return written, bw.Flush()
+}
+
+// writeStatusLine writes the status line as net/http's server does.
+func writeStatusLine(bw *bufio.Writer, code int) {
+	bw.WriteString("HTTP/1.1 ")
+	writeInt(bw, int64(code))
+	bw.WriteByte(' ')
+	if text := http.StatusText(code); text != "" {
+		bw.WriteString(text)
+	} else {
+		bw.WriteString("status code ")
+		writeInt(bw, int64(code))
+	}
+	bw.WriteString("\r\n")
+}
+
+// writeInt writes n in decimal, without allocating.
+func writeInt(bw *bufio.Writer, n int64) {
+	if n >= 10 {
+		writeInt(bw, n/10)
+	}
+	bw.WriteByte(byte('0' + n%10))
+}
+
+// dateCache holds the Date header's value for the current second.
+var dateCache atomic.Pointer[cachedDate]
+
+type cachedDate struct {
+	unix  int64
+	value string
+}
+
+func httpDate() string {
+	now := time.Now()
+	if d := dateCache.Load(); d != nil && d.unix == now.Unix() {
+		return d.value
+	}
+	d := &cachedDate{unix: now.Unix(), value: now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(d)
+	return d.value
+}
