@@ -216,6 +216,9 @@ func (fc *fastConn) serve() {
 			r = io.MultiReader(bytes.NewReader(fc.head), fc.br)
 		}
 		handedOff = fc.handOff(&handedOffConn{Conn: fc.c, r: r})
+		if handedOff {
+			fc.l.p.metrics.handOffs.Inc()
+		}
 		return
 	}
 }
@@ -326,7 +329,7 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 	// Consumed before forwarding, so that a client watch (watchClient)
 	// reads what comes after it.
 	fc.br.Discard(len(fc.head))
-	k := p.metrics.byKind[t.Kind]
+	k := &p.metrics.byKind[t.Kind]
 	k.active.Inc()
 	defer k.active.Dec()
 	status, n, err := fc.forward(rt)
@@ -336,6 +339,7 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 		return false, true, nil
 	}
 	p.metrics.observe(t.Kind, status, time.Since(start))
+	p.metrics.fastPath.Inc()
 	if p.cfg.AccessLog {
 		path, _, _ := strings.Cut(string(h.uri), "?")
 		if unescaped, uerr := url.PathUnescape(path); uerr == nil {

@@ -73,8 +73,10 @@ func startRawAgent(t *testing.T, answer func(n int, head string) (resp string, c
 }
 
 // forwardingProxy serves every request as one for the agent on port, with
-// runtime password "pw", through the proxy's agent path.
-func forwardingProxy(t *testing.T, port int) (*Proxy, string) {
+// runtime password "pw", through the proxy's agent path: the fast path
+// (FastListener) when fast, net/http's server and the proxy's handler (the
+// path of HTTP/2 and TLS clients, and of connections handed over) when not.
+func forwardingProxy(t *testing.T, port int, fast bool) (*Proxy, string) {
 	t.Helper()
 	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}})
 	if err != nil {
@@ -82,9 +84,30 @@ func forwardingProxy(t *testing.T, port int) (*Proxy, string) {
 	}
 	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
 		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
-	srv := httptest.NewServer(NewServer(p.Handler()).Handler)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = p.NewServer()
+	if fast {
+		srv.Listener = p.FastListener(srv.Listener, srv.Config)
+	}
+	srv.Start()
 	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
 	return p, srv.URL
+}
+
+// wantPath fails t unless p's fast path answered the requests (and handed
+// no connection over) when fast, and none when not.
+func wantPath(t *testing.T, p *Proxy, fast bool) {
+	t.Helper()
+	served, handedOff := counterValue(p.metrics.fastPath), counterValue(p.metrics.handOffs)
+	if fast && (served == 0 || handedOff != 0) || !fast && served != 0 {
+		t.Fatalf("fast path: %v requests, %v connections handed over (fast path wanted: %v)", served, handedOff, fast)
+	}
+}
+
+// eachForwardPath runs test on the fast path and on net/http's.
+func eachForwardPath(t *testing.T, test func(t *testing.T, fast bool)) {
+	t.Run("fast", func(t *testing.T) { test(t, true) })
+	t.Run("net-http", func(t *testing.T) { test(t, false) })
 }
 
 func proxyGet(t *testing.T, url string, port int, header ...string) (*http.Response, string) {
@@ -104,148 +127,166 @@ func proxyGet(t *testing.T, url string, port int, header ...string) (*http.Respo
 }
 
 func TestForwardRewritesHeadersBothWays(t *testing.T) {
-	agent := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\nok", false
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		agent := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\nok", false
+		})
+		p, url := forwardingProxy(t, agent.port, fast)
+		header := []string{"Authorization", "Bearer the-platforms-token", "Cookie", "session=platform", "Te", "trailers",
+			"X-Forwarded-For", "192.0.2.9", "Forwarded", "for=evil", "X-Forwarded-Host", "evil.test", "X-Kept", "yes"}
+		if !fast {
+			// A Connection field naming more than keep-alive takes a
+			// request off the fast path.
+			header = append(header, "Connection", "X-Client-Hop", "X-Client-Hop", "1")
+		}
+		resp, body := proxyGet(t, url+"/a%2Fb/c?q=1&r=%20", agent.port, header...)
+		wantPath(t, p, fast)
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+		if resp.Header.Get("X-Secret-Hop") != "" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Kept") != "yes" {
+			t.Fatalf("response headers: %v", resp.Header)
+		}
+		head := <-agent.requests
+		for _, want := range []string{
+			"GET /a%2Fb/c?q=1&r=%20 HTTP/1.1\r\n",
+			fmt.Sprintf("\r\nHost: 127.0.0.1:%d\r\n", agent.port),
+			"\r\nAuthorization: Basic b3BlbmNvZGU6cHc=\r\n", // opencode:pw
+			"\r\nX-Forwarded-For: 192.0.2.9, 127.0.0.1\r\n",
+			fmt.Sprintf("\r\nX-Forwarded-Host: a%d.example.test\r\n", agent.port),
+			"\r\nX-Forwarded-Proto: http\r\n",
+			"\r\nX-Kept: yes\r\n",
+		} {
+			if !strings.Contains(head, want) {
+				t.Errorf("the agent's request lacks %q:\n%s", want, head)
+			}
+		}
+		for _, gone := range []string{"Bearer", "Cookie", "X-Client-Hop", "Te:", "Forwarded: for=evil", "evil.test", "Connection"} {
+			if strings.Contains(head, gone) {
+				t.Errorf("the agent's request has %q:\n%s", gone, head)
+			}
+		}
 	})
-	_, url := forwardingProxy(t, agent.port)
-	resp, body := proxyGet(t, url+"/a%2Fb/c?q=1&r=%20", agent.port,
-		"Authorization", "Bearer the-platforms-token", "Cookie", "session=platform", "Connection", "X-Client-Hop",
-		"X-Client-Hop", "1", "Te", "trailers", "X-Forwarded-For", "192.0.2.9", "Forwarded", "for=evil", "X-Forwarded-Host", "evil.test",
-		"X-Kept", "yes")
-	if resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("%d %q", resp.StatusCode, body)
-	}
-	if resp.Header.Get("X-Secret-Hop") != "" || resp.Header.Get("Keep-Alive") != "" || resp.Header.Get("X-Kept") != "yes" {
-		t.Fatalf("response headers: %v", resp.Header)
-	}
-	head := <-agent.requests
-	for _, want := range []string{
-		"GET /a%2Fb/c?q=1&r=%20 HTTP/1.1\r\n",
-		fmt.Sprintf("\r\nHost: 127.0.0.1:%d\r\n", agent.port),
-		"\r\nAuthorization: Basic b3BlbmNvZGU6cHc=\r\n", // opencode:pw
-		"\r\nX-Forwarded-For: 192.0.2.9, 127.0.0.1\r\n",
-		fmt.Sprintf("\r\nX-Forwarded-Host: a%d.example.test\r\n", agent.port),
-		"\r\nX-Forwarded-Proto: http\r\n",
-		"\r\nX-Kept: yes\r\n",
-	} {
-		if !strings.Contains(head, want) {
-			t.Errorf("the agent's request lacks %q:\n%s", want, head)
-		}
-	}
-	for _, gone := range []string{"Bearer", "Cookie", "X-Client-Hop", "Te:", "Forwarded: for=evil", "evil.test", "Connection"} {
-		if strings.Contains(head, gone) {
-			t.Errorf("the agent's request has %q:\n%s", gone, head)
-		}
-	}
 }
 
 func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
-	// Every second answer closes its connection without saying so, as an
-	// agent whose idle timeout struck between requests does: the next
-	// request on the kept connection finds it closed and must be sent
-	// again on a fresh one, unseen by the client.
-	agent := startRawAgent(t, func(n int, _ string) (string, bool) {
-		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n), n%2 == 1
-	})
-	_, url := forwardingProxy(t, agent.port)
-	for i := range 6 {
-		resp, body := proxyGet(t, url+"/", agent.port)
-		if resp.StatusCode != 200 {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		// Every second answer closes its connection without saying so, as an
+		// agent whose idle timeout struck between requests does: the next
+		// request on the kept connection finds it closed and must be sent
+		// again on a fresh one, unseen by the client.
+		agent := startRawAgent(t, func(n int, _ string) (string, bool) {
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n), n%2 == 1
+		})
+		p, url := forwardingProxy(t, agent.port, fast)
+		for i := range 6 {
+			resp, body := proxyGet(t, url+"/", agent.port)
+			if resp.StatusCode != 200 {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+			}
 		}
-	}
-	// Six requests, a fresh connection after each close: three, and a
-	// retry costs none of its own as long as the close came first.
-	if got := agent.conns.Load(); got < 3 || got > 6 {
-		t.Fatalf("%d connections to the agent for 6 requests, two per connection", got)
-	}
+		wantPath(t, p, fast)
+		// Six requests, a fresh connection after each close: three, and a
+		// retry costs none of its own as long as the close came first.
+		if got := agent.conns.Load(); got < 3 || got > 6 {
+			t.Fatalf("%d connections to the agent for 6 requests, two per connection", got)
+		}
 
-	// Keep-alive: sequential requests share one connection.
-	steady := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
-	})
-	_, url2 := forwardingProxy(t, steady.port)
-	for range 20 {
-		if resp, _ := proxyGet(t, url2+"/", steady.port); resp.StatusCode != 200 {
-			t.Fatal(resp.Status)
+		// Keep-alive: sequential requests share one connection.
+		steady := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		})
+		_, url2 := forwardingProxy(t, steady.port, fast)
+		for range 20 {
+			if resp, _ := proxyGet(t, url2+"/", steady.port); resp.StatusCode != 200 {
+				t.Fatal(resp.Status)
+			}
 		}
-	}
-	if got := steady.conns.Load(); got != 1 {
-		t.Fatalf("20 sequential requests used %d connections to the agent, want 1", got)
-	}
+		if got := steady.conns.Load(); got != 1 {
+			t.Fatalf("20 sequential requests used %d connections to the agent, want 1", got)
+		}
+	})
 }
 
 func TestForwardStreamsChunkedTrailersAndEarlyHints(t *testing.T) {
-	agent := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
-			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
-			"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", false
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		agent := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
+				"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+				"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", false
+		})
+		p, url := forwardingProxy(t, agent.port, fast)
+		resp, body := proxyGet(t, url+"/", agent.port)
+		if resp.StatusCode != 200 || body != "hello world" || resp.Trailer.Get("X-Sum") != "11" {
+			t.Fatalf("%d %q trailer %v", resp.StatusCode, body, resp.Trailer)
+		}
+		wantPath(t, p, fast)
 	})
-	_, url := forwardingProxy(t, agent.port)
-	resp, body := proxyGet(t, url+"/", agent.port)
-	if resp.StatusCode != 200 || body != "hello world" || resp.Trailer.Get("X-Sum") != "11" {
-		t.Fatalf("%d %q trailer %v", resp.StatusCode, body, resp.Trailer)
-	}
 }
 
 func TestForwardRefusesHugeAgentHeaders(t *testing.T) {
-	// An agent is a tenant's code: an endless header must not be held in
-	// memory.
-	agent := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("x", 2<<20) + "\r\n\r\n", true
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		// An agent is a tenant's code: an endless header must not be held in
+		// memory.
+		agent := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("x", 2<<20) + "\r\n\r\n", true
+		})
+		_, url := forwardingProxy(t, agent.port, fast)
+		if resp, body := proxyGet(t, url+"/", agent.port); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "did not answer") {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
 	})
-	_, url := forwardingProxy(t, agent.port)
-	if resp, body := proxyGet(t, url+"/", agent.port); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "did not answer") {
-		t.Fatalf("%d %q", resp.StatusCode, body)
-	}
 }
 
 func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
-	// An event stream that sends one event and then nothing: when the
-	// client goes, the proxy must drop its connection to the agent
-	// rather than wait for an event that never comes.
-	agentGone := make(chan struct{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		// An event stream that sends one event and then nothing: when the
+		// client goes, the proxy must drop its connection to the agent
+		// rather than wait for an event that never comes.
+		agentGone := make(chan struct{})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return
+			t.Fatal(err)
 		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil || line == "\r\n" {
-				break
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
 			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil || line == "\r\n" {
+					break
+				}
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
+				"d\r\ndata: first\n\n\r\n")
+			io.Copy(io.Discard, c) // until the proxy closes
+			close(agentGone)
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		p, url := forwardingProxy(t, port, fast)
+		req, _ := http.NewRequest("GET", url+"/event", nil)
+		req.Host = fmt.Sprintf("a%d.example.test", port)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
-			"d\r\ndata: first\n\n\r\n")
-		io.Copy(io.Discard, c) // until the proxy closes
-		close(agentGone)
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	_, url := forwardingProxy(t, port)
-	req, _ := http.NewRequest("GET", url+"/event", nil)
-	req.Host = fmt.Sprintf("a%d.example.test", port)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "data: first\n" {
-		t.Fatalf("first event: %q %v", line, err)
-	}
-	resp.Body.Close()
-	select {
-	case <-agentGone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the proxy kept its connection to the agent after the client left")
-	}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || line != "data: first\n" {
+			t.Fatalf("first event: %q %v", line, err)
+		}
+		resp.Body.Close()
+		select {
+		case <-agentGone:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the proxy kept its connection to the agent after the client left")
+		}
+		wantPath(t, p, fast)
+	})
 }
 
 // BenchmarkForward measures the fast path in-process, client and agent
@@ -290,69 +331,73 @@ func BenchmarkForward(b *testing.B) {
 }
 
 func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
-	// The agent dies halfway through an answer: the client must see an
-	// error, never a short body that ends cleanly.
-	for name, answer := range map[string]string{
-		"chunked":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-		"content-length": "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
-	} {
-		t.Run(name, func(t *testing.T) {
-			agent := startRawAgent(t, func(int, string) (string, bool) { return answer, true })
-			_, url := forwardingProxy(t, agent.port)
-			req, _ := http.NewRequest("GET", url+"/", nil)
-			req.Host = fmt.Sprintf("a%d.example.test", agent.port)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return // broken before the header came: as good
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err == nil {
-				t.Fatalf("a cut-off answer read cleanly: %d %q", resp.StatusCode, b)
-			}
-		})
-	}
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		// The agent dies halfway through an answer: the client must see an
+		// error, never a short body that ends cleanly.
+		for name, answer := range map[string]string{
+			"chunked":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+			"content-length": "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+		} {
+			t.Run(name, func(t *testing.T) {
+				agent := startRawAgent(t, func(int, string) (string, bool) { return answer, true })
+				_, url := forwardingProxy(t, agent.port, fast)
+				req, _ := http.NewRequest("GET", url+"/", nil)
+				req.Host = fmt.Sprintf("a%d.example.test", agent.port)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return // broken before the header came: as good
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err == nil {
+					t.Fatalf("a cut-off answer read cleanly: %d %q", resp.StatusCode, b)
+				}
+			})
+		}
+	})
 }
 
 func TestKeptConnectionsServeOneAgentOnly(t *testing.T) {
-	// Agent A's port passes to agent B (A deleted, B placed on the same
-	// node and port): B's requests, carrying B's credential, must not go
-	// out on a connection kept from A — on the fast path or on
-	// ReverseProxy's.
-	agent := startRawAgent(t, func(_ int, head string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	eachForwardPath(t, func(t *testing.T, fast bool) {
+		// Agent A's port passes to agent B (A deleted, B placed on the same
+		// node and port): B's requests, carrying B's credential, must not go
+		// out on a connection kept from A — on the fast path or on
+		// ReverseProxy's.
+		agent := startRawAgent(t, func(_ int, head string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		})
+		p, url := forwardingProxy(t, agent.port, fast)
+		route := func(id string) {
+			p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: id, Port: uint32(agent.port),
+				NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw-" + id}}})
+		}
+		post := func() {
+			t.Helper()
+			req, _ := http.NewRequest("POST", url+"/session", strings.NewReader("{}"))
+			req.Host = fmt.Sprintf("a%d.example.test", agent.port)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatal(resp.Status)
+			}
+		}
+		route("agaaaaaaaaaaaaaaaaaaaa")
+		proxyGet(t, url+"/", agent.port)
+		post()
+		proxyGet(t, url+"/", agent.port)
+		post()
+		if got := agent.conns.Load(); got != 2 {
+			t.Fatalf("agent A: %d connections, want 2 (one per path, each kept)", got)
+		}
+		route("agbbbbbbbbbbbbbbbbbbbb")
+		proxyGet(t, url+"/", agent.port)
+		post()
+		if got := agent.conns.Load(); got != 4 {
+			t.Fatalf("after the port passed to agent B: %d connections, want 4 (B's own)", got)
+		}
 	})
-	p, url := forwardingProxy(t, agent.port)
-	route := func(id string) {
-		p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: id, Port: uint32(agent.port),
-			NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw-" + id}}})
-	}
-	post := func() {
-		t.Helper()
-		req, _ := http.NewRequest("POST", url+"/session", strings.NewReader("{}"))
-		req.Host = fmt.Sprintf("a%d.example.test", agent.port)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatal(resp.Status)
-		}
-	}
-	route("agaaaaaaaaaaaaaaaaaaaa")
-	proxyGet(t, url+"/", agent.port)
-	post()
-	proxyGet(t, url+"/", agent.port)
-	post()
-	if got := agent.conns.Load(); got != 2 {
-		t.Fatalf("agent A: %d connections, want 2 (one per path, each kept)", got)
-	}
-	route("agbbbbbbbbbbbbbbbbbbbb")
-	proxyGet(t, url+"/", agent.port)
-	post()
-	if got := agent.conns.Load(); got != 4 {
-		t.Fatalf("after the port passed to agent B: %d connections, want 4 (B's own)", got)
-	}
 }

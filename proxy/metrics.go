@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,9 @@ type metrics struct {
 	// connections is not by route kind: a client connection is not bound
 	// to one host.
 	connections prometheus.Gauge
+	// fastPath and handOffs count the fast path's requests and the
+	// connections it handed to net/http's server (fastpath.go).
+	fastPath, handOffs prometheus.Counter
 	// byKind holds each route kind's series, looked up once here rather
 	// than by label on every request.
 	byKind [RouteAgentID + 1]kindMetrics
@@ -24,6 +28,10 @@ type metrics struct {
 type kindMetrics struct {
 	active, sockets prometheus.Gauge
 	duration        prometheus.Observer
+	// requests holds the requests_total series by status code, each
+	// looked up on its first use (a label lookup costs more than the
+	// count).
+	requests [600]atomic.Pointer[prometheus.Counter]
 }
 
 func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
@@ -54,24 +62,41 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 		Namespace: "agenthost", Subsystem: "proxy", Name: "open_connections",
 		Help: "Client connections open to the proxy now, HTTP/1.1 and HTTP/2 (a WebSocket, once upgraded, counts in agenthost_proxy_websockets instead).",
 	})
+	m.fastPath = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "fast_path_requests_total",
+		Help: "Requests the fast path answered (agents' body-less reads over plain HTTP/1.1), of agenthost_proxy_requests_total.",
+	})
+	m.handOffs = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "handed_off_connections_total",
+		Help: "Plain HTTP/1.1 connections the fast path handed to net/http's server, at a request it does not serve.",
+	})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "routes",
 		Help: "Agents in the proxy's routing table.",
 	}, func() float64 { return float64(t.size()) })
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, m.connections, routes} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, m.connections, m.fastPath, m.handOffs, routes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for k := range m.byKind {
 		kind := RouteKind(k).String()
-		m.byKind[k] = kindMetrics{active: m.active.WithLabelValues(kind), sockets: m.sockets.WithLabelValues(kind),
-			duration: m.duration.WithLabelValues(kind)}
+		km := &m.byKind[k]
+		km.active, km.sockets, km.duration = m.active.WithLabelValues(kind), m.sockets.WithLabelValues(kind), m.duration.WithLabelValues(kind)
 	}
 	return m, nil
 }
 
 func (m *metrics) observe(kind RouteKind, code int, d time.Duration) {
-	m.requests.WithLabelValues(kind.String(), strconv.Itoa(code)).Inc()
-	m.byKind[kind].duration.Observe(d.Seconds())
+	km := &m.byKind[kind]
+	if code < 0 || code >= len(km.requests) {
+		m.requests.WithLabelValues(kind.String(), strconv.Itoa(code)).Inc()
+	} else if c := km.requests[code].Load(); c != nil {
+		(*c).Inc()
+	} else {
+		c := m.requests.WithLabelValues(kind.String(), strconv.Itoa(code))
+		km.requests[code].Store(&c)
+		c.Inc()
+	}
+	km.duration.Observe(d.Seconds())
 }

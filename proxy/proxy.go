@@ -272,7 +272,7 @@ func (p *Proxy) logRequest(kind RouteKind, method, host, path, remote string, st
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, t Target) RouteKind {
-	k := p.metrics.byKind[t.Kind]
+	k := &p.metrics.byKind[t.Kind]
 	k.active.Inc()
 	defer k.active.Dec()
 	if r.Header.Get("Upgrade") != "" {
