@@ -123,6 +123,9 @@ type fastAnswer struct {
 	length int64
 	close  bool
 	date   bool
+	// noCache adds Cache-Control: no-cache, as net/http's ReadResponse does
+	// for an answer with Pragma: no-cache and no Cache-Control.
+	noCache bool
 	// lines are the header lines passed on as they came, without CRLF.
 	lines [][]byte
 }
@@ -133,7 +136,9 @@ type fastAnswer struct {
 // Content-Length (none needed for HEAD), no transfer coding, not an event
 // stream, and a Connection field that asks at most to close.
 func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
-	a.length, a.close, a.date, a.lines = -1, false, false, a.lines[:0]
+	a.length, a.close, a.date, a.noCache, a.lines = -1, false, false, false, a.lines[:0]
+	var length []byte
+	pragma, pragmaNoCache, cacheControl := false, false, false
 	line, rest, _ := bytes.Cut(head, crlf)
 	proto, line, _ := bytes.Cut(line, []byte(" "))
 	code, _, _ := bytes.Cut(line, []byte(" "))
@@ -159,16 +164,16 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 		switch {
 		case fieldIs(name, "Content-Length"):
 			n, ok := parseLength(value)
-			if !ok || a.length >= 0 && n != a.length {
-				return false
+			if !ok || length != nil && !bytes.Equal(value, length) {
+				return false // net/http wants repeated lengths written alike
 			}
-			a.length = n
+			a.length, length = n, value
 			continue
 		case fieldIs(name, "Transfer-Encoding"):
 			return false
 		case fieldIs(name, "Connection"):
 			for f := range bytes.SplitSeq(value, []byte(",")) {
-				switch f = bytes.TrimSpace(f); {
+				switch f = bytes.Trim(f, " \t"); {
 				case fieldIs(f, "close"):
 					a.close = true
 				case len(f) > 0 && !fieldIs(f, "keep-alive"):
@@ -182,11 +187,18 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 			}
 		case fieldIs(name, "Date"):
 			a.date = true
+		case fieldIs(name, "Pragma"):
+			if !pragma { // as for requests, net/http looks at the first only
+				pragma, pragmaNoCache = true, string(value) == "no-cache"
+			}
+		case fieldIs(name, "Cache-Control"):
+			cacheControl = true
 		case hopField(name):
 			continue
 		}
 		a.lines = append(a.lines, line)
 	}
+	a.noCache = pragmaNoCache && !cacheControl
 	return a.length >= 0 || toHEAD
 }
 
@@ -236,7 +248,7 @@ func fieldIs(b []byte, s string) bool {
 // kept-alive connection.
 func onlyKeepAlive(value []byte) bool {
 	for f := range bytes.SplitSeq(value, []byte(",")) {
-		if f = bytes.TrimSpace(f); len(f) > 0 && !fieldIs(f, "keep-alive") {
+		if f = bytes.Trim(f, " \t"); len(f) > 0 && !fieldIs(f, "keep-alive") {
 			return false
 		}
 	}

@@ -500,6 +500,9 @@ func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool,
 		bw.Write(line)
 		bw.WriteString("\r\n")
 	}
+	if a.noCache {
+		bw.WriteString("Cache-Control: no-cache\r\n")
+	}
 	if !a.date {
 		bw.WriteString("Date: ")
 		bw.WriteString(httpDate())

@@ -252,7 +252,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind := t.Kind
 	// Deferred, so that an answer cut off (http.ErrAbortHandler) is
 	// counted and logged too.
-	defer func() { p.record(kind, r, rec.status(), rec.bytes, start) }()
+	defer func() {
+		status := rec.status()
+		if rec.code == 0 && r.Context().Err() != nil {
+			status = statusClientClosed // nothing sent: the client left first
+		}
+		p.record(kind, r, status, rec.bytes, start)
+	}()
 	kind = p.serve(rec, r, t)
 }
 

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,7 +32,8 @@ import (
 )
 
 func main() {
-	duration := flag.Duration("duration", 10*time.Second, "each wrk run")
+	duration := flag.Duration("duration", 5*time.Second, "each wrk run at 64 connections (at 1 connection: half)")
+	rounds := flag.Int("rounds", 3, "rounds over every path; each figure is the median of its rounds")
 	floor := flag.String("floor-forwarder", "", "internal: run the floor forwarder on `listen,backend` addresses")
 	flag.Parse()
 	if *floor != "" {
@@ -42,7 +44,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*duration); err != nil {
+	if err := run(*duration, max(1, *rounds)); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -50,7 +52,7 @@ func main() {
 
 const agentID = "agbenchbenchbenchbench"
 
-func run(d time.Duration) error {
+func run(d time.Duration, rounds int) error {
 	for _, tool := range []string{"wrk", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is needed (apt-get install wrk nginx-light; make bench does it)", tool)
@@ -151,20 +153,29 @@ func run(d time.Duration) error {
 		}
 		return parseWrk(string(out))
 	}
-	fmt.Printf("edge proxy on loopback, wrk %s per run, 128-byte answers, Host %s\n\n", d, host)
+	fmt.Printf("edge proxy on loopback, wrk %s per run, %d rounds over the paths (medians), 128-byte answers, Host %s\n\n", d, rounds, host)
 	fmt.Printf("%-30s %14s %10s %16s\n", "path", "req/s (64 c)", "vs direct", "p50 at 1 conn")
-	var rows []result
-	var single []result
-	for _, t := range targets {
-		r, err := measure(t.url, t.host, 64, d)
-		if err != nil {
-			return err
+	// Rounds over every path in turn, rather than one long run each: the
+	// machine is shared, and its load drifts; a path measured while
+	// another process was busy is outvoted by its other rounds, and each
+	// ratio compares runs minutes apart at most.
+	rps, p50 := make([][]float64, len(targets)), make([][]float64, len(targets))
+	for range rounds {
+		for i, t := range targets {
+			r, err := measure(t.url, t.host, 64, d)
+			if err != nil {
+				return err
+			}
+			s, err := measure(t.url, t.host, 1, d/2)
+			if err != nil {
+				return err
+			}
+			rps[i], p50[i] = append(rps[i], r.rps), append(p50[i], s.p50)
 		}
-		s, err := measure(t.url, t.host, 1, d/2)
-		if err != nil {
-			return err
-		}
-		rows, single = append(rows, r), append(single, s)
+	}
+	rows, single := make([]result, len(targets)), make([]result, len(targets))
+	for i := range targets {
+		rows[i].rps, single[i].p50 = median(rps[i]), median(p50[i])
 	}
 	for i, t := range targets {
 		fmt.Printf("%-30s %14.0f %9.2fx %14.0fµs\n", t.name, rows[i].rps, rows[i].rps/rows[0].rps, single[i].p50)
@@ -174,6 +185,15 @@ func run(d time.Duration) error {
 	fmt.Printf("floor (a Go forwarder that parses nothing): %.2fx direct, %.2fx nginx, adds %.0fµs; agenthost proxy is %.2fx the floor\n",
 		rows[3].rps/rows[0].rps, rows[3].rps/rows[2].rps, single[3].p50-single[0].p50, rows[1].rps/rows[3].rps)
 	return nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 var (
