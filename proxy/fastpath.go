@@ -49,6 +49,9 @@ const (
 	slowAnswer = 200 * time.Millisecond
 )
 
+// clientWriters are the fast path's write buffers to clients.
+var clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
 // errClientLeft ends a forward whose client went away.
 var errClientLeft = errors.New("proxy: the client left")
 
@@ -163,7 +166,7 @@ type fastConn struct {
 	// clientIP is the client's address for X-Forwarded-For.
 	clientIP string
 	br       *bufio.Reader
-	bw       *bufio.Writer
+	bw       *bufio.Writer // while answering a request; from clientWriters
 	// head is a copy of the request head being served, kept to give it
 	// back to net/http's server if the fast path does not serve it.
 	head []byte
@@ -192,7 +195,6 @@ func (fc *fastConn) serve() {
 		}
 	}()
 	fc.br = bufio.NewReaderSize(fc.c, fastHeadBytes)
-	fc.bw = bufio.NewWriterSize(fc.c, 4<<10)
 	for first := true; ; first = false {
 		head, err := fc.readHead(first)
 		if err != nil {
@@ -332,7 +334,14 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 	k := &p.metrics.byKind[t.Kind]
 	k.active.Inc()
 	defer k.active.Dec()
+	// The writer is the connection's only while it answers: an idle
+	// connection holds just its read buffer.
+	fc.bw = clientWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(fc.c)
 	status, n, err := fc.forward(rt)
+	fc.bw.Reset(nil)
+	clientWriters.Put(fc.bw)
+	fc.bw = nil
 	if status == 0 {
 		// Not forwarded (the agent could not be reached): the handler
 		// says so, as for any request.
@@ -368,7 +377,7 @@ func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 		err = bc.bw.Flush()
 		if err == nil {
 			bc.readLimit = maxBackendHeaderBytes
-			err = fc.awaitAnswer(bc)
+			err = fc.awaitAgent(bc, 1)
 		}
 		if err != nil {
 			bc.Close()
@@ -429,17 +438,18 @@ func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route) {
 	bw.WriteString("\r\n")
 }
 
-// awaitAnswer waits for the agent's answer to begin; if it is slow, it
-// watches the client meanwhile, and gives up when the client leaves.
-func (fc *fastConn) awaitAnswer(bc *backendConn) error {
+// awaitAgent waits until bc.br holds n bytes (the agent's answer begins,
+// or goes on); if the agent is slow, it watches the client meanwhile, and
+// gives up when the client leaves.
+func (fc *fastConn) awaitAgent(bc *backendConn, n int) error {
 	bc.SetReadDeadline(time.Now().Add(slowAnswer))
-	_, err := bc.br.Peek(1)
+	_, err := bc.br.Peek(n)
 	bc.SetReadDeadline(time.Time{})
 	if err == nil || !isTimeout(err) {
 		return err
 	}
 	stop := fc.watchClient(bc)
-	_, err = bc.br.Peek(1)
+	_, err = bc.br.Peek(n)
 	if stop() {
 		return errClientLeft
 	}
@@ -481,8 +491,10 @@ func (fc *fastConn) watchClient(bc *backendConn) (stop func() (left bool)) {
 // status means nothing was written: the answer could not be read.
 func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool, err error) {
 	isHEAD := string(fc.req.method) == http.MethodHead
-	head, err := answerHead(bc.br)
-	if err != nil {
+	head, err := fc.answerHead(bc)
+	if err == errClientLeft {
+		return statusClientClosed, 0, false, err
+	} else if err != nil {
 		return 0, 0, false, nil
 	}
 	a := &fc.ans
@@ -519,7 +531,7 @@ func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool,
 		bc.readLimit = math.MaxInt64
 		for left := a.length; left > 0; {
 			if bc.br.Buffered() == 0 {
-				if _, err := bc.br.Peek(1); err != nil {
+				if err := fc.awaitAgent(bc, 1); err != nil {
 					return a.status, n, false, err
 				}
 			}
@@ -535,10 +547,11 @@ func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool,
 	return a.status, n, !a.close, bw.Flush()
 }
 
-// answerHead waits for an agent's answer head in br and returns it, still
-// buffered; nil when it is one for net/http's parser (bigger than br, or
-// with unusual line ends).
-func answerHead(br *bufio.Reader) ([]byte, error) {
+// answerHead waits for an agent's answer head on bc and returns it, still
+// buffered; nil when it is one for net/http's parser (bigger than the
+// buffer, or with unusual line ends).
+func (fc *fastConn) answerHead(bc *backendConn) ([]byte, error) {
+	br := bc.br
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		if end := headEnd(buf); end > 0 {
@@ -546,7 +559,7 @@ func answerHead(br *bufio.Reader) ([]byte, error) {
 		} else if end < 0 || len(buf) == br.Size() {
 			return nil, nil
 		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
+		if err := fc.awaitAgent(bc, len(buf)+1); err != nil {
 			return nil, err
 		}
 	}

@@ -173,41 +173,57 @@ func TestFastPathTimeoutsAndClose(t *testing.T) {
 }
 
 // TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves: an agent that
-// never answers holds no connection once its client has gone.
+// stops answering — before its answer, midway through its head, midway
+// through its body — holds no connection once its client has gone.
 func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	agentGone := make(chan struct{})
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(io.Discard, c) // reads the request, never answers, until the proxy closes
-		close(agentGone)
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	p, url := forwardingProxy(t, port, true)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "GET /slow HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", port)
-	time.Sleep(2 * slowAnswer) // past the point where the fast path watches the client
-	conn.Close()
-	select {
-	case <-agentGone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the proxy kept waiting on the agent after the client left")
-	}
-	for deadline := time.Now().Add(5 * time.Second); counterValue(p.metrics.requests.WithLabelValues("agent_port", "499")) != 1; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the request was not counted as the client's leaving (499)")
-		}
+	for _, c := range []struct{ name, sent, status string }{
+		{"before the answer", "", "499"},
+		{"midway through the head", "HTTP/1.1 200 OK\r\nContent-Le", "499"},
+		{"midway through the body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello", "200"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			agentGone := make(chan struct{})
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for line := ""; line != "\r\n"; {
+					if line, err = br.ReadString('\n'); err != nil {
+						return
+					}
+				}
+				io.WriteString(conn, c.sent)
+				io.Copy(io.Discard, br) // then nothing more, until the proxy closes
+				close(agentGone)
+			}()
+			port := ln.Addr().(*net.TCPAddr).Port
+			p, url := forwardingProxy(t, port, true)
+			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET /slow HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", port)
+			time.Sleep(2 * slowAnswer) // past the point where the fast path watches the client
+			conn.Close()
+			select {
+			case <-agentGone:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the proxy kept waiting on the agent after the client left")
+			}
+			for deadline := time.Now().Add(5 * time.Second); counterValue(p.metrics.requests.WithLabelValues("agent_port", c.status)) != 1; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the request was not counted with status %s", c.status)
+				}
+			}
+		})
 	}
 }
 
