@@ -167,6 +167,9 @@ type fastConn struct {
 	clientIP string
 	br       *bufio.Reader
 	bw       *bufio.Writer // while answering a request; from clientWriters
+	// readDeadline is the client connection's read deadline (see
+	// readHead).
+	readDeadline time.Time
 	// head is a copy of the request head being served, kept to give it
 	// back to net/http's server if the fast path does not serve it.
 	head []byte
@@ -240,41 +243,53 @@ func (fc *fastConn) handOff(c net.Conn) bool {
 // all of it, as net/http's server does). It returns the head, still
 // buffered (unread), or nil when the head is one the fast path leaves to
 // net/http: too big, or with bare LF line ends.
+//
+// The idle deadline is moved only when less than half of it is left, not
+// on every request (a deadline costs a timer update): a kept-alive
+// connection closes between one and two halves of IdleTimeout after its
+// last request.
 func (fc *fastConn) readHead(first bool) ([]byte, error) {
 	srv := fc.l.srv
-	wait := srv.IdleTimeout
-	if first || wait <= 0 {
-		wait = srv.ReadHeaderTimeout
-	}
-	if wait > 0 {
-		fc.c.SetReadDeadline(time.Now().Add(wait))
+	now := time.Now()
+	headerDeadline := false
+	switch idle := srv.IdleTimeout; {
+	case first || idle <= 0:
+		if srv.ReadHeaderTimeout > 0 {
+			fc.setReadDeadline(now.Add(srv.ReadHeaderTimeout))
+			headerDeadline = true
+		}
+	case fc.readDeadline.IsZero() || fc.readDeadline.Sub(now) < idle/2:
+		fc.setReadDeadline(now.Add(idle))
 	}
 	if _, err := fc.br.Peek(1); err != nil {
 		return nil, err
 	}
-	for deadlineSet := first; ; {
+	for {
 		buf, _ := fc.br.Peek(fc.br.Buffered())
 		if end := headEnd(buf); end > 0 {
-			if wait > 0 {
-				fc.c.SetReadDeadline(time.Time{})
-			}
+			// The deadline stays while the request is served: nothing
+			// reads the connection meanwhile but a client watch, which
+			// sets its own.
 			return buf[:end], nil
-		} else if end < 0 {
-			fc.c.SetReadDeadline(time.Time{})
-			return nil, nil
+		} else if end < 0 || len(buf) == fc.br.Size() {
+			fc.setReadDeadline(time.Time{})
+			return nil, nil // for net/http: unusual, or bigger than the fast path reads
 		}
-		if len(buf) == fc.br.Size() {
-			fc.c.SetReadDeadline(time.Time{})
-			return nil, nil // bigger than the fast path reads
-		}
-		if !deadlineSet && srv.ReadHeaderTimeout > 0 {
-			fc.c.SetReadDeadline(time.Now().Add(srv.ReadHeaderTimeout))
-			deadlineSet = true
+		if !headerDeadline && srv.ReadHeaderTimeout > 0 {
+			fc.setReadDeadline(time.Now().Add(srv.ReadHeaderTimeout))
+			headerDeadline = true
 		}
 		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// setReadDeadline sets the client connection's read deadline, and
+// remembers it.
+func (fc *fastConn) setReadDeadline(t time.Time) {
+	fc.readDeadline = t
+	fc.c.SetReadDeadline(t)
 }
 
 // headEnd returns the length of the request head at the start of buf (up
@@ -468,7 +483,7 @@ func isTimeout(err error) bool {
 func (fc *fastConn) watchClient(bc *backendConn) (stop func() (left bool)) {
 	var stopping, left atomic.Bool
 	done := make(chan struct{})
-	fc.c.SetReadDeadline(time.Time{})
+	fc.setReadDeadline(time.Time{})
 	go func() {
 		defer close(done)
 		if _, err := fc.br.Peek(1); err != nil && !stopping.Load() {
@@ -480,7 +495,7 @@ func (fc *fastConn) watchClient(bc *backendConn) (stop func() (left bool)) {
 		stopping.Store(true)
 		fc.c.SetReadDeadline(aLongTimeAgo)
 		<-done
-		fc.c.SetReadDeadline(time.Time{})
+		fc.setReadDeadline(time.Time{})
 		return left.Load()
 	}
 }
