@@ -53,13 +53,15 @@ func parseRequestHead(head []byte, h *fastRequestHead) bool {
 		return false
 	}
 	h.method, h.uri = method, uri
-	hosts, pragma, pragmaNoCache, cacheControl := 0, false, false, false
+	hosts := 0
+	var cache pragmaRule
 	for len(rest) > len(crlf) {
 		line, rest, _ = bytes.Cut(rest, crlf)
 		name, value, ok := headerField(line)
 		if !ok {
 			return false
 		}
+		cache.see(name, value)
 		switch {
 		case fieldIs(name, "Host"):
 			hosts++
@@ -79,18 +81,12 @@ func parseRequestHead(head []byte, h *fastRequestHead) bool {
 		case fieldIs(name, "X-Forwarded-For"):
 			h.forwardedFor = append(h.forwardedFor, value)
 			continue
-		case fieldIs(name, "Pragma"):
-			if !pragma { // net/http looks at the first only
-				pragma, pragmaNoCache = true, string(value) == "no-cache"
-			}
-		case fieldIs(name, "Cache-Control"):
-			cacheControl = true
 		case droppedRequestField(name):
 			continue
 		}
 		h.lines = append(h.lines, line)
 	}
-	h.noCache = pragmaNoCache && !cacheControl
+	h.noCache = cache.addsNoCache()
 	return hosts == 1
 }
 
@@ -138,7 +134,7 @@ type fastAnswer struct {
 func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 	a.length, a.close, a.date, a.noCache, a.lines = -1, false, false, false, a.lines[:0]
 	var length []byte
-	pragma, pragmaNoCache, cacheControl := false, false, false
+	var cache pragmaRule
 	line, rest, _ := bytes.Cut(head, crlf)
 	proto, line, _ := bytes.Cut(line, []byte(" "))
 	code, _, _ := bytes.Cut(line, []byte(" "))
@@ -161,6 +157,7 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 		if !ok {
 			return false
 		}
+		cache.see(name, value)
 		switch {
 		case fieldIs(name, "Content-Length"):
 			n, ok := parseLength(value)
@@ -187,20 +184,31 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 			}
 		case fieldIs(name, "Date"):
 			a.date = true
-		case fieldIs(name, "Pragma"):
-			if !pragma { // as for requests, net/http looks at the first only
-				pragma, pragmaNoCache = true, string(value) == "no-cache"
-			}
-		case fieldIs(name, "Cache-Control"):
-			cacheControl = true
 		case hopField(name):
 			continue
 		}
 		a.lines = append(a.lines, line)
 	}
-	a.noCache = pragmaNoCache && !cacheControl
+	a.noCache = cache.addsNoCache()
 	return a.length >= 0 || toHEAD
 }
+
+// pragmaRule follows net/http's parsers, which add Cache-Control: no-cache
+// to a request or answer whose first Pragma field is no-cache and that has
+// no Cache-Control.
+type pragmaRule struct{ pragma, noCache, cacheControl bool }
+
+// see takes in one header field.
+func (r *pragmaRule) see(name, value []byte) {
+	switch {
+	case fieldIs(name, "Pragma") && !r.pragma:
+		r.pragma, r.noCache = true, string(value) == "no-cache"
+	case fieldIs(name, "Cache-Control"):
+		r.cacheControl = true
+	}
+}
+
+func (r *pragmaRule) addsNoCache() bool { return r.noCache && !r.cacheControl }
 
 // headerField splits a header line into its name and value (without
 // surrounding spaces), and reports whether both are valid: a token for a

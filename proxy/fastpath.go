@@ -594,10 +594,7 @@ func (fc *fastConn) writeResponse(isHEAD bool, resp *http.Response, bc *backendC
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
 	if _, ok := resp.Header["Date"]; !ok {
@@ -678,10 +675,7 @@ func copyBody(bw *bufio.Writer, resp *http.Response, chunked bool) (int64, error
 		bw.WriteString("0\r\n")
 		for k, vs := range resp.Trailer {
 			for _, v := range vs {
-				bw.WriteString(k)
-				bw.WriteString(": ")
-				bw.WriteString(v)
-				bw.WriteString("\r\n")
+				writeField(bw, k, v)
 			}
 		}
 		bw.WriteString("\r\n")

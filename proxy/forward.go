@@ -233,10 +233,7 @@ func roundTrip(c *backendConn, r *http.Request, rt *route, await func(*backendCo
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
 	bw.WriteString("\r\n")
@@ -269,6 +266,14 @@ func readResponse(c *backendConn, r *http.Request, await func(*backendConn) erro
 		}
 		return resp, nil
 	}
+}
+
+// writeField writes one header field.
+func writeField(bw *bufio.Writer, name, value string) {
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(value)
+	bw.WriteString("\r\n")
 }
 
 // writeForwardedHeaders sets X-Forwarded-For (appending the client to a
