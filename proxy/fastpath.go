@@ -32,11 +32,12 @@ import (
 //
 // Anything else — a request the fast path does not take, an agent not
 // running, an agent that cannot be reached, anything unusual in the
-// request — hands the connection, with the request unread, to net/http's
-// server and the proxy's handler, for good: they answer it as they answer
-// every request. The fast path therefore only ever serves requests that
-// the handler would have served the same way; it parses with net/http's
-// own parser (http.ReadRequest) and checks what net/http's server checks.
+// request — hands the connection, with the request as the client sent it,
+// to net/http's server and the proxy's handler, for good: they answer it as
+// they answer every request. The fast path therefore only ever serves
+// requests that the handler would have served the same way; its parsers
+// (fasthead.go) accept a plain subset of what net/http's accept, and are
+// fuzzed against them.
 
 const (
 	// fastHeadBytes is the most of a request's head the fast path reads;
