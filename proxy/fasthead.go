@@ -127,14 +127,16 @@ type fastAnswer struct {
 }
 
 // parseAnswerHead parses an agent's answer head (as headEnd found it) into
-// a, and reports whether the fast path passes it
-// on itself: HTTP/1.1, a final status with a body (not 1xx, 204 or 304), a
-// Content-Length (none needed for HEAD), no transfer coding, not an event
-// stream, and a Connection field that asks at most to close.
+// a, and reports whether the fast path passes it on itself: HTTP/1.1, a
+// final status with a body (not 1xx, 204 or 304), a Content-Length (none
+// needed for HEAD), no transfer coding, not an event stream, a
+// Content-Type (or Content-Encoding) for a body, and a Connection field
+// that asks at most to close.
 func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 	a.length, a.close, a.date, a.noCache, a.lines = -1, false, false, false, a.lines[:0]
 	var length []byte
 	var cache pragmaRule
+	typed, encoded := false, false
 	line, rest, _ := bytes.Cut(head, crlf)
 	proto, line, _ := bytes.Cut(line, []byte(" "))
 	code, _, _ := bytes.Cut(line, []byte(" "))
@@ -182,6 +184,9 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 			if len(value) >= len("text/event-stream") && fieldIs(value[:len("text/event-stream")], "text/event-stream") {
 				return false // a stream: flushed as it comes, by the general path
 			}
+			typed = true
+		case fieldIs(name, "Content-Encoding"):
+			encoded = encoded || len(value) > 0
 		case fieldIs(name, "Date"):
 			a.date = true
 		case hopField(name):
@@ -190,6 +195,9 @@ func parseAnswerHead(head []byte, toHEAD bool, a *fastAnswer) bool {
 		a.lines = append(a.lines, line)
 	}
 	a.noCache = cache.addsNoCache()
+	if !typed && !encoded && a.length > 0 && !toHEAD {
+		return false // net/http's server would sniff a Content-Type: the general path does
+	}
 	return a.length >= 0 || toHEAD
 }
 

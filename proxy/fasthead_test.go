@@ -357,6 +357,9 @@ func checkAnswerHead(t *testing.T, raw, head []byte, isHEAD bool, a *fastAnswer)
 	if _, ok := resp.Header["Date"]; a.date != ok {
 		t.Errorf("date %v, net/http's Date %q", a.date, resp.Header["Date"])
 	}
+	if _, typed := resp.Header["Content-Type"]; !isHEAD && a.length > 0 && !typed && resp.Header.Get("Content-Encoding") == "" {
+		t.Errorf("passes on a body with no type, which net/http's server would sniff one for")
+	}
 	if a.noCache && !slices.Equal(resp.Header["Cache-Control"], []string{"no-cache"}) {
 		t.Errorf("noCache, net/http's Cache-Control %q", resp.Header["Cache-Control"])
 	}
@@ -536,7 +539,15 @@ func TestParseAnswerHeadCases(t *testing.T) {
 	}{
 		{"200", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n" + date + "\r\n\r\n", false,
 			want{true, 200, 5, false, true, []string{"Content-Type: text/plain", date}}},
-		{"no reason", "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\n", false, want{true, 200, 2, false, false, nil}},
+		{"no reason", "HTTP/1.1 200\r\nContent-Type: a/b\r\nContent-Length: 2\r\n\r\n", false,
+			want{true, 200, 2, false, false, []string{"Content-Type: a/b"}}},
+		// net/http's server sniffs a type for a body without one: the
+		// general path writes those.
+		{"no type", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", false, no},
+		{"no type, encoded", "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n", false,
+			want{true, 200, 2, false, false, []string{"Content-Encoding: gzip"}}},
+		{"no type, empty encoding", "HTTP/1.1 200 OK\r\nContent-Encoding:\r\nContent-Length: 2\r\n\r\n", false, no},
+		{"no type, no body", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false, want{true, 200, 0, false, false, nil}},
 		{"404", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false, want{true, 404, 0, false, false, nil}},
 		{"511", "HTTP/1.1 511 Network Authentication Required\r\nContent-Length: 0\r\n\r\n", false,
 			want{true, 511, 0, false, false, nil}},
@@ -547,8 +558,8 @@ func TestParseAnswerHeadCases(t *testing.T) {
 		{"103", "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", false, no},
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, no},
 		{"chunked with length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, no},
-		{"two equal lengths", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length:  5\r\n\r\n", false,
-			want{true, 200, 5, false, false, nil}},
+		{"two equal lengths", "HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nContent-Length: 5\r\ncontent-length:  5\r\n\r\n", false,
+			want{true, 200, 5, false, false, []string{"Content-Type: a/b"}}},
 		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false, no},
 		{"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false, no},
 		{"empty length", "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", false, no},
@@ -558,12 +569,12 @@ func TestParseAnswerHeadCases(t *testing.T) {
 		{"HEAD, no length", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", true,
 			want{true, 200, -1, false, false, []string{"Content-Type: text/plain"}}},
 		{"HEAD, length", "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", true, want{true, 200, 1234, false, false, nil}},
-		{"close", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", false,
-			want{true, 200, 2, true, false, nil}},
-		{"keep-alive, close", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive, CLOSE\r\nKeep-Alive: timeout=5\r\n\r\n", false,
-			want{true, 200, 2, true, false, nil}},
-		{"keep-alive", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n", false,
-			want{true, 200, 2, false, false, nil}},
+		{"close", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", false,
+			want{true, 200, 0, true, false, nil}},
+		{"keep-alive, close", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive, CLOSE\r\nKeep-Alive: timeout=5\r\n\r\n", false,
+			want{true, 200, 0, true, false, nil}},
+		{"keep-alive", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n", false,
+			want{true, 200, 0, false, false, nil}},
 		{"connection names a field", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Foo\r\nX-Foo: bar\r\n\r\n", false, no},
 		{"event stream", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 6\r\n\r\n", false, no},
 		{"event stream, case", "HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n\r\n", true, no},

@@ -111,6 +111,9 @@ func (l *fastListener) Close() error {
 
 func (l *fastListener) shut(acceptErr error) {
 	l.close.Do(func() {
+		if acceptErr != nil {
+			l.Listener.Close() // broken: nobody is to wait in its queue
+		}
 		l.mu.Lock()
 		l.acceptErr = acceptErr
 		for fc := range l.conns {
@@ -126,10 +129,10 @@ func (l *fastListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait, as
-				// net/http's server does, rather than spin or stop.
+			// Out of file descriptors and the like (a client can cause
+			// it by opening enough connections): wait and go on, as
+			// net/http's server does, rather than spin or stop.
+			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // net/http's own test
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				select {
 				case <-time.After(backoff):
@@ -171,8 +174,8 @@ type fastConn struct {
 	// readDeadline is the client connection's read deadline (see
 	// readHead).
 	readDeadline time.Time
-	// head is a copy of the request head being served, kept to give it
-	// back to net/http's server if the fast path does not serve it.
+	// head is a copy of the request head being served, which req's
+	// slices point into.
 	head []byte
 	req  fastRequestHead
 	ans  fastAnswer
@@ -186,6 +189,15 @@ type handedOffConn struct {
 }
 
 func (c *handedOffConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// CloseWrite half-closes the connection, as net/http's server and
+// ReverseProxy's upgrades do to a TCP connection.
+func (c *handedOffConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("proxy: the connection cannot half-close")
+}
 
 func (fc *fastConn) serve() {
 	handedOff := false
@@ -204,24 +216,18 @@ func (fc *fastConn) serve() {
 		if err != nil {
 			return // the client left, or timed out
 		}
-		replay := false
 		if head != nil {
-			fc.head = append(fc.head[:0], head...)
-			var served bool
-			if served, replay, err = fc.serveRequest(); err != nil {
+			served, err := fc.serveRequest(head)
+			if err != nil {
 				return // the answer broke off (the client must see it broken), or the client left
 			}
 			if served {
 				continue
 			}
 		}
-		// Handed over as the client sent it: the head, if the fast path
-		// consumed it, then whatever follows.
-		var r io.Reader = fc.br
-		if replay {
-			r = io.MultiReader(bytes.NewReader(fc.head), fc.br)
-		}
-		handedOff = fc.handOff(&handedOffConn{Conn: fc.c, r: r})
+		// Handed over as the client sent it: the request is still
+		// buffered, unread.
+		handedOff = fc.handOff(&handedOffConn{Conn: fc.c, r: fc.br})
 		if handedOff {
 			fc.l.p.metrics.handOffs.Inc()
 		}
@@ -317,21 +323,23 @@ func headEnd(buf []byte) int {
 	return 0
 }
 
-// serveRequest serves the request whose head is fc.head, and reports
-// whether it did. When it did not, nothing was written to the client, and
-// replay says whether the head was consumed from fc.br (and is to be given
-// back as fc.head) or is still buffered there. An error means the answer
-// broke off after it began, or the client left.
-func (fc *fastConn) serveRequest() (served, replay bool, err error) {
+// serveRequest serves the request whose head is head (buffered, unread,
+// in fc.br), and reports whether it did; when it did not, the request is
+// still unread. An error means the answer broke off after it began, or the
+// client left.
+func (fc *fastConn) serveRequest(head []byte) (served bool, err error) {
 	start := time.Now()
 	p := fc.l.p
+	// Parsed from a copy: fc.req holds slices of it, and a client watch
+	// (watchClient) reads on in fc.br.
+	fc.head = append(fc.head[:0], head...)
 	h := &fc.req
 	if !parseRequestHead(fc.head, h) {
-		return false, false, nil
+		return false, nil
 	}
 	host := string(h.host)
 	if !httpguts.ValidHostHeader(host) {
-		return false, false, nil
+		return false, nil
 	}
 	t := p.domain.Match(host)
 	var rt *route
@@ -342,11 +350,9 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 		rt = p.table.lookupID(t.AgentID)
 	}
 	if rt == nil || rt.nodeDown || !rt.running() {
-		return false, false, nil
+		return false, nil
 	}
-	// Consumed before forwarding, so that a client watch (watchClient)
-	// reads what comes after it.
-	fc.br.Discard(len(fc.head))
+	fc.br.Discard(len(head))
 	k := &p.metrics.byKind[t.Kind]
 	k.active.Inc()
 	defer k.active.Dec()
@@ -358,11 +364,6 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 	fc.bw.Reset(nil)
 	clientWriters.Put(fc.bw)
 	fc.bw = nil
-	if status == 0 {
-		// Not forwarded (the agent could not be reached): the handler
-		// says so, as for any request.
-		return false, true, nil
-	}
 	p.metrics.observe(t.Kind, status, time.Since(start))
 	p.metrics.fastPath.Inc()
 	if p.cfg.AccessLog {
@@ -372,13 +373,14 @@ func (fc *fastConn) serveRequest() (served, replay bool, err error) {
 		}
 		p.logRequest(t.Kind, string(h.method), host, path, fc.remote, status, n, start)
 	}
-	return true, false, err
+	return true, err
 }
 
 // forward sends the request to the agent at rt and writes its answer to
-// the client. A zero status means nothing was sent to the client (the
-// agent could not be reached, or its answer could not be read); an
-// error, that the answer broke off or the client left.
+// the client — or the handler's 502 page when the agent cannot be reached
+// or its answer cannot be read (a request is never sent to the agent
+// twice, but for a kept connection found closed). An error means the
+// answer broke off or the client left.
 func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 	p := fc.l.p
 	bc := p.backends.get(rt.poolAddr)
@@ -386,7 +388,7 @@ func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 	for {
 		if bc == nil {
 			if bc, err = p.backends.dial(context.Background(), rt.poolAddr, rt.backendAddr); err != nil {
-				return 0, 0, nil
+				return fc.agentUnreachable(err)
 			}
 		}
 		fc.writeRequest(bc.bw, rt)
@@ -406,8 +408,7 @@ func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 				bc, reused = nil, false
 				continue
 			}
-			p.logger.Debug("fast path: agent unreachable, handing to the handler", "error", err)
-			return 0, 0, nil
+			return fc.agentUnreachable(err)
 		}
 		status, n, keep, err := fc.passAnswer(bc)
 		if err == nil && keep {
@@ -415,8 +416,27 @@ func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 		} else {
 			bc.Close()
 		}
+		if status == 0 {
+			return fc.agentUnreachable(err)
+		}
 		return status, n, err
 	}
+}
+
+// agentUnreachable logs why the agent did not answer and answers the
+// client with the page net/http's path answers with (agentError).
+func (fc *fastConn) agentUnreachable(cause error) (status int, n int64, err error) {
+	fc.l.p.logger.Warn("agent unreachable", "host", string(fc.req.host), "error", cause)
+	body := pageHTML(agentUnreachableTitle, agentUnreachableText)
+	bw := fc.bw
+	writeStatusLine(bw, http.StatusBadGateway)
+	bw.WriteString("Cache-Control: no-store\r\nContent-Type: text/html; charset=utf-8\r\nDate: ")
+	bw.WriteString(httpDate())
+	bw.WriteString("\r\nContent-Length: ")
+	writeInt(bw, int64(len(body)))
+	bw.WriteString("\r\n\r\n")
+	bw.WriteString(body)
+	return http.StatusBadGateway, int64(len(body)), bw.Flush()
 }
 
 // writeRequest writes the request in fc.req to an agent, with the
@@ -504,20 +524,21 @@ func (fc *fastConn) watchClient(bc *backendConn) (stop func() (left bool)) {
 // passAnswer writes the agent's answer on bc to the client: itself when
 // parseAnswerHead takes its head, else through http.ReadResponse and
 // writeResponse. keep says whether bc may serve another request. A zero
-// status means nothing was written: the answer could not be read.
+// status means nothing was written: the answer could not be read (err
+// says why).
 func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool, err error) {
 	isHEAD := string(fc.req.method) == http.MethodHead
 	head, err := fc.answerHead(bc)
 	if err == errClientLeft {
 		return statusClientClosed, 0, false, err
 	} else if err != nil {
-		return 0, 0, false, nil
+		return 0, 0, false, err
 	}
 	a := &fc.ans
 	if head == nil || !parseAnswerHead(head, isHEAD, a) {
 		resp, err := readResponse(bc, &http.Request{Method: string(fc.req.method)}, nil)
 		if err != nil {
-			return 0, 0, false, nil
+			return 0, 0, false, err
 		}
 		n, err := fc.writeResponse(isHEAD, resp, bc)
 		return resp.StatusCode, n, !resp.Close, err
@@ -583,82 +604,91 @@ func (fc *fastConn) answerHead(bc *backendConn) ([]byte, error) {
 
 // writeResponse writes the agent's answer to the client as net/http's
 // server writes the handler's (see copyResponse): hop-by-hop headers
-// dropped, a Date added when the agent gave none, the length kept or the
-// body chunked, streams flushed as they come. It returns the body bytes
-// written.
+// dropped, a Date added when the agent gave none, a Content-Type sniffed
+// for a body of known length that has none, the length kept or the body
+// chunked, streams flushed as they come, only declared trailers. The client
+// is watched meanwhile. It returns the body bytes written.
 func (fc *fastConn) writeResponse(isHEAD bool, resp *http.Response, bc *backendConn) (int64, error) {
 	defer resp.Body.Close()
+	bodyAllowed := resp.StatusCode >= 200 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
+	chunked := bodyAllowed && !isHEAD && resp.ContentLength < 0
+	stream := chunked || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	stop := fc.watchClient(bc)
+	n, err := fc.writeAnswer(isHEAD, bodyAllowed, chunked, stream, resp)
+	if stop() && err == nil {
+		err = errClientLeft
+	}
+	return n, err
+}
+
+func (fc *fastConn) writeAnswer(isHEAD, bodyAllowed, chunked, stream bool, resp *http.Response) (int64, error) {
 	bw := fc.bw
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	// net/http's server sniffs the type of a body written at once (a
+	// stream is flushed before its body: it sniffs nothing).
+	var first []byte
+	_, typed := resp.Header["Content-Type"]
+	if bodyAllowed && !isHEAD && !stream && !typed && resp.Header.Get("Content-Encoding") == "" {
+		n, err := io.ReadAtLeast(resp.Body, buf, 1)
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return 0, err
+		}
+		first = buf[:n]
+	}
 	writeStatusLine(bw, resp.StatusCode)
 	for k, vs := range resp.Header {
-		if k == "Content-Length" || isHopHeader(k) || namedByConnection(k, resp.Header) {
+		if k == "Content-Length" || isHopHeader(k) || namedByConnection(k, resp.Header) ||
+			k == "Content-Type" && resp.StatusCode == http.StatusNotModified { // as net/http drops it
 			continue
 		}
 		for _, v := range vs {
 			writeField(bw, k, v)
 		}
 	}
-	if _, ok := resp.Header["Date"]; !ok {
-		bw.WriteString("Date: ")
-		bw.WriteString(httpDate())
-		bw.WriteString("\r\n")
+	if len(first) > 0 {
+		writeField(bw, "Content-Type", http.DetectContentType(first))
 	}
-	bodyAllowed := resp.StatusCode >= 200 && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
-	chunked := false
+	if _, ok := resp.Header["Date"]; !ok {
+		writeField(bw, "Date", httpDate())
+	}
+	// The trailers the agent declared: net/http's server sends no others.
+	var declared []string
 	switch {
 	case !bodyAllowed:
 	case resp.ContentLength >= 0:
-		bw.WriteString("Content-Length: ")
-		writeInt(bw, resp.ContentLength)
-		bw.WriteString("\r\n")
-	case isHEAD:
-		// The length is unknown and no body follows: nothing to say.
-	default:
-		chunked = true
+		writeField(bw, "Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	case chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 		for k := range resp.Trailer {
-			bw.WriteString("Trailer: ")
-			bw.WriteString(k)
-			bw.WriteString("\r\n")
+			declared = append(declared, k)
+			writeField(bw, "Trailer", k)
 		}
 	}
 	bw.WriteString("\r\n")
 	if !bodyAllowed || isHEAD {
 		return 0, bw.Flush()
 	}
-	stream := chunked || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	if stream {
 		if err := bw.Flush(); err != nil {
 			return 0, err
 		}
-		stop := fc.watchClient(bc)
-		n, err := copyBody(bw, resp, chunked)
-		if stop() && err == nil {
-			err = errClientLeft
-		}
-		return n, err
 	}
-	return copyBody(bw, resp, false)
-}
-
-// copyBody copies resp's body to bw, as chunks when chunked (flushing each:
-// a stream) and with resp's trailers after the last.
-func copyBody(bw *bufio.Writer, resp *http.Response, chunked bool) (int64, error) {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	buf := *bp
-	var written int64
+	written := int64(len(first))
+	bw.Write(first)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if chunked {
-				var num [16]byte
-				bw.Write(strconv.AppendInt(num[:0], int64(n), 16))
+				bw.WriteString(strconv.FormatInt(int64(n), 16))
 				bw.WriteString("\r\n")
 			}
 			bw.Write(buf[:n])
 			if chunked {
 				bw.WriteString("\r\n")
+			}
+			if stream {
 				if ferr := bw.Flush(); ferr != nil {
 					return written, ferr
 				}
@@ -674,8 +704,8 @@ func copyBody(bw *bufio.Writer, resp *http.Response, chunked bool) (int64, error
 	}
 	if chunked {
 		bw.WriteString("0\r\n")
-		for k, vs := range resp.Trailer {
-			for _, v := range vs {
+		for _, k := range declared {
+			for _, v := range resp.Trailer[k] {
 				writeField(bw, k, v)
 			}
 		}

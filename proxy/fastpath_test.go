@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,23 +242,118 @@ func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
 	}
 }
 
-// TestFastPathGivesBackARequestItCouldNotForward: when the agent cannot be
-// reached, the request the fast path read is handed to net/http's server as
-// it came, and the handler answers it (502, its page).
-func TestFastPathGivesBackARequestItCouldNotForward(t *testing.T) {
+// TestFastPathAnswersWhenTheAgentDoesNot: an agent that cannot be reached,
+// or whose answer cannot be read, gets the handler's 502 page from the
+// fast path — and was sent the request once, not again through the
+// handler.
+func TestFastPathAnswersWhenTheAgentDoesNot(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	gone := ln.Addr().(*net.TCPAddr).Port
 	ln.Close() // nothing listens there now
-	p, url := forwardingProxy(t, port, true)
-	host := fmt.Sprintf("a%d.example.test", port)
-	answers := rawExchange(t, url, "GET /gone HTTP/1.1\r\nHost: "+host+"\r\n\r\nGET /again HTTP/1.1\r\nHost: "+host+"\r\n\r\n", 2)
-	for i, a := range answers {
-		if a.StatusCode != http.StatusBadGateway || !strings.Contains(a.Header.Get("X-Test-Body"), "did not answer") {
-			t.Errorf("answer %d: %d %q", i+1, a.StatusCode, a.Header.Get("X-Test-Body"))
+	garbled := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", true
+	})
+	for _, port := range []int{gone, garbled.port} {
+		p, url := forwardingProxy(t, port, true)
+		host := fmt.Sprintf("a%d.example.test", port)
+		answers := rawExchange(t, url, "GET /gone HTTP/1.1\r\nHost: "+host+"\r\n\r\nGET /again HTTP/1.1\r\nHost: "+host+"\r\n\r\n", 2)
+		for i, a := range answers {
+			if a.StatusCode != http.StatusBadGateway || !strings.Contains(a.Header.Get("X-Test-Body"), "did not answer") {
+				t.Errorf("answer %d: %d %q", i+1, a.StatusCode, a.Header.Get("X-Test-Body"))
+			}
 		}
+		waitCounter(t, "requests the fast path answered", p.metrics.fastPath, 2)
+		waitCounter(t, "connections handed over", p.metrics.handOffs, 0)
 	}
-	waitCounter(t, "connections handed over", p.metrics.handOffs, 1)
+	if n := len(garbled.requests); n != 2 {
+		t.Fatalf("the garbling agent got %d requests for 2", n)
+	}
+}
+
+// TestFastPathAnswersAsNetHTTPDoes: for the same answer from an agent, a
+// client gets the same answer through the fast path as through net/http's
+// server and the handler — status, fields (but Date), body, trailers.
+func TestFastPathAnswersAsNetHTTPDoes(t *testing.T) {
+	for _, c := range []struct{ name, method, answer string }{
+		{"typed", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 6\r\nX-A: 1\r\n\r\nb{c:d}"},
+		{"untyped, sniffed", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>"},
+		{"untyped, encoded", "GET", "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 3\r\n\r\nabc"},
+		{"not modified", "GET", "HTTP/1.1 304 Not Modified\r\nContent-Type: text/css\r\nETag: \"x\"\r\n\r\n"},
+		{"no content", "GET", "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"},
+		{"not found", "GET", "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nnope"},
+		{"unknown status", "GET", "HTTP/1.1 299 Odd\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"},
+		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n"},
+		{"pragma", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nok"},
+		{"agent closes", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"},
+		{"hop-by-hop", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"},
+		{"early hints", "GET", "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"},
+		{"chunked, trailers", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+			"5\r\nhello\r\n0\r\nX-Sum: 5\r\nSet-Cookie: undeclared=1\r\n\r\n"},
+		{"chunked, untyped", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"event stream", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 11\r\n\r\ndata: x\n\n\n\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			agent := startRawAgent(t, func(int, string) (string, bool) { return c.answer, strings.Contains(c.answer, "close") })
+			var got [2]string
+			for i, fast := range []bool{true, false} {
+				_, url := forwardingProxy(t, agent.port, fast)
+				req, _ := http.NewRequest(c.method, url+"/", nil)
+				req.Host = fmt.Sprintf("a%d.example.test", agent.port)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Header.Del("Date")
+				got[i] = fmt.Sprintf("%s %d %q %v length %d te %v trailer %v", resp.Proto, resp.StatusCode, resp.Status, resp.Header,
+					resp.ContentLength, resp.TransferEncoding, resp.Trailer) + " body " + strconv.Quote(string(body))
+			}
+			if got[0] != got[1] {
+				t.Fatalf("answers differ:\nfast path: %s\nnet/http:  %s", got[0], got[1])
+			}
+		})
+	}
+}
+
+// failingOnceListener is a test double for a listener out of file
+// descriptors once: its first Accept fails as accept(2) does with EMFILE.
+type failingOnceListener struct {
+	net.Listener
+	failed bool
+}
+
+func (l *failingOnceListener) Accept() (net.Conn, error) {
+	if !l.failed {
+		l.failed = true
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestFastPathOutlivesRunningOutOfFiles: a client can make accept fail by
+// opening connections until the process has no file descriptor left; the
+// fast path waits and goes on serving, as net/http's server does.
+func TestFastPathOutlivesRunningOutOfFiles(t *testing.T) {
+	agent := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	p, _ := forwardingProxy(t, agent.port, true)
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.NewServer()
+	go srv.Serve(p.FastListener(&failingOnceListener{Listener: raw}, srv))
+	t.Cleanup(func() { srv.Close() })
+	answers := rawExchange(t, "http://"+raw.Addr().String(), fmt.Sprintf("GET / HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", agent.port), 1)
+	if answers[0].StatusCode != 200 {
+		t.Fatalf("after a failed accept: %d", answers[0].StatusCode)
+	}
 }

@@ -364,8 +364,14 @@ func (p *Proxy) agentError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	p.logger.Warn("agent unreachable", "host", r.Host, "error", err)
-	p.page(w, http.StatusBadGateway, "Agent unreachable", "The agent did not answer. Try again shortly.")
+	p.page(w, http.StatusBadGateway, agentUnreachableTitle, agentUnreachableText)
 }
+
+// The page for an agent that could not be reached or did not answer.
+const (
+	agentUnreachableTitle = "Agent unreachable"
+	agentUnreachableText  = "The agent did not answer. Try again shortly."
+)
 
 // wake starts a stopped autostart agent (or waits for one already starting)
 // and waits, up to WakeTimeout, until it runs.
@@ -493,7 +499,13 @@ func (p *Proxy) page(w http.ResponseWriter, status int, title, text string) {
 		w.Header().Set("Retry-After", "5")
 	}
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>%s</title></head>`+
+	io.WriteString(w, pageHTML(title, text))
+}
+
+// pageHTML is the body of the proxy's own pages (page, and the fast path's
+// writePage).
+func pageHTML(title, text string) string {
+	return fmt.Sprintf(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>%s</title></head>`+
 		`<body style="font-family:system-ui,sans-serif;margin:3rem auto;max-width:36rem"><h1>%s</h1><p>%s</p></body></html>`+"\n",
 		html.EscapeString(title), html.EscapeString(title), html.EscapeString(text))
 }
