@@ -14,13 +14,17 @@ import (
 	"time"
 )
 
-// The forwarder is the agents' fast path: a body-less GET, HEAD or OPTIONS
-// request (an agent's UI assets, its API reads, its event stream) is
-// written to a kept-alive connection to the agent and its answer read back
-// on the goroutine serving the client. net/http's Transport hands every
-// request and answer across two goroutines of its own per connection; on a
-// loaded machine those hand-offs cost more than the forwarding itself.
-// Everything else — bodies, upgrades — goes through httputil.ReverseProxy.
+// The forwarder is the handler's quick way to an agent (the fast path,
+// fastpath.go, serves plain HTTP/1.1 connections before the handler sees
+// them; this serves HTTP/2, TLS and handed-over connections): a body-less
+// GET, HEAD or OPTIONS request (an agent's UI assets, its API reads, its
+// event stream) is written to a kept-alive connection to the agent and its
+// answer read back on the goroutine serving the client. net/http's
+// Transport hands every request and answer across two goroutines of its
+// own per connection; on a loaded machine those hand-offs cost more than
+// the forwarding itself. Everything else — bodies, upgrades — goes through
+// httputil.ReverseProxy. The kept-alive connections are shared with the
+// fast path.
 
 const (
 	// maxIdlePerBackend bounds the kept-alive connections to one agent.
@@ -36,8 +40,9 @@ const (
 // dialer reaches agents and control servers, on every path.
 var dialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 
-// forwardable reports whether r takes the fast path: a method a retry
-// cannot repeat the effect of, no body, no upgrade.
+// forwardable reports whether the handler forwards r itself (forward)
+// rather than through ReverseProxy: a method a retry cannot repeat the
+// effect of, no body, no upgrade.
 func forwardable(r *http.Request) bool {
 	return readOnly(r.Method) && r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
 		r.Header.Get("Upgrade") == "" && r.Header.Get("Expect") == ""

@@ -296,7 +296,7 @@ func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
 	})
 }
 
-// BenchmarkForward measures the fast path in-process, client and agent
+// BenchmarkForward measures the fast path (FastListener) in-process, client and agent
 // included: its allocations and CPU profile, not a rate to compare (make
 // bench does that with wrk against nginx).
 func BenchmarkForward(b *testing.B) {

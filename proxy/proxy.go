@@ -74,7 +74,8 @@ type Proxy struct {
 	control *http.Client
 
 	// backends and agentProxy forward to agents: the first body-less
-	// reads (forward.go), the second everything else.
+	// reads (forward.go, and the fast path, fastpath.go), the second
+	// everything else.
 	backends   *backendPool
 	agentProxy *httputil.ReverseProxy
 	apiProxy   *httputil.ReverseProxy
