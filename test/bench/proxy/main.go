@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,17 +35,27 @@ import (
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "each wrk run at 64 connections (at 1 connection: half)")
 	rounds := flag.Int("rounds", 3, "rounds over every path; each figure is the median of its rounds")
+	hold := flag.Duration("hold", 0, "start every path, print their addresses and keep them up this long instead of measuring (to profile one under load)")
 	floor := flag.String("floor-forwarder", "", "internal: run the floor forwarder on `listen,backend` addresses")
+	eventLoop := flag.String("event-loop-forwarder", "", "internal: run the event-loop forwarder on `listen,backend` addresses")
+	uring := flag.String("uring-forwarder", "", "internal: run the io_uring forwarder on `listen,backend` addresses")
 	flag.Parse()
-	if *floor != "" {
-		listen, backend, _ := strings.Cut(*floor, ",")
-		if err := floorForwarder(listen, backend); err != nil {
-			fmt.Fprintln(os.Stderr, "floor forwarder:", err)
-			os.Exit(1)
+	if *floor != "" || *eventLoop != "" || *uring != "" {
+		var err error
+		if *floor != "" {
+			listen, backend, _ := strings.Cut(*floor, ",")
+			err = floorForwarder(listen, backend)
+		} else if *eventLoop != "" {
+			listen, backend, _ := strings.Cut(*eventLoop, ",")
+			err = eventLoopForwarder(listen, backend, runtime.NumCPU())
+		} else {
+			listen, backend, _ := strings.Cut(*uring, ",")
+			err = uringForwarder(listen, backend, runtime.NumCPU())
 		}
-		return
+		fmt.Fprintln(os.Stderr, "forwarder:", err)
+		os.Exit(1)
 	}
-	if err := run(*duration, max(1, *rounds)); err != nil {
+	if err := run(*duration, max(1, *rounds), *hold); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -52,7 +63,7 @@ func main() {
 
 const agentID = "agbenchbenchbenchbench"
 
-func run(d time.Duration, rounds int) error {
+func run(d time.Duration, rounds int, hold time.Duration) error {
 	for _, tool := range []string{"wrk", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is needed (apt-get install wrk nginx-light; make bench does it)", tool)
@@ -104,35 +115,64 @@ func run(d time.Duration, rounds int) error {
 	if err != nil {
 		return err
 	}
-	stopNginx, err := startNginx(tmp, nginxAddr, backendPort)
+	nginxPID, stopNginx, err := startNginx(tmp, nginxAddr, backendPort)
 	if err != nil {
 		return err
 	}
 	defer stopNginx()
 
-	// The floor: the least a Go forwarder can do per request (see
-	// floorForwarder), in its own process like the others.
-	floorAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	// Two yardsticks, each in its own process like the others: the least
+	// a Go forwarder can do per request (floorForwarder), and the same
+	// built as nginx is (eventLoopForwarder).
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	floorCmd := exec.Command(self, "-floor-forwarder", floorAddr+",127.0.0.1:"+strconv.Itoa(backendPort))
-	floorCmd.Stderr = os.Stderr
-	if err := floorCmd.Start(); err != nil {
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	startForwarder := func(flag string) (addr string, pid int, err error) {
+		if addr, err = freeAddr(); err != nil {
+			return "", 0, err
+		}
+		cmd := exec.Command(self, flag, addr+",127.0.0.1:"+strconv.Itoa(backendPort))
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return "", 0, err
+		}
+		stops = append(stops, func() { cmd.Process.Kill(); cmd.Wait() })
+		return addr, cmd.Process.Pid, nil
+	}
+	floorAddr, floorPID, err := startForwarder("-floor-forwarder")
+	if err != nil {
 		return err
 	}
-	defer func() { floorCmd.Process.Kill(); floorCmd.Wait() }()
+	loopAddr, loopPID, err := startForwarder("-event-loop-forwarder")
+	if err != nil {
+		return err
+	}
+	uringAddr, uringPID, err := startForwarder("-uring-forwarder")
+	if err != nil {
+		return err
+	}
 
 	host := fmt.Sprintf("a%d.example.test", backendPort)
-	targets := []struct{ name, url, host string }{
-		{"direct to the backend", "http://127.0.0.1:" + strconv.Itoa(backendPort) + "/", ""},
-		{"agenthost proxy", "http://" + proxyAddr + "/", host},
-		{"nginx, configured the same", "http://" + nginxAddr + "/", host},
-		{"floor: bytes-only Go forwarder", "http://" + floorAddr + "/", host},
+	// pids are the processes whose CPU time a path costs beyond wrk's and
+	// the backend's; for the direct path, this process, which runs the
+	// backend (and an idle control plane).
+	targets := []struct {
+		name, url, host string
+		pids            func() []int
+	}{
+		{"direct to the backend", "http://127.0.0.1:" + strconv.Itoa(backendPort) + "/", "", func() []int { return []int{os.Getpid()} }},
+		{"agenthost proxy", "http://" + proxyAddr + "/", host, func() []int { return []int{proxyCmd.Process.Pid} }},
+		{"nginx, configured the same", "http://" + nginxAddr + "/", host, func() []int { return processTree(nginxPID) }},
+		{"floor: bytes-only Go forwarder", "http://" + floorAddr + "/", host, func() []int { return []int{floorPID} }},
+		{"event loop: floor as nginx is", "http://" + loopAddr + "/", host, func() []int { return []int{loopPID} }},
+		{"io_uring: floor, batched calls", "http://" + uringAddr + "/", host, func() []int { return []int{uringPID} }},
 	}
 	for _, t := range targets[1:] {
 		if err := waitFor(t.url, t.host, body); err != nil {
@@ -141,49 +181,64 @@ func run(d time.Duration, rounds int) error {
 		}
 	}
 
-	type result struct{ rps, p50 float64 }
-	measure := func(url, host string, conns int, dur time.Duration) (result, error) {
+	if hold > 0 {
+		for _, t := range targets {
+			fmt.Printf("%-30s %s Host: %s, pids %v\n", t.name, t.url, t.host, t.pids())
+		}
+		time.Sleep(hold)
+		return nil
+	}
+
+	measure := func(url, host string, conns int, dur time.Duration, pids []int) (wrkResult, error) {
 		args := []string{"-t", strconv.Itoa(min(conns, 2)), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", max(1, int(dur.Seconds()))), "--latency"}
 		if host != "" {
 			args = append(args, "-H", "Host: "+host)
 		}
+		cpu0 := cpuTime(pids)
 		out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
 		if err != nil {
-			return result{}, fmt.Errorf("wrk: %v\n%s", err, out)
+			return wrkResult{}, fmt.Errorf("wrk: %v\n%s", err, out)
 		}
-		return parseWrk(string(out))
+		cpu := cpuTime(pids) - cpu0
+		r, err := parseWrk(string(out))
+		// wrk's own count of requests is rps × its duration.
+		r.cpu = cpu.Seconds() * 1e6 / (r.rps * float64(max(1, int(dur.Seconds()))))
+		return r, err
 	}
 	fmt.Printf("edge proxy on loopback, wrk %s per run, %d rounds over the paths (medians), 128-byte answers, Host %s\n\n", d, rounds, host)
-	fmt.Printf("%-30s %14s %10s %16s\n", "path", "req/s (64 c)", "vs direct", "p50 at 1 conn")
+	fmt.Printf("%-30s %14s %10s %16s %14s\n", "path", "req/s (64 c)", "vs direct", "p50 at 1 conn", "CPU/req (64 c)")
 	// Rounds over every path in turn, rather than one long run each: the
 	// machine is shared, and its load drifts; a path measured while
 	// another process was busy is outvoted by its other rounds, and each
 	// ratio compares runs minutes apart at most.
-	rps, p50 := make([][]float64, len(targets)), make([][]float64, len(targets))
+	rps, p50, cpu := make([][]float64, len(targets)), make([][]float64, len(targets)), make([][]float64, len(targets))
 	for range rounds {
 		for i, t := range targets {
-			r, err := measure(t.url, t.host, 64, d)
+			r, err := measure(t.url, t.host, 64, d, t.pids())
 			if err != nil {
 				return err
 			}
-			s, err := measure(t.url, t.host, 1, d/2)
+			s, err := measure(t.url, t.host, 1, d/2, nil)
 			if err != nil {
 				return err
 			}
-			rps[i], p50[i] = append(rps[i], r.rps), append(p50[i], s.p50)
+			rps[i], p50[i], cpu[i] = append(rps[i], r.rps), append(p50[i], s.p50), append(cpu[i], r.cpu)
 		}
 	}
-	rows, single := make([]result, len(targets)), make([]result, len(targets))
+	rows, single := make([]wrkResult, len(targets)), make([]wrkResult, len(targets))
 	for i := range targets {
-		rows[i].rps, single[i].p50 = median(rps[i]), median(p50[i])
+		rows[i].rps, rows[i].cpu, single[i].p50 = median(rps[i]), median(cpu[i]), median(p50[i])
 	}
 	for i, t := range targets {
-		fmt.Printf("%-30s %14.0f %9.2fx %14.0fµs\n", t.name, rows[i].rps, rows[i].rps/rows[0].rps, single[i].p50)
+		fmt.Printf("%-30s %14.0f %9.2fx %14.0fµs %12.1fµs\n", t.name, rows[i].rps, rows[i].rps/rows[0].rps, single[i].p50, rows[i].cpu)
 	}
+	fmt.Printf("(CPU/req: user and system time of the forwarding process, or of nginx's master and workers; on the direct path, of the backend's process)\n")
 	fmt.Printf("\nagenthost proxy: %.2fx direct (target ≥ 0.6x), %.2fx nginx (target ≥ 1.1x), adds %.0fµs at p50 with 1 connection (target ≤ 100µs)\n",
 		rows[1].rps/rows[0].rps, rows[1].rps/rows[2].rps, single[1].p50-single[0].p50)
-	fmt.Printf("floor (a Go forwarder that parses nothing): %.2fx direct, %.2fx nginx, adds %.0fµs; agenthost proxy is %.2fx the floor\n",
-		rows[3].rps/rows[0].rps, rows[3].rps/rows[2].rps, single[3].p50-single[0].p50, rows[1].rps/rows[3].rps)
+	for _, i := range []int{3, 4, 5} {
+		fmt.Printf("%s: %.2fx direct, %.2fx nginx, adds %.0fµs; agenthost proxy is %.2fx its requests/s\n",
+			targets[i].name, rows[i].rps/rows[0].rps, rows[i].rps/rows[2].rps, single[i].p50-single[0].p50, rows[1].rps/rows[i].rps)
+	}
 	return nil
 }
 
@@ -201,8 +256,12 @@ var (
 	p50Line = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
 )
 
-func parseWrk(out string) (struct{ rps, p50 float64 }, error) {
-	var r struct{ rps, p50 float64 }
+// wrkResult is one wrk run's requests/s and median latency (µs), and the
+// CPU time (µs) per request of the processes watched during it.
+type wrkResult struct{ rps, p50, cpu float64 }
+
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
 	m := rpsLine.FindStringSubmatch(out)
 	p := p50Line.FindStringSubmatch(out)
 	if m == nil || p == nil {
@@ -259,7 +318,7 @@ func startControlPlane(dir string, port int) (*clusterrpc.Server, func(), error)
 // startNginx runs nginx as a reverse proxy doing what agenthost's proxy
 // does for an agent host: match the host, add the credential and the
 // forwarding headers, keep connections to the backend alive.
-func startNginx(dir, addr string, backendPort int) (func(), error) {
+func startNginx(dir, addr string, backendPort int) (pid int, stop func(), err error) {
 	conf := fmt.Sprintf(`worker_processes auto;
 daemon off;
 pid %[1]s/nginx.pid;
@@ -293,7 +352,7 @@ http {
 `, dir, addr, backendPort)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	cmd := exec.Command("nginx", "-c", path, "-p", dir)
 	out, _ := os.Create(filepath.Join(dir, "nginx.out"))
@@ -302,9 +361,9 @@ http {
 	// workers behind, still holding the port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return func() {
+	return cmd.Process.Pid, func() {
 		cmd.Process.Signal(syscall.SIGTERM) // the master stops its workers
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -338,6 +397,40 @@ func waitFor(url, host string, want []byte) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("never answered: %s", last)
+}
+
+// cpuTime is the user and system time the processes have used so far,
+// from /proc/PID/stat (all threads; counted in USER_HZ, 100 on Linux).
+func cpuTime(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and
+		// may hold spaces: state is field 3, utime 14, stime 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * time.Second / 100
+}
+
+// processTree is pid and its children (nginx's master and its workers).
+func processTree(pid int) []int {
+	pids := []int{pid}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(b)) {
+		if child, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, child)
+		}
+	}
+	return pids
 }
 
 func freeAddr() (string, error) {
