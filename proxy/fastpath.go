@@ -83,11 +83,28 @@ type fastListener struct {
 	mu        sync.Mutex
 	conns     map[*fastConn]struct{}
 	acceptErr error
+
+	// rings serve the connections when io_uring is at hand (ringpath.go),
+	// else nil: a goroutine serves each. ringsFailed says why not, when
+	// Config.Rings asked for them.
+	rings       *ringPath
+	ringsFailed error
 }
 
 // Accept returns the next connection handed to net/http's server.
 func (l *fastListener) Accept() (net.Conn, error) {
-	l.start.Do(func() { go l.acceptLoop() })
+	l.start.Do(func() {
+		if n := l.p.cfg.Rings; n > 0 {
+			rings, err := startRingPath(l, n)
+			if err != nil {
+				l.p.logger.Warn("fast path without io_uring: a goroutine serves each connection", "error", err)
+			}
+			l.mu.Lock()
+			l.rings, l.ringsFailed = rings, err
+			l.mu.Unlock()
+		}
+		go l.acceptLoop()
+	})
 	select {
 	case c := <-l.handoff:
 		return c, nil
@@ -117,9 +134,14 @@ func (l *fastListener) shut(acceptErr error) {
 		l.mu.Lock()
 		l.acceptErr = acceptErr
 		for fc := range l.conns {
-			fc.c.Close()
+			if !fc.onRing { // a ring closes its own
+				fc.c.Close()
+			}
 		}
 		l.mu.Unlock()
+		if l.rings != nil {
+			l.rings.close()
+		}
 		close(l.closed)
 	})
 }
@@ -155,10 +177,58 @@ func (l *fastListener) acceptLoop() {
 			return
 		default:
 		}
+		fd := -1
+		if l.rings != nil {
+			fd = socketFD(c)
+		}
+		fc.onRing = fd >= 0
 		l.conns[fc] = struct{}{}
 		l.mu.Unlock()
 		l.p.metrics.connections.Inc()
-		go fc.serve()
+		if fc.onRing {
+			l.rings.adopt(fc, fd)
+		} else {
+			go fc.serve(true)
+		}
+	}
+}
+
+// socketFD is c's socket, for a ring to use while c stays open, or -1.
+func socketFD(c net.Conn) int {
+	sc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	raw.Control(func(s uintptr) { fd = int(s) })
+	return fd
+}
+
+// forget drops fc, closed by a ring, from the listener's connections.
+func (l *fastListener) forget(fc *fastConn) {
+	l.mu.Lock()
+	delete(l.conns, fc)
+	l.mu.Unlock()
+	l.p.metrics.connections.Dec()
+}
+
+// unring marks fc as served by a goroutine from now on.
+func (l *fastListener) unring(fc *fastConn) {
+	l.mu.Lock()
+	fc.onRing = false
+	closed := false
+	select {
+	case <-l.closed:
+		closed = true
+	default:
+	}
+	l.mu.Unlock()
+	if closed {
+		fc.c.Close() // the listener closed while a ring held it
 	}
 }
 
@@ -179,6 +249,8 @@ type fastConn struct {
 	head []byte
 	req  fastRequestHead
 	ans  fastAnswer
+	// onRing is set while a ring serves the connection (under l.mu).
+	onRing bool
 }
 
 // handedOffConn is a connection handed to net/http's server: its reads
@@ -199,7 +271,9 @@ func (c *handedOffConn) CloseWrite() error {
 	return errors.New("proxy: the connection cannot half-close")
 }
 
-func (fc *fastConn) serve() {
+// serve serves the connection from its first request, or from a later
+// one: fc.br, when set, holds what was read of it already.
+func (fc *fastConn) serve(first bool) {
 	handedOff := false
 	defer func() {
 		fc.l.mu.Lock()
@@ -210,8 +284,10 @@ func (fc *fastConn) serve() {
 			fc.c.Close()
 		}
 	}()
-	fc.br = bufio.NewReaderSize(fc.c, fastHeadBytes)
-	for first := true; ; first = false {
+	if fc.br == nil {
+		fc.br = bufio.NewReaderSize(fc.c, fastHeadBytes)
+	}
+	for ; ; first = false {
 		head, err := fc.readHead(first)
 		if err != nil {
 			return // the client left, or timed out
@@ -233,6 +309,35 @@ func (fc *fastConn) serve() {
 		}
 		return
 	}
+}
+
+// resumeAnswer passes on the agent's answer on bc to the request in
+// fc.req, which a ring sent and could not pass on itself, and serves the
+// connection on.
+func (fc *fastConn) resumeAnswer(bc *backendConn, kind RouteKind, start time.Time) {
+	p := fc.l.p
+	fc.bw = clientWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(fc.c)
+	status, n, keep, err := fc.passAnswer(bc)
+	if err == nil && keep {
+		p.backends.put(bc)
+	} else {
+		bc.Close()
+	}
+	if status == 0 {
+		status, n, err = fc.agentUnreachable(err)
+	}
+	fc.bw.Reset(nil)
+	clientWriters.Put(fc.bw)
+	fc.bw = nil
+	p.metrics.byKind[kind].active.Dec()
+	fc.record(kind, status, n, start)
+	if err != nil {
+		fc.l.forget(fc)
+		fc.c.Close()
+		return
+	}
+	fc.serve(false)
 }
 
 // handOff gives c to net/http's server, and reports whether it took it.
@@ -333,27 +438,12 @@ func (fc *fastConn) serveRequest(head []byte) (served bool, err error) {
 	// Parsed from a copy: fc.req holds slices of it, and a client watch
 	// (watchClient) reads on in fc.br.
 	fc.head = append(fc.head[:0], head...)
-	h := &fc.req
-	if !parseRequestHead(fc.head, h) {
-		return false, nil
-	}
-	host := string(h.host)
-	if !httpguts.ValidHostHeader(host) {
-		return false, nil
-	}
-	t := p.domain.Match(host)
-	var rt *route
-	switch t.Kind {
-	case RouteAgentPort:
-		rt = p.table.lookupPort(t.Port)
-	case RouteAgentID:
-		rt = p.table.lookupID(t.AgentID)
-	}
-	if rt == nil || rt.nodeDown || !rt.running() {
+	rt, kind := fc.route(fc.head)
+	if rt == nil {
 		return false, nil
 	}
 	fc.br.Discard(len(head))
-	k := &p.metrics.byKind[t.Kind]
+	k := &p.metrics.byKind[kind]
 	k.active.Inc()
 	defer k.active.Dec()
 	// The writer is the connection's only while it answers: an idle
@@ -364,16 +454,51 @@ func (fc *fastConn) serveRequest(head []byte) (served bool, err error) {
 	fc.bw.Reset(nil)
 	clientWriters.Put(fc.bw)
 	fc.bw = nil
-	p.metrics.observe(t.Kind, status, time.Since(start))
+	fc.record(kind, status, n, start)
+	return true, err
+}
+
+// route parses head into fc.req and returns the route of the agent it is
+// for, or nil when the fast path does not serve it: an unusual request, or
+// one for an agent not running on an up node.
+func (fc *fastConn) route(head []byte) (*route, RouteKind) {
+	p := fc.l.p
+	h := &fc.req
+	if !parseRequestHead(head, h) {
+		return nil, 0
+	}
+	host := string(h.host)
+	if !httpguts.ValidHostHeader(host) {
+		return nil, 0
+	}
+	t := p.domain.Match(host)
+	var rt *route
+	switch t.Kind {
+	case RouteAgentPort:
+		rt = p.table.lookupPort(t.Port)
+	case RouteAgentID:
+		rt = p.table.lookupID(t.AgentID)
+	}
+	if rt == nil || rt.nodeDown || !rt.running() {
+		return nil, 0
+	}
+	return rt, t.Kind
+}
+
+// record counts and logs the request in fc.req, answered with status and
+// n body bytes.
+func (fc *fastConn) record(kind RouteKind, status int, n int64, start time.Time) {
+	p := fc.l.p
+	p.metrics.observe(kind, status, time.Since(start))
 	p.metrics.fastPath.Inc()
 	if p.cfg.AccessLog {
+		h := &fc.req
 		path, _, _ := strings.Cut(string(h.uri), "?")
-		if unescaped, uerr := url.PathUnescape(path); uerr == nil {
+		if unescaped, err := url.PathUnescape(path); err == nil {
 			path = unescaped
 		}
-		p.logRequest(t.Kind, string(h.method), host, path, fc.remote, status, n, start)
+		p.logRequest(kind, string(h.method), string(h.host), path, fc.remote, status, n, start)
 	}
-	return true, err
 }
 
 // forward sends the request to the agent at rt and writes its answer to
@@ -544,25 +669,7 @@ func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool,
 		return resp.StatusCode, n, !resp.Close, err
 	}
 	bw := fc.bw
-	writeStatusLine(bw, a.status)
-	for _, line := range a.lines {
-		bw.Write(line)
-		bw.WriteString("\r\n")
-	}
-	if a.noCache {
-		bw.WriteString("Cache-Control: no-cache\r\n")
-	}
-	if !a.date {
-		bw.WriteString("Date: ")
-		bw.WriteString(httpDate())
-		bw.WriteString("\r\n")
-	}
-	if a.length >= 0 {
-		bw.WriteString("Content-Length: ")
-		writeInt(bw, a.length)
-		bw.WriteString("\r\n")
-	}
-	bw.WriteString("\r\n")
+	writeAnswerHead(bw, a)
 	bc.br.Discard(len(head)) // its lines are copied to bw: the buffer may be reused
 	if !isHEAD {
 		bc.readLimit = math.MaxInt64
@@ -582,6 +689,29 @@ func (fc *fastConn) passAnswer(bc *backendConn) (status int, n int64, keep bool,
 		}
 	}
 	return a.status, n, !a.close, bw.Flush()
+}
+
+// writeAnswerHead writes the head of an answer parseAnswerHead took.
+func writeAnswerHead(bw *bufio.Writer, a *fastAnswer) {
+	writeStatusLine(bw, a.status)
+	for _, line := range a.lines {
+		bw.Write(line)
+		bw.WriteString("\r\n")
+	}
+	if a.noCache {
+		bw.WriteString("Cache-Control: no-cache\r\n")
+	}
+	if !a.date {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if a.length >= 0 {
+		bw.WriteString("Content-Length: ")
+		writeInt(bw, a.length)
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
 }
 
 // answerHead waits for an agent's answer head on bc and returns it, still

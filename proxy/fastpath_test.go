@@ -62,33 +62,43 @@ func waitCounter(t *testing.T, what string, c interface{ Write(*dto.Metric) erro
 	}
 }
 
+// eachFastPath runs test on the fast path's two ways: a goroutine per
+// connection, and io_uring loops.
+func eachFastPath(t *testing.T, test func(t *testing.T, path agentPath)) {
+	for _, path := range []agentPath{pathGoroutines, pathRing} {
+		t.Run(path.String(), func(t *testing.T) { test(t, path) })
+	}
+}
+
 // TestFastPathHandsOverWhatItDoesNotServe: on one connection, pipelined,
 // the fast path answers the reads, and the first request it does not serve
 // (a POST) hands the connection to net/http's server with that request
 // unread — which answers it and everything after it, in order.
 func TestFastPathHandsOverWhatItDoesNotServe(t *testing.T) {
-	agent := startRawAgent(t, func(n int, head string) (string, bool) {
-		line, _, _ := strings.Cut(head, "\r\n")
-		body := fmt.Sprintf("%d %s", n, line)
-		if strings.HasPrefix(head, "POST") {
-			body = "posted " + line
+	eachFastPath(t, func(t *testing.T, path agentPath) {
+		agent := startRawAgent(t, func(n int, head string) (string, bool) {
+			line, _, _ := strings.Cut(head, "\r\n")
+			body := fmt.Sprintf("%d %s", n, line)
+			if strings.HasPrefix(head, "POST") {
+				body = "posted " + line
+			}
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false
+		})
+		p, url := forwardingProxy(t, agent.port, path)
+		host := fmt.Sprintf("a%d.example.test", agent.port)
+		get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
+		// The POST's body is read by the raw agent only as far as its head;
+		// an empty body keeps the exchange in step.
+		post := "POST /p HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 0\r\n\r\n"
+		answers := rawExchange(t, url, get("/1")+get("/2")+post+get("/3"), 4)
+		for i, want := range []string{"GET /1 HTTP/1.1", "GET /2 HTTP/1.1", "posted POST /p HTTP/1.1", "GET /3 HTTP/1.1"} {
+			if got := answers[i].Header.Get("X-Test-Body"); answers[i].StatusCode != 200 || !strings.HasSuffix(got, want) {
+				t.Errorf("answer %d: %d %q, want …%q", i+1, answers[i].StatusCode, got, want)
+			}
 		}
-		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false
+		waitCounter(t, "requests the fast path served", p.metrics.fastPath, 2)
+		waitCounter(t, "connections handed over", p.metrics.handOffs, 1)
 	})
-	p, url := forwardingProxy(t, agent.port, true)
-	host := fmt.Sprintf("a%d.example.test", agent.port)
-	get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
-	// The POST's body is read by the raw agent only as far as its head;
-	// an empty body keeps the exchange in step.
-	post := "POST /p HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 0\r\n\r\n"
-	answers := rawExchange(t, url, get("/1")+get("/2")+post+get("/3"), 4)
-	for i, want := range []string{"GET /1 HTTP/1.1", "GET /2 HTTP/1.1", "posted POST /p HTTP/1.1", "GET /3 HTTP/1.1"} {
-		if got := answers[i].Header.Get("X-Test-Body"); answers[i].StatusCode != 200 || !strings.HasSuffix(got, want) {
-			t.Errorf("answer %d: %d %q, want …%q", i+1, answers[i].StatusCode, got, want)
-		}
-	}
-	waitCounter(t, "requests the fast path served", p.metrics.fastPath, 2)
-	waitCounter(t, "connections handed over", p.metrics.handOffs, 1)
 }
 
 // TestFastPathLeavesTheUnusualToNetHTTP: requests the fast path does not
@@ -115,10 +125,10 @@ func TestFastPathLeavesTheUnusualToNetHTTP(t *testing.T) {
 		{"a control byte in a value", "GET / HTTP/1.1\r\nHost: " + host + "\r\nX-A: a\x01b\r\n\r\n", 400},
 		{"an unknown host", "GET / HTTP/1.1\r\nHost: nowhere.example.test\r\n\r\n", 404},
 	} {
-		for _, fast := range []bool{true, false} {
-			_, url := forwardingProxy(t, agent.port, fast)
+		for _, path := range agentPaths {
+			_, url := forwardingProxy(t, agent.port, path)
 			if got := rawExchange(t, url, c.request, 1)[0]; got.StatusCode != c.status {
-				t.Errorf("%s (fast path %v): %d, want %d", c.name, fast, got.StatusCode, c.status)
+				t.Errorf("%s (%v path): %d, want %d", c.name, path, got.StatusCode, c.status)
 			}
 		}
 	}
@@ -128,118 +138,122 @@ func TestFastPathLeavesTheUnusualToNetHTTP(t *testing.T) {
 // header and idle timeouts, closes its connections with the listener, and
 // counts them open and closed.
 func TestFastPathTimeoutsAndClose(t *testing.T) {
-	agent := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
-	})
-	p, _ := forwardingProxy(t, agent.port, true)
-	srv := p.NewServer()
-	srv.ReadHeaderTimeout, srv.IdleTimeout = 300*time.Millisecond, 600*time.Millisecond
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := p.FastListener(raw, srv)
-	go srv.Serve(ln)
-	dial := func() (net.Conn, *bufio.Reader) {
-		t.Helper()
-		c, err := net.Dial("tcp", raw.Addr().String())
+	eachFastPath(t, func(t *testing.T, path agentPath) {
+		agent := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		})
+		p, _ := forwardingProxy(t, agent.port, path)
+		srv := p.NewServer()
+		srv.ReadHeaderTimeout, srv.IdleTimeout = 300*time.Millisecond, 600*time.Millisecond
+		raw, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		return c, bufio.NewReader(c)
-	}
-	closedWithin := func(what string, br *bufio.Reader, d time.Duration) {
-		t.Helper()
-		start := time.Now()
-		if _, err := br.ReadByte(); err == nil {
-			t.Fatalf("%s: the connection sent more", what)
-		} else if took := time.Since(start); took > d {
-			t.Fatalf("%s: closed after %s (or not at all: %v)", what, took, err)
+		ln := p.FastListener(raw, srv)
+		go srv.Serve(ln)
+		dial := func() (net.Conn, *bufio.Reader) {
+			t.Helper()
+			c, err := net.Dial("tcp", raw.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			return c, bufio.NewReader(c)
 		}
-	}
-	host := fmt.Sprintf("a%d.example.test", agent.port)
-
-	slow, slowR := dial()
-	io.WriteString(slow, "GET / HTTP/1.1\r\nHost: "+host+"\r\nX-Slow: ")
-	closedWithin("a header never finished", slowR, 5*time.Second)
-
-	idle, idleR := dial()
-	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-	if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	io.ReadAll(io.LimitReader(idleR, 2))
-	closedWithin("an idle connection", idleR, 5*time.Second)
-
-	open, openR := dial()
-	io.WriteString(open, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-	if resp, err := http.ReadResponse(openR, nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("%v %v", resp, err)
-	}
-	io.ReadAll(io.LimitReader(openR, 2))
-	if n := gaugeValue(p.metrics.connections); n != 1 {
-		t.Fatalf("open connections: %v, want 1", n)
-	}
-	srv.Close()
-	closedWithin("a kept-alive connection when the server closed", openR, 5*time.Second)
-	for deadline := time.Now().Add(5 * time.Second); gaugeValue(p.metrics.connections) != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("open connections after close: %v", gaugeValue(p.metrics.connections))
+		closedWithin := func(what string, br *bufio.Reader, d time.Duration) {
+			t.Helper()
+			start := time.Now()
+			if _, err := br.ReadByte(); err == nil {
+				t.Fatalf("%s: the connection sent more", what)
+			} else if took := time.Since(start); took > d {
+				t.Fatalf("%s: closed after %s (or not at all: %v)", what, took, err)
+			}
 		}
-	}
+		host := fmt.Sprintf("a%d.example.test", agent.port)
+
+		slow, slowR := dial()
+		io.WriteString(slow, "GET / HTTP/1.1\r\nHost: "+host+"\r\nX-Slow: ")
+		closedWithin("a header never finished", slowR, 5*time.Second)
+
+		idle, idleR := dial()
+		io.WriteString(idle, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		io.ReadAll(io.LimitReader(idleR, 2))
+		closedWithin("an idle connection", idleR, 5*time.Second)
+
+		open, openR := dial()
+		io.WriteString(open, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if resp, err := http.ReadResponse(openR, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		io.ReadAll(io.LimitReader(openR, 2))
+		if n := gaugeValue(p.metrics.connections); n != 1 {
+			t.Fatalf("open connections: %v, want 1", n)
+		}
+		srv.Close()
+		closedWithin("a kept-alive connection when the server closed", openR, 5*time.Second)
+		for deadline := time.Now().Add(5 * time.Second); gaugeValue(p.metrics.connections) != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("open connections after close: %v", gaugeValue(p.metrics.connections))
+			}
+		}
+	})
 }
 
 // TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves: an agent that
 // stops answering — before its answer, midway through its head, midway
 // through its body — holds no connection once its client has gone.
 func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
-	for _, c := range []struct{ name, sent, status string }{
-		{"before the answer", "", "499"},
-		{"midway through the head", "HTTP/1.1 200 OK\r\nContent-Le", "499"},
-		{"midway through the body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello", "200"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			agentGone := make(chan struct{})
-			go func() {
-				conn, err := ln.Accept()
+	eachFastPath(t, func(t *testing.T, path agentPath) {
+		for _, c := range []struct{ name, sent, status string }{
+			{"before the answer", "", "499"},
+			{"midway through the head", "HTTP/1.1 200 OK\r\nContent-Le", "499"},
+			{"midway through the body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello", "200"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
-					return
+					t.Fatal(err)
 				}
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for line := ""; line != "\r\n"; {
-					if line, err = br.ReadString('\n'); err != nil {
+				defer ln.Close()
+				agentGone := make(chan struct{})
+				go func() {
+					conn, err := ln.Accept()
+					if err != nil {
 						return
 					}
+					defer conn.Close()
+					br := bufio.NewReader(conn)
+					for line := ""; line != "\r\n"; {
+						if line, err = br.ReadString('\n'); err != nil {
+							return
+						}
+					}
+					io.WriteString(conn, c.sent)
+					io.Copy(io.Discard, br) // then nothing more, until the proxy closes
+					close(agentGone)
+				}()
+				port := ln.Addr().(*net.TCPAddr).Port
+				p, url := forwardingProxy(t, port, path)
+				conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+				if err != nil {
+					t.Fatal(err)
 				}
-				io.WriteString(conn, c.sent)
-				io.Copy(io.Discard, br) // then nothing more, until the proxy closes
-				close(agentGone)
-			}()
-			port := ln.Addr().(*net.TCPAddr).Port
-			p, url := forwardingProxy(t, port, true)
-			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintf(conn, "GET /slow HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", port)
-			time.Sleep(2 * slowAnswer) // past the point where the fast path watches the client
-			conn.Close()
-			select {
-			case <-agentGone:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the proxy kept waiting on the agent after the client left")
-			}
-			waitCounter(t, "requests with status "+c.status, p.metrics.requests.WithLabelValues("agent_port", c.status), 1)
-		})
-	}
+				fmt.Fprintf(conn, "GET /slow HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", port)
+				time.Sleep(2 * slowAnswer) // past the point where the fast path watches the client
+				conn.Close()
+				select {
+				case <-agentGone:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the proxy kept waiting on the agent after the client left")
+				}
+				waitCounter(t, "requests with status "+c.status, p.metrics.requests.WithLabelValues("agent_port", c.status), 1)
+			})
+		}
+	})
 }
 
 // TestFastPathAnswersWhenTheAgentDoesNot: an agent that cannot be reached,
@@ -247,30 +261,32 @@ func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
 // fast path — and was sent the request once, not again through the
 // handler.
 func TestFastPathAnswersWhenTheAgentDoesNot(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // nothing listens there now
-	garbled := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", true
-	})
-	for _, port := range []int{gone, garbled.port} {
-		p, url := forwardingProxy(t, port, true)
-		host := fmt.Sprintf("a%d.example.test", port)
-		answers := rawExchange(t, url, "GET /gone HTTP/1.1\r\nHost: "+host+"\r\n\r\nGET /again HTTP/1.1\r\nHost: "+host+"\r\n\r\n", 2)
-		for i, a := range answers {
-			if a.StatusCode != http.StatusBadGateway || !strings.Contains(a.Header.Get("X-Test-Body"), "did not answer") {
-				t.Errorf("answer %d: %d %q", i+1, a.StatusCode, a.Header.Get("X-Test-Body"))
-			}
+	eachFastPath(t, func(t *testing.T, path agentPath) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		waitCounter(t, "requests the fast path answered", p.metrics.fastPath, 2)
-		waitCounter(t, "connections handed over", p.metrics.handOffs, 0)
-	}
-	if n := len(garbled.requests); n != 2 {
-		t.Fatalf("the garbling agent got %d requests for 2", n)
-	}
+		gone := ln.Addr().(*net.TCPAddr).Port
+		ln.Close() // nothing listens there now
+		garbled := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", true
+		})
+		for _, port := range []int{gone, garbled.port} {
+			p, url := forwardingProxy(t, port, path)
+			host := fmt.Sprintf("a%d.example.test", port)
+			answers := rawExchange(t, url, "GET /gone HTTP/1.1\r\nHost: "+host+"\r\n\r\nGET /again HTTP/1.1\r\nHost: "+host+"\r\n\r\n", 2)
+			for i, a := range answers {
+				if a.StatusCode != http.StatusBadGateway || !strings.Contains(a.Header.Get("X-Test-Body"), "did not answer") {
+					t.Errorf("answer %d: %d %q", i+1, a.StatusCode, a.Header.Get("X-Test-Body"))
+				}
+			}
+			waitCounter(t, "requests the fast path answered", p.metrics.fastPath, 2)
+			waitCounter(t, "connections handed over", p.metrics.handOffs, 0)
+		}
+		if n := len(garbled.requests); n != 2 {
+			t.Fatalf("the garbling agent got %d requests for 2", n)
+		}
+	})
 }
 
 // TestFastPathAnswersAsNetHTTPDoes: for the same answer from an agent, a
@@ -297,9 +313,9 @@ func TestFastPathAnswersAsNetHTTPDoes(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			agent := startRawAgent(t, func(int, string) (string, bool) { return c.answer, strings.Contains(c.answer, "close") })
-			var got [2]string
-			for i, fast := range []bool{true, false} {
-				_, url := forwardingProxy(t, agent.port, fast)
+			got := make([]string, len(agentPaths))
+			for i, path := range agentPaths {
+				_, url := forwardingProxy(t, agent.port, path)
 				req, _ := http.NewRequest(c.method, url+"/", nil)
 				req.Host = fmt.Sprintf("a%d.example.test", agent.port)
 				resp, err := http.DefaultClient.Do(req)
@@ -315,8 +331,10 @@ func TestFastPathAnswersAsNetHTTPDoes(t *testing.T) {
 				got[i] = fmt.Sprintf("%s %d %q %v length %d te %v trailer %v", resp.Proto, resp.StatusCode, resp.Status, resp.Header,
 					resp.ContentLength, resp.TransferEncoding, resp.Trailer) + " body " + strconv.Quote(string(body))
 			}
-			if got[0] != got[1] {
-				t.Fatalf("answers differ:\nfast path: %s\nnet/http:  %s", got[0], got[1])
+			for i, path := range agentPaths[:len(agentPaths)-1] {
+				if got[i] != got[len(got)-1] {
+					t.Fatalf("answers differ:\n%v path: %s\nnet/http:  %s", path, got[i], got[len(got)-1])
+				}
 			}
 		})
 	}
@@ -341,19 +359,21 @@ func (l *failingOnceListener) Accept() (net.Conn, error) {
 // opening connections until the process has no file descriptor left; the
 // fast path waits and goes on serving, as net/http's server does.
 func TestFastPathOutlivesRunningOutOfFiles(t *testing.T) {
-	agent := startRawAgent(t, func(int, string) (string, bool) {
-		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
+	eachFastPath(t, func(t *testing.T, path agentPath) {
+		agent := startRawAgent(t, func(int, string) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
+		})
+		p, _ := forwardingProxy(t, agent.port, path)
+		raw, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := p.NewServer()
+		go srv.Serve(p.FastListener(&failingOnceListener{Listener: raw}, srv))
+		t.Cleanup(func() { srv.Close() })
+		answers := rawExchange(t, "http://"+raw.Addr().String(), fmt.Sprintf("GET / HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", agent.port), 1)
+		if answers[0].StatusCode != 200 {
+			t.Fatalf("after a failed accept: %d", answers[0].StatusCode)
+		}
 	})
-	p, _ := forwardingProxy(t, agent.port, true)
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := p.NewServer()
-	go srv.Serve(p.FastListener(&failingOnceListener{Listener: raw}, srv))
-	t.Cleanup(func() { srv.Close() })
-	answers := rawExchange(t, "http://"+raw.Addr().String(), fmt.Sprintf("GET / HTTP/1.1\r\nHost: a%d.example.test\r\n\r\n", agent.port), 1)
-	if answers[0].StatusCode != 200 {
-		t.Fatalf("after a failed accept: %d", answers[0].StatusCode)
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -72,13 +73,37 @@ func startRawAgent(t *testing.T, answer func(n int, head string) (resp string, c
 	return a
 }
 
+// agentPath is one of the ways the proxy serves an agent's requests.
+type agentPath int
+
+const (
+	// pathNetHTTP is net/http's server and the proxy's handler: the path
+	// of HTTP/2 and TLS clients, and of connections handed over.
+	pathNetHTTP agentPath = iota
+	// pathGoroutines is the fast path (FastListener), a goroutine per
+	// connection.
+	pathGoroutines
+	// pathRing is the fast path on io_uring loops (Config.Rings).
+	pathRing
+)
+
+var agentPaths = []agentPath{pathGoroutines, pathRing, pathNetHTTP}
+
+func (a agentPath) fast() bool { return a != pathNetHTTP }
+
+func (a agentPath) String() string {
+	return [...]string{"net-http", "fast", "ring"}[a]
+}
+
 // forwardingProxy serves every request as one for the agent on port, with
-// runtime password "pw", through the proxy's agent path: the fast path
-// (FastListener) when fast, net/http's server and the proxy's handler (the
-// path of HTTP/2 and TLS clients, and of connections handed over) when not.
-func forwardingProxy(t *testing.T, port int, fast bool) (*Proxy, string) {
+// runtime password "pw", through the proxy's agent path given.
+func forwardingProxy(t *testing.T, port int, path agentPath) (*Proxy, string) {
 	t.Helper()
-	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}})
+	cfg := Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}}
+	if path == pathRing {
+		cfg.Rings = 2
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,35 +111,71 @@ func forwardingProxy(t *testing.T, port int, fast bool) (*Proxy, string) {
 		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = p.NewServer()
-	if fast {
+	if path.fast() {
 		srv.Listener = p.FastListener(srv.Listener, srv.Config)
 	}
 	srv.Start()
+	if path == pathRing {
+		wantRings(t, srv.Listener)
+	}
 	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
 	return p, srv.URL
 }
 
-// wantPath fails t unless p's fast path answered the requests (and handed
-// no connection over) when fast, and none when not.
-func wantPath(t *testing.T, p *Proxy, fast bool) {
+// wantRings fails t unless ln, from FastListener, serves on io_uring
+// loops. Where the kernel refuses io_uring the test is skipped, except in
+// CI, whose machines have it: there it fails.
+func wantRings(t *testing.T, ln net.Listener) {
+	t.Helper()
+	fl := ln.(*fastListener)
+	// The rings start with the first Accept, which srv.Start runs.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		fl.mu.Lock()
+		started := fl.rings != nil || fl.ringsFailed != nil
+		fl.mu.Unlock()
+		if started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fast path's rings never started")
+		}
+	}
+	if err := fl.ringsFailed; err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+}
+
+// wantPath fails t unless the requests took the path given: on the fast
+// path, answered there (and no connection handed over to net/http), on
+// connections io_uring loops took for pathRing (which hand answers they
+// do not parse to the goroutine path); on net/http's, none on the fast
+// path.
+func wantPath(t *testing.T, p *Proxy, path agentPath) {
 	t.Helper()
 	// A request is counted just after its answer is written: the client
 	// may get there first.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		served, handedOff := counterValue(p.metrics.fastPath), counterValue(p.metrics.handOffs)
-		if fast && served > 0 && handedOff == 0 || !fast && served == 0 {
+		served, handedOff, ring := counterValue(p.metrics.fastPath), counterValue(p.metrics.handOffs), counterValue(p.metrics.ringConns)
+		switch {
+		case path == pathRing && ring > 0 && served > 0 && handedOff == 0,
+			path == pathGoroutines && served > 0 && ring == 0 && handedOff == 0,
+			path == pathNetHTTP && served == 0:
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fast path: %v requests, %v connections handed over (fast path wanted: %v)", served, handedOff, fast)
+			t.Fatalf("fast path: %v requests, %v connections on io_uring, %v handed over; wanted the %v path", served, ring, handedOff, path)
 		}
 	}
 }
 
-// eachForwardPath runs test on the fast path and on net/http's.
-func eachForwardPath(t *testing.T, test func(t *testing.T, fast bool)) {
-	t.Run("fast", func(t *testing.T) { test(t, true) })
-	t.Run("net-http", func(t *testing.T) { test(t, false) })
+// eachForwardPath runs test on each agent path.
+func eachForwardPath(t *testing.T, test func(t *testing.T, path agentPath)) {
+	for _, path := range agentPaths {
+		t.Run(path.String(), func(t *testing.T) { test(t, path) })
+	}
 }
 
 func proxyGet(t *testing.T, url string, port int, header ...string) (*http.Response, string) {
@@ -134,20 +195,20 @@ func proxyGet(t *testing.T, url string, port int, header ...string) (*http.Respo
 }
 
 func TestForwardRewritesHeadersBothWays(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		agent := startRawAgent(t, func(int, string) (string, bool) {
 			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n\r\nok", false
 		})
-		p, url := forwardingProxy(t, agent.port, fast)
+		p, url := forwardingProxy(t, agent.port, path)
 		header := []string{"Authorization", "Bearer the-platforms-token", "Cookie", "session=platform", "Te", "trailers",
 			"X-Forwarded-For", "192.0.2.9", "Forwarded", "for=evil", "X-Forwarded-Host", "evil.test", "X-Kept", "yes"}
-		if !fast {
+		if !path.fast() {
 			// A Connection field naming more than keep-alive takes a
 			// request off the fast path.
 			header = append(header, "Connection", "X-Client-Hop", "X-Client-Hop", "1")
 		}
 		resp, body := proxyGet(t, url+"/a%2Fb/c?q=1&r=%20", agent.port, header...)
-		wantPath(t, p, fast)
+		wantPath(t, p, path)
 		if resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
@@ -177,7 +238,7 @@ func TestForwardRewritesHeadersBothWays(t *testing.T) {
 }
 
 func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		// Every second answer closes its connection without saying so, as an
 		// agent whose idle timeout struck between requests does: the next
 		// request on the kept connection finds it closed and must be sent
@@ -185,14 +246,14 @@ func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
 		agent := startRawAgent(t, func(n int, _ string) (string, bool) {
 			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n), n%2 == 1
 		})
-		p, url := forwardingProxy(t, agent.port, fast)
+		p, url := forwardingProxy(t, agent.port, path)
 		for i := range 6 {
 			resp, body := proxyGet(t, url+"/", agent.port)
 			if resp.StatusCode != 200 {
 				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 			}
 		}
-		wantPath(t, p, fast)
+		wantPath(t, p, path)
 		// Six requests, a fresh connection after each close: three, and a
 		// retry costs none of its own as long as the close came first.
 		if got := agent.conns.Load(); got < 3 || got > 6 {
@@ -203,7 +264,7 @@ func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
 		steady := startRawAgent(t, func(int, string) (string, bool) {
 			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
 		})
-		_, url2 := forwardingProxy(t, steady.port, fast)
+		_, url2 := forwardingProxy(t, steady.port, path)
 		for range 20 {
 			if resp, _ := proxyGet(t, url2+"/", steady.port); resp.StatusCode != 200 {
 				t.Fatal(resp.Status)
@@ -216,29 +277,29 @@ func TestForwardKeepsConnectionsAndRetriesAClosedOne(t *testing.T) {
 }
 
 func TestForwardStreamsChunkedTrailersAndEarlyHints(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		agent := startRawAgent(t, func(int, string) (string, bool) {
 			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
 				"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
 				"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", false
 		})
-		p, url := forwardingProxy(t, agent.port, fast)
+		p, url := forwardingProxy(t, agent.port, path)
 		resp, body := proxyGet(t, url+"/", agent.port)
 		if resp.StatusCode != 200 || body != "hello world" || resp.Trailer.Get("X-Sum") != "11" {
 			t.Fatalf("%d %q trailer %v", resp.StatusCode, body, resp.Trailer)
 		}
-		wantPath(t, p, fast)
+		wantPath(t, p, path)
 	})
 }
 
 func TestForwardRefusesHugeAgentHeaders(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		// An agent is a tenant's code: an endless header must not be held in
 		// memory.
 		agent := startRawAgent(t, func(int, string) (string, bool) {
 			return "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("x", 2<<20) + "\r\n\r\n", true
 		})
-		_, url := forwardingProxy(t, agent.port, fast)
+		_, url := forwardingProxy(t, agent.port, path)
 		if resp, body := proxyGet(t, url+"/", agent.port); resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "did not answer") {
 			t.Fatalf("%d %q", resp.StatusCode, body)
 		}
@@ -246,7 +307,7 @@ func TestForwardRefusesHugeAgentHeaders(t *testing.T) {
 }
 
 func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		// An event stream that sends one event and then nothing: when the
 		// client goes, the proxy must drop its connection to the agent
 		// rather than wait for an event that never comes.
@@ -275,7 +336,7 @@ func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
 			close(agentGone)
 		}()
 		port := ln.Addr().(*net.TCPAddr).Port
-		p, url := forwardingProxy(t, port, fast)
+		p, url := forwardingProxy(t, port, path)
 		req, _ := http.NewRequest("GET", url+"/event", nil)
 		req.Host = fmt.Sprintf("a%d.example.test", port)
 		resp, err := http.DefaultClient.Do(req)
@@ -292,7 +353,7 @@ func TestForwardStopsWaitingWhenTheClientLeaves(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("the proxy kept its connection to the agent after the client left")
 		}
-		wantPath(t, p, fast)
+		wantPath(t, p, path)
 	})
 }
 
@@ -338,7 +399,7 @@ func BenchmarkForward(b *testing.B) {
 }
 
 func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		// The agent dies halfway through an answer: the client must see an
 		// error, never a short body that ends cleanly.
 		for name, answer := range map[string]string{
@@ -347,7 +408,7 @@ func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
 		} {
 			t.Run(name, func(t *testing.T) {
 				agent := startRawAgent(t, func(int, string) (string, bool) { return answer, true })
-				_, url := forwardingProxy(t, agent.port, fast)
+				_, url := forwardingProxy(t, agent.port, path)
 				req, _ := http.NewRequest("GET", url+"/", nil)
 				req.Host = fmt.Sprintf("a%d.example.test", agent.port)
 				resp, err := http.DefaultClient.Do(req)
@@ -365,7 +426,7 @@ func TestForwardCutOffAnswerIsBrokenForTheClient(t *testing.T) {
 }
 
 func TestKeptConnectionsServeOneAgentOnly(t *testing.T) {
-	eachForwardPath(t, func(t *testing.T, fast bool) {
+	eachForwardPath(t, func(t *testing.T, path agentPath) {
 		// Agent A's port passes to agent B (A deleted, B placed on the same
 		// node and port): B's requests, carrying B's credential, must not go
 		// out on a connection kept from A — on the fast path or on
@@ -373,7 +434,7 @@ func TestKeptConnectionsServeOneAgentOnly(t *testing.T) {
 		agent := startRawAgent(t, func(_ int, head string) (string, bool) {
 			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
 		})
-		p, url := forwardingProxy(t, agent.port, fast)
+		p, url := forwardingProxy(t, agent.port, path)
 		route := func(id string) {
 			p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: id, Port: uint32(agent.port),
 				NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw-" + id}}})

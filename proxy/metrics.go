@@ -20,6 +20,9 @@ type metrics struct {
 	// fastPath and handOffs count the fast path's requests and the
 	// connections it handed to net/http's server (fastpath.go).
 	fastPath, handOffs prometheus.Counter
+	// ringPath counts the fast path's requests served on io_uring whole,
+	// ringConns the connections its io_uring loops took.
+	ringPath, ringConns prometheus.Counter
 	// byKind holds each route kind's series, looked up once here rather
 	// than by label on every request.
 	byKind [RouteAgentID + 1]kindMetrics
@@ -70,11 +73,19 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 		Namespace: "agenthost", Subsystem: "proxy", Name: "handed_off_connections_total",
 		Help: "Plain HTTP/1.1 connections the fast path handed to net/http's server, at a request it does not serve.",
 	})
+	m.ringPath = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "fast_path_io_uring_requests_total",
+		Help: "Requests the fast path served on its io_uring loops from start to end, of agenthost_proxy_fast_path_requests_total.",
+	})
+	m.ringConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "agenthost", Subsystem: "proxy", Name: "fast_path_io_uring_connections_total",
+		Help: "Connections the fast path's io_uring loops took (see Config.Rings).",
+	})
 	routes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "routes",
 		Help: "Agents in the proxy's routing table.",
 	}, func() float64 { return float64(t.size()) })
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, m.connections, m.fastPath, m.handOffs, routes} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.wakes, m.active, m.sockets, m.connections, m.fastPath, m.handOffs, m.ringPath, m.ringConns, routes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

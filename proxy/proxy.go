@@ -44,6 +44,12 @@ type Config struct {
 	// index before the proxy sends it no reads and watches no routes
 	// through it (5 s).
 	LagBound time.Duration
+	// Rings is how many io_uring loops serve the fast path's connections
+	// (FastListener); 0: a goroutine serves each. Where the kernel refuses
+	// io_uring (a container engine's seccomp profile, the
+	// kernel.io_uring_disabled sysctl), goroutines serve, and the proxy
+	// logs why.
+	Rings int
 	// AccessLog logs a line per request (at Info).
 	AccessLog  bool
 	Logger     *slog.Logger

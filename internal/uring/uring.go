@@ -22,6 +22,7 @@ package uring
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -48,6 +49,8 @@ const (
 	featNoDrop     = 1 << 1
 
 	opTimeout     = 11
+	opConnect     = 16
+	opRead        = 22
 	opAccept      = 13
 	opAsyncCancel = 14
 	opLinkTimeout = 15
@@ -289,15 +292,60 @@ func (r *Ring) Recv(fd int, buf []byte, userData uint64, link bool) error {
 	return r.queue(opRecv, fd, bufAddr(buf), len(buf), userData, link)
 }
 
-// Send queues a send of buf; Res is the count sent. On a stream socket a
-// send may complete short of len(buf) only when interrupted; the caller
-// sends the rest. link is as for Recv.
+// Send queues a send of all of buf (the kernel goes on until it is sent,
+// or fails); Res is the count sent. link is as for Recv.
 func (r *Ring) Send(fd int, buf []byte, userData uint64, link bool) error {
 	if err := r.queue(opSend, fd, bufAddr(buf), len(buf), userData, link); err != nil {
 		return err
 	}
-	r.sqes[(*r.sqTail+r.queued-1)&r.sqMask].opFlags = syscall.MSG_NOSIGNAL
+	r.sqes[(*r.sqTail+r.queued-1)&r.sqMask].opFlags = syscall.MSG_NOSIGNAL | syscall.MSG_WAITALL
 	return nil
+}
+
+// Read queues a read into buf from any file (an eventfd, say); Res is the
+// count read.
+func (r *Ring) Read(fd int, buf []byte, userData uint64) error {
+	return r.queue(opRead, fd, bufAddr(buf), len(buf), userData, false)
+}
+
+// Connect queues a connection of the socket fd to sa; Res is 0 once
+// connected. The address is read when the operation is submitted. link is
+// as for Recv: a LinkTimeout queued next bounds the connection's setup.
+func (r *Ring) Connect(fd int, sa *Sockaddr, userData uint64, link bool) error {
+	if err := r.queue(opConnect, fd, unsafe.Pointer(&sa.raw), 0, userData, link); err != nil {
+		return err
+	}
+	r.sqes[(*r.sqTail+r.queued-1)&r.sqMask].off = uint64(sa.len)
+	return nil
+}
+
+// Sockaddr is a socket address as the kernel takes it, for Connect.
+type Sockaddr struct {
+	raw [unsafe.Sizeof(syscall.RawSockaddrInet6{})]byte
+	len uint32
+	// Family is syscall.AF_INET or syscall.AF_INET6, for the socket.
+	Family int
+}
+
+// NewSockaddr is ap's address for Connect.
+func NewSockaddr(ap netip.AddrPort) *Sockaddr {
+	sa := &Sockaddr{}
+	port := ap.Port()
+	if a := ap.Addr(); a.Is4() || a.Is4In6() {
+		raw := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&sa.raw))
+		raw.Family = syscall.AF_INET
+		raw.Addr = a.Unmap().As4()
+		sa.len, sa.Family = uint32(unsafe.Sizeof(*raw)), syscall.AF_INET
+	} else {
+		raw := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&sa.raw))
+		raw.Family = syscall.AF_INET6
+		raw.Addr = a.As16()
+		sa.len, sa.Family = uint32(unsafe.Sizeof(*raw)), syscall.AF_INET6
+	}
+	// The port in network byte order, where both structures keep it.
+	pp := (*[2]byte)(unsafe.Pointer(&sa.raw[2]))
+	pp[0], pp[1] = byte(port>>8), byte(port)
+	return sa
 }
 
 // Timeout queues a timer that completes with -ETIME after ts (relative).

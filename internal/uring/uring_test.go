@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"syscall"
@@ -277,5 +278,83 @@ func TestMoreThanTheQueuesHold(t *testing.T) {
 		if c, ok := cs[uint64(i)]; !ok || !errors.Is(c.Err(), syscall.ETIME) {
 			t.Errorf("timer %d: %+v, %v", i, c, ok)
 		}
+	}
+}
+
+func TestConnectAndRead(t *testing.T) {
+	r := newTestRing(t, 8)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sa := NewSockaddr(netip.MustParseAddrPort(ln.Addr().String()))
+	fd, err := syscall.Socket(sa.Family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := r.Connect(fd, sa, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LinkTimeout(&Timespec{Sec: 5}, 3); err != nil {
+		t.Fatal(err)
+	}
+	cs := await(t, r, 2)
+	if cs[2].Res != 0 || !errors.Is(cs[3].Err(), syscall.ECANCELED) {
+		t.Fatalf("connect %+v, its timeout %+v: want 0 and ECANCELED", cs[2], cs[3])
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := syscall.Write(fd, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hi" {
+		t.Fatalf("%q %v", got, err)
+	}
+
+	// Nothing listens on the port of a closed listener: refused.
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed.Close()
+	fd2, _ := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	defer syscall.Close(fd2)
+	if err := r.Connect(fd2, NewSockaddr(netip.MustParseAddrPort(closed.Addr().String())), 4, false); err != nil {
+		t.Fatal(err)
+	}
+	if c := await(t, r, 1)[4]; !errors.Is(c.Err(), syscall.ECONNREFUSED) {
+		t.Errorf("connect to a closed port: %+v, want ECONNREFUSED", c)
+	}
+
+	// An eventfd read completes when another thread writes to it.
+	efd, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC, 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	defer syscall.Close(int(efd))
+	buf := make([]byte, 8)
+	if err := r.Read(int(efd), buf, 5); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		syscall.Write(int(efd), []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}()
+	if c := await(t, r, 1)[5]; c.Res != 8 || buf[0] != 1 {
+		t.Errorf("eventfd read: %+v %v", c, buf)
+	}
+}
+
+func TestSockaddr(t *testing.T) {
+	sa := NewSockaddr(netip.MustParseAddrPort("[::1]:8080"))
+	if sa.Family != syscall.AF_INET6 || sa.raw[2] != 0x1f || sa.raw[3] != 0x90 || sa.raw[8+15] != 1 {
+		t.Errorf("[::1]:8080: %+v", sa)
+	}
+	sa = NewSockaddr(netip.MustParseAddrPort("10.1.2.3:443"))
+	if sa.Family != syscall.AF_INET || sa.raw[2] != 1 || sa.raw[3] != 0xbb || sa.raw[4] != 10 || sa.raw[7] != 3 {
+		t.Errorf("10.1.2.3:443: %+v", sa)
 	}
 }
