@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -179,9 +181,11 @@ func (l *fastListener) acceptLoop() {
 		}
 		fd := -1
 		if l.rings != nil {
-			fd = socketFD(c)
+			fd = ringSocket(c)
 		}
-		fc.onRing = fd >= 0
+		if fc.onRing = fd >= 0; fc.onRing {
+			fc.c = nil // the ring's alone, as fd, until it hands it back
+		}
 		l.conns[fc] = struct{}{}
 		l.mu.Unlock()
 		l.p.metrics.connections.Inc()
@@ -193,8 +197,12 @@ func (l *fastListener) acceptLoop() {
 	}
 }
 
-// socketFD is c's socket, for a ring to use while c stays open, or -1.
-func socketFD(c net.Conn) int {
+// ringSocket takes c's socket out of Go's poller for a ring, and returns
+// it (or -1, with c untouched, for a connection that is no TCP socket).
+// Left in the poller, every packet the client sends would wake a thread
+// blocked in epoll for nothing: the copy made here is in no epoll set, and
+// closing c takes the original out of Go's.
+func ringSocket(c net.Conn) int {
 	sc, ok := c.(*net.TCPConn)
 	if !ok {
 		return -1
@@ -204,8 +212,24 @@ func socketFD(c net.Conn) int {
 		return -1
 	}
 	fd := -1
-	raw.Control(func(s uintptr) { fd = int(s) })
+	raw.Control(func(s uintptr) {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno == 0 {
+			fd = int(r)
+		}
+	})
+	if fd >= 0 {
+		c.Close()
+	}
 	return fd
+}
+
+// socketConn makes a ring's socket fd a net.Conn again, in Go's poller;
+// fd is closed.
+func socketConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	defer f.Close()
+	return net.FileConn(f)
 }
 
 // forget drops fc, closed by a ring, from the listener's connections.
@@ -216,8 +240,10 @@ func (l *fastListener) forget(fc *fastConn) {
 	l.p.metrics.connections.Dec()
 }
 
-// unring marks fc as served by a goroutine from now on.
-func (l *fastListener) unring(fc *fastConn) {
+// unring marks fc as served by a goroutine from now on, and reports
+// whether it is to be served: not when the listener closed while a ring
+// held it (fc is closed and forgotten then).
+func (l *fastListener) unring(fc *fastConn) bool {
 	l.mu.Lock()
 	fc.onRing = false
 	closed := false
@@ -228,8 +254,10 @@ func (l *fastListener) unring(fc *fastConn) {
 	}
 	l.mu.Unlock()
 	if closed {
-		fc.c.Close() // the listener closed while a ring held it
+		fc.c.Close()
+		l.forget(fc)
 	}
+	return !closed
 }
 
 // fastConn is one client connection on the fast path.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ func DefaultConfig() Config {
 		RuntimeUsername: "opencode",
 		LagBound:        5 * time.Second,
 		AccessLog:       true,
+		Rings:           runtime.GOMAXPROCS(0),
 	}
 }
 

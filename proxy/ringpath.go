@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -47,6 +46,9 @@ import (
 const (
 	// tickInterval is how often a loop checks its connections' deadlines.
 	tickInterval = 50 * time.Millisecond
+	// ringEntries is a loop's io_uring queue size: operations queued
+	// between two system calls (more are submitted as the queue fills).
+	ringEntries = 4096
 	// ringBackendBytes is a ring's read buffer for an agent's answer: its
 	// head must fit, its body passes through it.
 	ringBackendBytes = 16 << 10
@@ -186,12 +188,12 @@ type ringConn struct {
 	headLen    int
 	start      time.Time
 	be         *ringBackend
-	reused     bool      // be came from the idle pool
-	beFailed   error     // an operation on be failed
-	answered   bool      // the agent's answer head was read
-	out        []byte    // being sent to the client
-	bodyLeft   int64     // answer body bytes still to come from the agent
-	keep       bool      // be may serve another request
+	reused     bool   // be came from the idle pool
+	beFailed   error  // an operation on be failed
+	answered   bool   // the agent's answer head was read
+	out        []byte // being sent to the client
+	bodyLeft   int64  // answer body bytes still to come from the agent
+	keep       bool   // be may serve another request
 	status     int
 	n          int64 // answer body bytes passed
 	lastSend   bool  // the send in flight ends the answer
@@ -214,7 +216,7 @@ type ringBackend struct {
 func (lp *ringLoop) run(ready chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ring, err := uring.New(1024)
+	ring, err := uring.New(ringEntries)
 	if err != nil {
 		ready <- err
 		return
@@ -324,7 +326,7 @@ func (lp *ringLoop) adoptInbox() {
 	for _, a := range inbox {
 		if lp.shut {
 			lp.l.forget(a.fc)
-			a.fc.c.Close()
+			syscall.Close(a.fd)
 			continue
 		}
 		rc := &ringConn{fc: a.fc, fd: a.fd, first: true, in: make([]byte, 0, fastHeadBytes)}
@@ -756,9 +758,8 @@ func (lp *ringLoop) settle(rc *ringConn) {
 	lp.putOutBuf(rc.out)
 	rc.out = nil
 	lp.release(rc)
-	fc := rc.fc
-	fc.l.forget(fc)
-	fc.c.Close()
+	rc.fc.l.forget(rc.fc)
+	syscall.Close(rc.fd)
 }
 
 // release frees rc's slot.
@@ -774,12 +775,28 @@ func (lp *ringLoop) handOff(rc *ringConn) {
 		lp.unwatch(rc, afterWatchHandOff)
 		return
 	}
+	if !lp.giveBack(rc) {
+		return
+	}
+	go rc.fc.serve(rc.first)
+}
+
+// giveBack releases rc, and gives its client connection, with what is
+// buffered of it, back to a goroutine; false when it could not (the
+// connection is then closed).
+func (lp *ringLoop) giveBack(rc *ringConn) bool {
 	lp.release(rc)
 	fc := rc.fc
+	c, err := socketConn(rc.fd)
+	if err != nil {
+		lp.l.p.logger.Warn("fast path: cannot hand a connection back from io_uring", "error", err)
+		lp.l.forget(fc)
+		return false
+	}
+	fc.c = c
 	pending := bytes.Clone(rc.in[rc.off:])
 	fc.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pending), fc.c), fastHeadBytes)
-	lp.l.unring(fc)
-	go fc.serve(rc.first)
+	return lp.l.unring(fc)
 }
 
 // handOffAnswer gives the connection to the goroutine path mid-exchange:
@@ -791,10 +808,10 @@ func (lp *ringLoop) handOffAnswer(rc *ringConn) {
 		return
 	}
 	be := rc.be
-	f := os.NewFile(uintptr(be.fd), "agent")
-	conn, err := net.FileConn(f) // a copy of the descriptor, in Go's poller
-	f.Close()
+	conn, err := socketConn(be.fd)
 	if err != nil {
+		lp.putBackendBuf(be.buf)
+		rc.be = nil // closed
 		lp.backendFailedAfterAnswer(rc, err)
 		return
 	}
@@ -813,10 +830,11 @@ func (lp *ringLoop) handOffAnswer(rc *ringConn) {
 	fc.head = append(fc.head[:0], rc.in[rc.off:rc.off+rc.headLen]...)
 	parseRequestHead(fc.head, &fc.req)
 	rc.off += rc.headLen
-	pending := bytes.Clone(rc.in[rc.off:])
-	lp.release(rc)
-	fc.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pending), fc.c), fastHeadBytes)
-	lp.l.unring(fc)
+	if !lp.giveBack(rc) {
+		bc.Close()
+		lp.l.p.metrics.byKind[kind].active.Dec()
+		return
+	}
 	go fc.resumeAnswer(bc, kind, start)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agenthost/agenthost/api"
 	"github.com/agenthost/agenthost/nodeagent/runtime/opencode"
+	"github.com/agenthost/agenthost/proxy"
 
 	"github.com/agenthost/agenthost/store"
 	"github.com/agenthost/agenthost/store/clusterrpc"
@@ -90,7 +91,7 @@ resolve with no DNS set-up.`,
 					fmt.Fprintf(out, "  tokens:        %s (source it: AGENTHOST_ADDR, AGENTHOST_TOKEN, AGENTHOST_OPERATOR_TOKEN)\n", tokensFile)
 				}
 				if proxyAddr != "" {
-					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr, accessLog: true,
+					popts := proxyOptions{domain: "localhost", control: []string{srv.Addr()}, api: []string{httpAddr}, httpAddr: proxyAddr, accessLog: true, rings: proxy.DefaultConfig().Rings,
 						registry: opts.registry}
 					started := make(chan struct{})
 					go func() {

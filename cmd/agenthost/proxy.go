@@ -31,6 +31,7 @@ type proxyOptions struct {
 	keyFile     string
 	metricsAddr string
 	accessLog   bool
+	rings       int
 	// registry, when set, receives the proxy's metrics and nothing serves
 	// them here (dev serves them with the control node's).
 	registry *prometheus.Registry
@@ -72,6 +73,8 @@ give a wildcard certificate.`,
 	f.StringVar(&opts.keyFile, "tls-key", "", "private key file (PEM)")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "127.0.0.1:7491", "address for /metrics (empty: none)")
 	f.BoolVar(&opts.accessLog, "access-log", true, "log a line per request")
+	f.IntVar(&opts.rings, "io-uring-loops", proxy.DefaultConfig().Rings,
+		"io_uring loops serving plain HTTP/1.1 agent requests (0: a goroutine per connection; where the kernel refuses io_uring, goroutines serve)")
 	return cmd
 }
 
@@ -86,7 +89,7 @@ func runProxy(ctx context.Context, opts proxyOptions, ready func(httpAddr, https
 	}
 	cfg := proxy.DefaultConfig()
 	cfg.Domain, cfg.ControlAddrs, cfg.APIAddrs = opts.domain, opts.control, opts.api
-	cfg.Logger, cfg.Registerer, cfg.AccessLog = logger, reg, opts.accessLog
+	cfg.Logger, cfg.Registerer, cfg.AccessLog, cfg.Rings = logger, reg, opts.accessLog, opts.rings
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err

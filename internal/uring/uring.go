@@ -414,12 +414,15 @@ func (r *Ring) enter(min uint32) error {
 	}
 }
 
-// Completions calls f for each completion ready, oldest first, and
-// releases them.
+// Completions calls f for each completion ready, oldest first, releasing
+// each before f sees it (so that the kernel has room for more while f
+// queues operations).
 func (r *Ring) Completions(f func(Completion)) {
 	head := *r.cqHead
-	for tail := atomic.LoadUint32(r.cqTail); head != tail; head++ {
-		f(r.cqes[head&r.cqMask])
+	for tail := atomic.LoadUint32(r.cqTail); head != tail; {
+		c := r.cqes[head&r.cqMask]
+		head++
+		atomic.StoreUint32(r.cqHead, head)
+		f(c)
 	}
-	atomic.StoreUint32(r.cqHead, head)
 }
