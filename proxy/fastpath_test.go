@@ -140,7 +140,7 @@ func TestFastPathLeavesTheUnusualToNetHTTP(t *testing.T) {
 func TestFastPathTimeoutsAndClose(t *testing.T) {
 	eachFastPath(t, func(t *testing.T, path agentPath) {
 		agent := startRawAgent(t, func(int, string) (string, bool) {
-			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+			return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
 		})
 		p, _ := forwardingProxy(t, agent.port, path)
 		srv := p.NewServer()
@@ -200,6 +200,9 @@ func TestFastPathTimeoutsAndClose(t *testing.T) {
 				t.Fatalf("open connections after close: %v", gaugeValue(p.metrics.connections))
 			}
 		}
+		if path == pathRing {
+			waitCounter(t, "requests served on io_uring", p.metrics.ringPath, 2)
+		}
 	})
 }
 
@@ -211,7 +214,7 @@ func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
 		for _, c := range []struct{ name, sent, status string }{
 			{"before the answer", "", "499"},
 			{"midway through the head", "HTTP/1.1 200 OK\r\nContent-Le", "499"},
-			{"midway through the body", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello", "200"},
+			{"midway through the body", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nhello", "200"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -251,6 +254,9 @@ func TestFastPathStopsWaitingForASlowAgentWhenTheClientLeaves(t *testing.T) {
 					t.Fatal("the proxy kept waiting on the agent after the client left")
 				}
 				waitCounter(t, "requests with status "+c.status, p.metrics.requests.WithLabelValues("agent_port", c.status), 1)
+				if path == pathRing {
+					waitCounter(t, "requests served on io_uring", p.metrics.ringPath, 1)
+				}
 			})
 		}
 	})

@@ -87,7 +87,7 @@ type ringPath struct {
 func startRingPath(l *fastListener, n int) (*ringPath, error) {
 	rp := &ringPath{}
 	for range n {
-		lp := &ringLoop{l: l, idle: map[string][]*ringBackend{}}
+		lp := &ringLoop{l: l, idle: map[string][]*ringBackend{}, done: make(chan struct{})}
 		ready := make(chan error)
 		go lp.run(ready)
 		if err := <-ready; err != nil {
@@ -127,6 +127,7 @@ type ringAdoption struct {
 // ringLoop is one io_uring loop and the connections it serves.
 type ringLoop struct {
 	l      *fastListener
+	done   chan struct{} // closed when the loop has stopped
 	ring   *uring.Ring
 	wakeFD int // an eventfd: written to wake the loop
 	wakeIn [8]byte
@@ -149,6 +150,9 @@ type ringLoop struct {
 	w    *bufio.Writer
 	sink sliceWriter
 	shut bool // closing: every connection shut down
+	// now is the time at the last return from the kernel: close enough,
+	// for timeouts of 200 ms and more, and read once per turn.
+	now time.Time
 }
 
 // sliceWriter appends what is written to it to a slice.
@@ -198,7 +202,9 @@ type ringConn struct {
 	n          int64 // answer body bytes passed
 	lastSend   bool  // the send in flight ends the answer
 	watching   bool  // a receive on the client watches for it leaving
-	clientGone bool
+	// waitingSince is when the last read from the agent was queued.
+	waitingSince time.Time
+	clientGone   bool
 	// afterWatch is what to do when the watch's receive, being
 	// cancelled, completes.
 	afterWatch int
@@ -214,6 +220,7 @@ type ringBackend struct {
 }
 
 func (lp *ringLoop) run(ready chan<- error) {
+	defer close(lp.done)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	ring, err := uring.New(ringEntries)
@@ -246,6 +253,7 @@ func (lp *ringLoop) run(ready chan<- error) {
 			lp.l.p.logger.Error("io_uring loop stopped", "error", err)
 			return
 		}
+		lp.now = time.Now()
 		lp.ring.Completions(lp.complete)
 		if lp.shut && len(lp.free) == len(lp.conns) {
 			for _, conns := range lp.idle {
@@ -522,7 +530,13 @@ func (lp *ringLoop) sendRequest(rc *ringConn) {
 	lp.compose(&rc.out, func(bw *bufio.Writer) { rc.fc.writeRequest(bw, rc.rt) })
 	rc.backendOps += 2
 	lp.queue(lp.ring.Send(be.fd, rc.out, lp.userData(rc, opBackendSend), true))
-	lp.queue(lp.ring.Recv(be.fd, be.buf[:cap(be.buf)], lp.userData(rc, opBackendRecv), false))
+	lp.recvBackend(rc, be.buf[:cap(be.buf)])
+}
+
+// recvBackend reads more of the agent's answer into buf.
+func (lp *ringLoop) recvBackend(rc *ringConn, buf []byte) {
+	rc.waitingSince = lp.now
+	lp.queue(lp.ring.Recv(rc.be.fd, buf, lp.userData(rc, opBackendRecv), false))
 }
 
 // compose runs write on the loop's writer into *out.
@@ -571,7 +585,7 @@ func (lp *ringLoop) answerHead(rc *ringConn) {
 	isHEAD := string(fc.req.method) == http.MethodHead
 	if end == 0 && len(be.buf) < cap(be.buf) {
 		rc.backendOps++
-		lp.queue(lp.ring.Recv(be.fd, be.buf[len(be.buf):cap(be.buf)], lp.userData(rc, opBackendRecv), false))
+		lp.recvBackend(rc, be.buf[len(be.buf):cap(be.buf)])
 		return
 	}
 	if end <= 0 || !parseAnswerHead(be.buf[:end], isHEAD, &fc.ans) {
@@ -622,7 +636,7 @@ func (lp *ringLoop) sendClient(rc *ringConn, b []byte) {
 	be.buf = be.buf[:0]
 	rc.backendOps++
 	lp.queue(lp.ring.Send(rc.fd, b, lp.userData(rc, opClientSend), true))
-	lp.queue(lp.ring.Recv(be.fd, be.buf[:cap(be.buf)], lp.userData(rc, opBackendRecv), false))
+	lp.recvBackend(rc, be.buf[:cap(be.buf)])
 }
 
 func (lp *ringLoop) clientSent(rc *ringConn, res int32) {
@@ -861,7 +875,7 @@ func (lp *ringLoop) checkDeadlines(now time.Time) {
 			if !rc.deadline.IsZero() && now.After(rc.deadline) && rc.clientOps > 0 {
 				lp.abort(rc)
 			}
-		case !rc.watching && !rc.answered && rc.clientOps == 0 && now.Sub(rc.start) >= slowAnswer && len(rc.in) < cap(rc.in):
+		case !rc.watching && rc.backendOps > 0 && rc.clientOps == 0 && now.Sub(rc.waitingSince) >= slowAnswer && len(rc.in) < cap(rc.in):
 			// The agent is slow: read the client ahead, to notice it
 			// leaving.
 			rc.watching = true

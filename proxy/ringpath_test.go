@@ -1,0 +1,179 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
+)
+
+// ringProxy is forwardingProxy's pathRing, with the listener at hand.
+func ringProxy(t *testing.T, port int) (*Proxy, *httptest.Server, *fastListener) {
+	t.Helper()
+	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}, Rings: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
+		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = p.NewServer()
+	srv.Listener = p.FastListener(srv.Listener, srv.Config)
+	srv.Start()
+	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
+	wantRings(t, srv.Listener)
+	return p, srv, srv.Listener.(*fastListener)
+}
+
+// TestRingPathServesWholeExchanges: answers the ring parses itself — small
+// and big bodies (bigger than its buffer, passed on as they come), HEAD, an
+// empty body — are served on the ring from start to end, pipelined on one client
+// connection and one kept-alive connection to the agent.
+func TestRingPathServesWholeExchanges(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 20<<10) // 320 KiB
+	agent := startRawAgent(t, func(n int, head string) (string, bool) {
+		path := strings.Fields(head)[1]
+		switch {
+		case strings.HasPrefix(head, "HEAD"):
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", len(big)), false
+		case path == "/big":
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(big), big), false
+		case path == "/empty":
+			return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n", false
+		}
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(path), path), false
+	})
+	p, srv, _ := ringProxy(t, agent.port)
+	host := fmt.Sprintf("a%d.example.test", agent.port)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	exchanges := []struct {
+		method, path string
+		status       int
+		body         string
+		length       int64
+	}{
+		{"GET", "/a", 200, "/a", 2},
+		{"GET", "/big", 200, big, int64(len(big))},
+		{"HEAD", "/big", 200, "", int64(len(big))},
+		{"GET", "/empty", 200, "", 0},
+		{"GET", "/b", 200, "/b", 2},
+	}
+	for _, e := range exchanges { // pipelined
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\n\r\n", e.method, e.path, host)
+	}
+	br := bufio.NewReader(conn)
+	for i, e := range exchanges {
+		resp, err := http.ReadResponse(br, &http.Request{Method: e.method})
+		if err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+		if resp.StatusCode != e.status || string(body) != e.body || resp.ContentLength != e.length {
+			t.Errorf("answer %d: %d, %d bytes (length %d), want %d, %d bytes (length %d)", i+1, resp.StatusCode,
+				len(body), resp.ContentLength, e.status, len(e.body), e.length)
+		}
+	}
+	waitCounter(t, "requests served on io_uring", p.metrics.ringPath, 5)
+	waitCounter(t, "requests on the fast path", p.metrics.fastPath, 5)
+	if n := agent.conns.Load(); n != 1 {
+		t.Errorf("%d connections to the agent for 5 requests on one client connection", n)
+	}
+}
+
+// TestRingPathLeavesNothingBehind: the loops stop with the listener,
+// closing the connections they held — idle, mid-head, waiting on an agent —
+// and every descriptor they opened.
+func TestRingPathLeavesNothingBehind(t *testing.T) {
+	release := make(chan struct{})
+	agent := startRawAgent(t, func(n int, head string) (string, bool) {
+		if strings.Contains(head, "/hang") {
+			<-release
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	defer close(release)
+	fdsBefore := openFiles(t)
+	p, srv, fl := ringProxy(t, agent.port)
+	host := fmt.Sprintf("a%d.example.test", agent.port)
+	var clients []net.Conn
+	for i, request := range []string{
+		"GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n",     // answered, then idle
+		"GET / HTTP/1.1\r\nHost: " + host + "\r\nX-Half: ", // mid-head
+		"GET /hang HTTP/1.1\r\nHost: " + host + "\r\n\r\n", // waiting on the agent
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, request)
+		if i == 0 {
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%v %v", resp, err)
+			}
+		}
+		clients = append(clients, c)
+	}
+	for deadline := time.Now().Add(5 * time.Second); gaugeValue(p.metrics.connections) != 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("open connections: %v, want 3", gaugeValue(p.metrics.connections))
+		}
+	}
+	srv.Close()
+	for _, lp := range fl.rings.loops {
+		select {
+		case <-lp.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a loop did not stop with its listener")
+		}
+	}
+	for _, c := range clients {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a client connection stayed open")
+		}
+	}
+	if n := gaugeValue(p.metrics.connections); n != 0 {
+		t.Errorf("open connections after close: %v", n)
+	}
+	p.backends.closeAll()
+	for _, c := range clients {
+		c.Close()
+	}
+	// The agent closes its end of a connection the proxy closed when it
+	// reads the end, but for the one it hangs on: one descriptor more.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		after := openFiles(t)
+		if after <= fdsBefore+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open before, %d after (one held by the test's agent)", fdsBefore, after)
+		}
+	}
+}
+
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
