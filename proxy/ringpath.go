@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -216,7 +215,6 @@ type ringBackend struct {
 	pool     string
 	idleFrom time.Time
 	buf      []byte // the answer read so far (from the exchange's start)
-	sa       *uring.Sockaddr
 }
 
 func (lp *ringLoop) run(ready chan<- error) {
@@ -462,7 +460,7 @@ func (lp *ringLoop) clientReceived(rc *ringConn, res int32) {
 func (lp *ringLoop) serve(rc *ringConn, head []byte) {
 	fc := rc.fc
 	rt, kind := fc.route(head)
-	if rt == nil {
+	if rt == nil || rt.backendSockaddr == nil {
 		lp.handOff(rc)
 		return
 	}
@@ -482,12 +480,7 @@ func (lp *ringLoop) serve(rc *ringConn, head []byte) {
 // dial connects to the agent, for the exchange in rc.
 func (lp *ringLoop) dial(rc *ringConn) {
 	rc.reused = false
-	ap, err := netip.ParseAddrPort(rc.rt.backendAddr)
-	if err != nil {
-		lp.unreachable(rc, err)
-		return
-	}
-	sa := uring.NewSockaddr(ap)
+	sa := rc.rt.backendSockaddr
 	fd, err := syscall.Socket(sa.Family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		lp.unreachable(rc, err)
@@ -495,11 +488,11 @@ func (lp *ringLoop) dial(rc *ringConn) {
 	}
 	syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
 	syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
-	rc.be = &ringBackend{fd: fd, pool: rc.rt.poolAddr, sa: sa}
+	rc.be = &ringBackend{fd: fd, pool: rc.rt.poolAddr}
 	rc.backendOps += 2
-	dialTimeout := uring.Timespec{Nsec: int64(dialTimeout)}
+	timeout := uring.Timespec{Nsec: int64(dialTimeout)}
 	lp.queue(lp.ring.Connect(fd, sa, lp.userData(rc, opBackendConnect), true))
-	lp.queue(lp.ring.LinkTimeout(&dialTimeout, lp.userData(rc, opBackendConnectTimeout)))
+	lp.queue(lp.ring.LinkTimeout(&timeout, lp.userData(rc, opBackendConnectTimeout)))
 }
 
 // backendProgress goes on once the agent's connection is set up, or has

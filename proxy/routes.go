@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/agenthost/agenthost/internal/uring"
 	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
 	"github.com/agenthost/agenthost/proto/agenthost/route/v1/routev1connect"
 )
@@ -38,6 +40,9 @@ type route struct {
 	// (agent ID and port): a connection to an address never serves
 	// another agent that comes to have it.
 	poolAddr string
+	// backendSockaddr is backendAddr for io_uring's connect, nil when the
+	// node's address is a name (the goroutine path resolves it then).
+	backendSockaddr *uring.Sockaddr
 }
 
 func (r *route) running() bool { return r.status == "RUNNING" && r.desired == "running" }
@@ -104,6 +109,9 @@ func (t *table) apply(m *routev1.WatchRoutesResponse) {
 		}
 		nr.backendAddr = net.JoinHostPort(nr.nodeAddress, strconv.Itoa(nr.port))
 		nr.poolAddr = net.JoinHostPort(nr.agentID, strconv.Itoa(nr.port))
+		if ap, err := netip.ParseAddrPort(nr.backendAddr); err == nil {
+			nr.backendSockaddr = uring.NewSockaddr(ap)
+		}
 		nr.basicAuth = "Basic " + base64.StdEncoding.EncodeToString([]byte(t.username+":"+nr.password))
 		t.byID[nr.agentID] = nr
 		if nr.port != 0 {
