@@ -13,6 +13,7 @@ import (
 	"time"
 
 	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
+	"pgregory.net/rapid"
 )
 
 // ringProxy is forwardingProxy's pathRing, with the listener at hand.
@@ -176,4 +177,143 @@ func openFiles(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(fds)
+}
+
+// ringTrafficAgent answers by path: /len/N a body of N bytes the ring
+// passes itself, /chunk/N the same chunked (the goroutine path passes it),
+// /close/N with Connection: close, /slow/N after 250 ms (the ring watches
+// the client meanwhile), /garbage an answer nobody can read (a 502).
+func ringTrafficAgent(t *testing.T) *rawAgent {
+	return startRawAgent(t, func(_ int, head string) (string, bool) {
+		path := strings.Fields(head)[1]
+		kind, n := path, 0
+		if i := strings.LastIndexByte(path, '/'); i > 0 {
+			kind = path[:i]
+			fmt.Sscan(path[i+1:], &n)
+		}
+		body := ringTrafficBody(path, n)
+		switch kind {
+		case "/chunk":
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body), false
+		case "/close":
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body), true
+		case "/slow":
+			time.Sleep(250 * time.Millisecond)
+		case "/garbage":
+			return "HTTP/1.1 2x0 OK\r\n\r\n", true
+		}
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false
+	})
+}
+
+func ringTrafficBody(path string, n int) string { return path + ":" + strings.Repeat(".", n) }
+
+// TestRingPathUnderRandomTraffic: clients on a few connections at once
+// send random sequences of requests — pipelined or one by one, answered in
+// every way the ring passes or hands over, some abandoned before their
+// answers — and each answer read is the right one; when the clients are
+// gone, so are their connections, and at close the loops leave nothing.
+func TestRingPathUnderRandomTraffic(t *testing.T) {
+	agent := ringTrafficAgent(t)
+	fdsBefore := openFiles(t)
+	p, srv, fl := ringProxy(t, agent.port)
+	host := fmt.Sprintf("a%d.example.test", agent.port)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	type request struct {
+		path   string
+		status int
+		body   string
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		conns := rapid.IntRange(1, 4).Draw(rt, "connections")
+		errs := make(chan error, conns)
+		for c := range conns {
+			var reqs []request
+			for i := range rapid.IntRange(1, 5).Draw(rt, fmt.Sprint("requests on ", c)) {
+				kind := rapid.SampledFrom([]string{"/len", "/len", "/len", "/chunk", "/close", "/slow", "/garbage"}).Draw(rt, fmt.Sprint("kind ", c, i))
+				n := rapid.SampledFrom([]int{0, 1, 100, 20 << 10, 100 << 10}).Draw(rt, fmt.Sprint("size ", c, i))
+				if kind == "/slow" {
+					n = 10
+				}
+				path := fmt.Sprintf("%s/%d", kind, n)
+				r := request{path, 200, ringTrafficBody(path, n)}
+				if kind == "/garbage" {
+					r = request{"/garbage", http.StatusBadGateway, ""}
+				}
+				reqs = append(reqs, r)
+			}
+			pipelined := rapid.Bool().Draw(rt, fmt.Sprint("pipelined ", c))
+			abandonAt := rapid.IntRange(0, len(reqs)).Draw(rt, fmt.Sprint("abandoned after ", c)) // len: never
+			go func() {
+				errs <- func() error {
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
+						return err
+					}
+					defer conn.Close()
+					conn.SetDeadline(time.Now().Add(20 * time.Second))
+					send := func(r request) {
+						fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", r.path, host)
+					}
+					if pipelined {
+						for _, r := range reqs {
+							send(r)
+						}
+					}
+					br := bufio.NewReader(conn)
+					for i, r := range reqs {
+						if i == abandonAt {
+							return nil // gone before its answer
+						}
+						if !pipelined {
+							send(r)
+						}
+						resp, err := http.ReadResponse(br, nil)
+						if err != nil {
+							return fmt.Errorf("%s: %v", r.path, err)
+						}
+						body, err := io.ReadAll(resp.Body)
+						if err != nil {
+							return fmt.Errorf("%s: %v", r.path, err)
+						}
+						if resp.StatusCode != r.status || r.status == 200 && string(body) != r.body {
+							return fmt.Errorf("%s: %d, %d bytes %.40q", r.path, resp.StatusCode, len(body), body)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+		for range conns {
+			if err := <-errs; err != nil {
+				rt.Fatal(err)
+			}
+		}
+	})
+	if counterValue(p.metrics.ringPath) == 0 {
+		t.Fatal("no request was served on io_uring")
+	}
+	for deadline := time.Now().Add(10 * time.Second); gaugeValue(p.metrics.connections) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("open connections once the clients left: %v", gaugeValue(p.metrics.connections))
+		}
+	}
+	srv.Close()
+	for _, lp := range fl.rings.loops {
+		select {
+		case <-lp.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a loop did not stop with its listener")
+		}
+	}
+	p.backends.closeAll()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		after := openFiles(t)
+		if after <= fdsBefore {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open before, %d after", fdsBefore, after)
+		}
+	}
 }
