@@ -75,6 +75,10 @@ const (
 	afterWatchHandOffAnswer
 )
 
+// newRing sets up a loop's ring (a variable for a test to make it fail as
+// a kernel that refuses io_uring does).
+var newRing = uring.New
+
 // ringPath is the fast path's io_uring loops.
 type ringPath struct {
 	loops []*ringLoop
@@ -221,7 +225,7 @@ func (lp *ringLoop) run(ready chan<- error) {
 	defer close(lp.done)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ring, err := uring.New(ringEntries)
+	ring, err := newRing(ringEntries)
 	if err != nil {
 		ready <- err
 		return

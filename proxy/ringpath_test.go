@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agenthost/agenthost/internal/uring"
 	routev1 "github.com/agenthost/agenthost/proto/agenthost/route/v1"
 	"pgregory.net/rapid"
 )
@@ -316,4 +319,50 @@ func TestRingPathUnderRandomTraffic(t *testing.T) {
 			t.Fatalf("%d descriptors open before, %d after", fdsBefore, after)
 		}
 	}
+}
+
+// TestRingPathFallsBackToGoroutines: where the kernel refuses io_uring
+// (a container engine's seccomp profile, say), the fast path serves with a
+// goroutine per connection, and says so in the log.
+func TestRingPathFallsBackToGoroutines(t *testing.T) {
+	defer func(f func(uint32) (*uring.Ring, error)) { newRing = f }(newRing)
+	newRing = func(uint32) (*uring.Ring, error) { return nil, fmt.Errorf("%w: test double", uring.ErrUnavailable) }
+	agent := startRawAgent(t, func(int, string) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", false
+	})
+	var logs strings.Builder
+	var mu sync.Mutex
+	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}, Rings: 2,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(agent.port),
+		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = p.NewServer()
+	srv.Listener = p.FastListener(srv.Listener, srv.Config)
+	srv.Start()
+	defer srv.Close()
+	resp, body := proxyGet(t, srv.URL+"/", agent.port)
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	wantPath(t, p, pathGoroutines)
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "fast path without io_uring") || !strings.Contains(logs.String(), "test double") {
+		t.Errorf("log: %s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
