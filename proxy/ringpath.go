@@ -205,6 +205,8 @@ type ringConn struct {
 	n          int64 // answer body bytes passed
 	lastSend   bool  // the send in flight ends the answer
 	watching   bool  // a receive on the client watches for it leaving
+	// sending is the length of the send to the client in flight.
+	sending int
 	// waitingSince is when the last read from the agent was queued.
 	waitingSince time.Time
 	clientGone   bool
@@ -302,6 +304,9 @@ func (lp *ringLoop) complete(c uring.Completion) {
 		lp.clientReceived(rc, c.Res)
 	case opClientSend:
 		rc.clientOps--
+		if c.Res >= 0 && int(c.Res) != rc.sending {
+			c.Res = -int32(syscall.EIO) // short: never, as Send goes on until all is sent
+		}
 		lp.clientSent(rc, c.Res)
 	case opBackendConnect:
 		rc.backendOps--
@@ -317,6 +322,9 @@ func (lp *ringLoop) complete(c uring.Completion) {
 		lp.backendProgress(rc)
 	case opBackendSend:
 		rc.backendOps--
+		if c.Res >= 0 && int(c.Res) != len(rc.out) {
+			c.Res = -int32(syscall.EIO) // short: as above
+		}
 		if c.Res < 0 && rc.beFailed == nil {
 			rc.beFailed = c.Err()
 		}
@@ -624,6 +632,7 @@ func (lp *ringLoop) passBody(rc *ringConn) {
 // is linked to it.
 func (lp *ringLoop) sendClient(rc *ringConn, b []byte) {
 	rc.clientOps++
+	rc.sending = len(b)
 	if rc.bodyLeft == 0 {
 		rc.lastSend = true
 		lp.queue(lp.ring.Send(rc.fd, b, lp.userData(rc, opClientSend), false))

@@ -156,14 +156,16 @@ type Ring struct {
 // the kernel holds completions past that rather than drop them).
 func New(entries uint32) (*Ring, error) {
 	// The flags that make a single-threaded loop cheapest, then fewer for
-	// older kernels (6.1 has them all, 5.19 the first two).
+	// older kernels (6.1 has them all, 5.19 the first two). 5.18 is the
+	// oldest taken: with SUBMIT_ALL came sends that go on until all is sent
+	// (MSG_WAITALL), which Send promises.
 	var p params
 	var fd uintptr
 	var errno syscall.Errno
 	for _, flags := range []uint32{
 		setupSubmitAll | setupCoopTaskrun | setupSingleIssuer | setupDeferTaskrun,
 		setupSubmitAll | setupCoopTaskrun,
-		0,
+		setupSubmitAll,
 	} {
 		p = params{flags: flags}
 		fd, _, errno = syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
@@ -174,6 +176,8 @@ func New(entries uint32) (*Ring, error) {
 	switch {
 	case errno == syscall.ENOSYS || errno == syscall.EPERM:
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", ErrUnavailable, errno)
+	case errno == syscall.EINVAL:
+		return nil, fmt.Errorf("%w: the kernel is older than 5.18", ErrUnavailable)
 	case errno != 0:
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
@@ -293,7 +297,8 @@ func (r *Ring) Recv(fd int, buf []byte, userData uint64, link bool) error {
 }
 
 // Send queues a send of all of buf (the kernel goes on until it is sent,
-// or fails); Res is the count sent. link is as for Recv.
+// or fails: a short count is a failure); Res is the count sent. link is
+// as for Recv.
 func (r *Ring) Send(fd int, buf []byte, userData uint64, link bool) error {
 	if err := r.queue(opSend, fd, bufAddr(buf), len(buf), userData, link); err != nil {
 		return err
