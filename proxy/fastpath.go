@@ -346,15 +346,7 @@ func (fc *fastConn) resumeAnswer(bc *backendConn, kind RouteKind, start time.Tim
 	p := fc.l.p
 	fc.bw = clientWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(fc.c)
-	status, n, keep, err := fc.passAnswer(bc)
-	if err == nil && keep {
-		p.backends.put(bc)
-	} else {
-		bc.Close()
-	}
-	if status == 0 {
-		status, n, err = fc.agentUnreachable(err)
-	}
+	status, n, err := fc.passOn(bc)
 	fc.bw.Reset(nil)
 	clientWriters.Put(fc.bw)
 	fc.bw = nil
@@ -563,17 +555,23 @@ func (fc *fastConn) forward(rt *route) (status int, n int64, err error) {
 			}
 			return fc.agentUnreachable(err)
 		}
-		status, n, keep, err := fc.passAnswer(bc)
-		if err == nil && keep {
-			p.backends.put(bc)
-		} else {
-			bc.Close()
-		}
-		if status == 0 {
-			return fc.agentUnreachable(err)
-		}
-		return status, n, err
+		return fc.passOn(bc)
 	}
+}
+
+// passOn writes the agent's answer on bc to the client (or the 502 page
+// when it cannot be read), and keeps bc for another request if it can.
+func (fc *fastConn) passOn(bc *backendConn) (status int, n int64, err error) {
+	status, n, keep, err := fc.passAnswer(bc)
+	if err == nil && keep {
+		fc.l.p.backends.put(bc)
+	} else {
+		bc.Close()
+	}
+	if status == 0 {
+		return fc.agentUnreachable(err)
+	}
+	return status, n, err
 }
 
 // agentUnreachable logs why the agent did not answer and answers the

@@ -99,27 +99,38 @@ func (a agentPath) String() string {
 // runtime password "pw", through the proxy's agent path given.
 func forwardingProxy(t *testing.T, port int, path agentPath) (*Proxy, string) {
 	t.Helper()
-	cfg := Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}}
+	cfg := Config{}
 	if path == pathRing {
 		cfg.Rings = 2
 	}
+	p, srv := agentProxy(t, port, cfg, path.fast())
+	if path == pathRing {
+		wantRings(t, srv.Listener)
+	}
+	return p, srv.URL
+}
+
+// agentProxy starts a proxy of cfg (its domain and addresses filled in)
+// whose table has one agent, RUNNING on port at 127.0.0.1 with runtime
+// password "pw"; its listener is FastListener's when fast. It is closed
+// when tb ends.
+func agentProxy(tb testing.TB, port int, cfg Config, fast bool) (*Proxy, *httptest.Server) {
+	tb.Helper()
+	cfg.Domain, cfg.ControlAddrs, cfg.APIAddrs = "example.test", []string{"127.0.0.1:1"}, []string{"127.0.0.1:1"}
 	p, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
 		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Config = p.NewServer()
-	if path.fast() {
+	if fast {
 		srv.Listener = p.FastListener(srv.Listener, srv.Config)
 	}
 	srv.Start()
-	if path == pathRing {
-		wantRings(t, srv.Listener)
-	}
-	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
-	return p, srv.URL
+	tb.Cleanup(func() { srv.Close(); p.backends.closeAll() })
+	return p, srv
 }
 
 // wantRings fails t unless ln, from FastListener, serves on io_uring
@@ -368,18 +379,7 @@ func BenchmarkForward(b *testing.B) {
 	}))
 	defer agent.Close()
 	port := agent.Listener.Addr().(*net.TCPAddr).Port
-	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
-		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = p.NewServer()
-	srv.Listener = p.FastListener(srv.Listener, srv.Config)
-	srv.Start()
-	defer srv.Close()
-	defer p.backends.closeAll()
+	_, srv := agentProxy(b, port, Config{}, true)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	host := fmt.Sprintf("a%d.example.test", port)
 	b.ReportAllocs()

@@ -22,19 +22,43 @@ import (
 // ringProxy is forwardingProxy's pathRing, with the listener at hand.
 func ringProxy(t *testing.T, port int) (*Proxy, *httptest.Server, *fastListener) {
 	t.Helper()
-	p, err := New(Config{Domain: "example.test", ControlAddrs: []string{"127.0.0.1:1"}, APIAddrs: []string{"127.0.0.1:1"}, Rings: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.table.apply(&routev1.WatchRoutesResponse{Snapshot: true, Routes: []*routev1.Route{{AgentId: "agaaaaaaaaaaaaaaaaaaaa", Port: uint32(port),
-		NodeAddress: "127.0.0.1", Status: "RUNNING", Desired: "running", RuntimePassword: "pw"}}})
-	srv := httptest.NewUnstartedServer(nil)
-	srv.Config = p.NewServer()
-	srv.Listener = p.FastListener(srv.Listener, srv.Config)
-	srv.Start()
-	t.Cleanup(func() { srv.Close(); p.backends.closeAll() })
+	p, srv := agentProxy(t, port, Config{Rings: 2}, true)
 	wantRings(t, srv.Listener)
 	return p, srv, srv.Listener.(*fastListener)
+}
+
+// wantLoopsStopped closes srv and fails t unless its loops stop and the
+// proxy counts no connection open.
+func wantLoopsStopped(t *testing.T, p *Proxy, srv *httptest.Server) {
+	t.Helper()
+	srv.Close()
+	for _, lp := range srv.Listener.(*fastListener).rings.loops {
+		select {
+		case <-lp.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a loop did not stop with its listener")
+		}
+	}
+	if n := gaugeValue(p.metrics.connections); n != 0 {
+		t.Errorf("open connections after close: %v", n)
+	}
+	p.backends.closeAll()
+}
+
+// wantFilesClosed fails t unless the descriptors open are, within 5 s, no
+// more than before and those the test holds (they close as the kernel and
+// the test's agent are done with them).
+func wantFilesClosed(t *testing.T, before, held int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		after := openFiles(t)
+		if after <= before+held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d descriptors open before, %d after (%d held by the test)", before, after, held)
+		}
+	}
 }
 
 // TestRingPathServesWholeExchanges: answers the ring parses itself — small
@@ -113,7 +137,7 @@ func TestRingPathLeavesNothingBehind(t *testing.T) {
 	})
 	defer close(release)
 	fdsBefore := openFiles(t)
-	p, srv, fl := ringProxy(t, agent.port)
+	p, srv, _ := ringProxy(t, agent.port)
 	host := fmt.Sprintf("a%d.example.test", agent.port)
 	var clients []net.Conn
 	for i, request := range []string{
@@ -140,37 +164,17 @@ func TestRingPathLeavesNothingBehind(t *testing.T) {
 			t.Fatalf("open connections: %v, want 3", gaugeValue(p.metrics.connections))
 		}
 	}
-	srv.Close()
-	for _, lp := range fl.rings.loops {
-		select {
-		case <-lp.done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("a loop did not stop with its listener")
-		}
-	}
+	wantLoopsStopped(t, p, srv)
 	for _, c := range clients {
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Error("a client connection stayed open")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Errorf("a client connection stayed open: %v", err)
 		}
-	}
-	if n := gaugeValue(p.metrics.connections); n != 0 {
-		t.Errorf("open connections after close: %v", n)
-	}
-	p.backends.closeAll()
-	for _, c := range clients {
 		c.Close()
 	}
 	// The agent closes its end of a connection the proxy closed when it
 	// reads the end, but for the one it hangs on: one descriptor more.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		after := openFiles(t)
-		if after <= fdsBefore+1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d descriptors open before, %d after (one held by the test's agent)", fdsBefore, after)
-		}
-	}
+	wantFilesClosed(t, fdsBefore, 1)
 }
 
 func openFiles(t *testing.T) int {
@@ -219,7 +223,7 @@ func ringTrafficBody(path string, n int) string { return path + ":" + strings.Re
 func TestRingPathUnderRandomTraffic(t *testing.T) {
 	agent := ringTrafficAgent(t)
 	fdsBefore := openFiles(t)
-	p, srv, fl := ringProxy(t, agent.port)
+	p, srv, _ := ringProxy(t, agent.port)
 	host := fmt.Sprintf("a%d.example.test", agent.port)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	type request struct {
@@ -301,24 +305,8 @@ func TestRingPathUnderRandomTraffic(t *testing.T) {
 			t.Fatalf("open connections once the clients left: %v", gaugeValue(p.metrics.connections))
 		}
 	}
-	srv.Close()
-	for _, lp := range fl.rings.loops {
-		select {
-		case <-lp.done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("a loop did not stop with its listener")
-		}
-	}
-	p.backends.closeAll()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		after := openFiles(t)
-		if after <= fdsBefore {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d descriptors open before, %d after", fdsBefore, after)
-		}
-	}
+	wantLoopsStopped(t, p, srv)
+	wantFilesClosed(t, fdsBefore, 0)
 }
 
 // TestRingPathFallsBackToGoroutines: where the kernel refuses io_uring
