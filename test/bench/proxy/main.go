@@ -143,9 +143,10 @@ func run(d time.Duration, rounds int, hold time.Duration) error {
 	}
 	defer stopNginx()
 
-	// Two yardsticks, each in its own process like the others: the least
-	// a Go forwarder can do per request (floorForwarder), and the same
-	// built as nginx is (eventLoopForwarder).
+	// Three yardsticks, each in its own process like the others: the
+	// least a Go forwarder can do per request (floorForwarder), the same
+	// built as nginx is (eventLoopForwarder), and on io_uring
+	// (uringForwarder).
 	self, err := os.Executable()
 	if err != nil {
 		return err
