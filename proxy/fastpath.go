@@ -103,7 +103,11 @@ func (l *fastListener) Accept() (net.Conn, error) {
 			}
 			l.mu.Lock()
 			l.rings, l.ringsFailed = rings, err
+			closed := l.isClosed()
 			l.mu.Unlock()
+			if closed && rings != nil {
+				rings.close() // closed before the first Accept
+			}
 		}
 		go l.acceptLoop()
 	})
@@ -133,18 +137,22 @@ func (l *fastListener) shut(acceptErr error) {
 		if acceptErr != nil {
 			l.Listener.Close() // broken: nobody is to wait in its queue
 		}
+		// Closed under l.mu, which accepting and handing back from a
+		// ring take to look at it: no connection starts being served
+		// once the walk below has passed.
 		l.mu.Lock()
 		l.acceptErr = acceptErr
+		close(l.closed)
 		for fc := range l.conns {
 			if !fc.onRing { // a ring closes its own
 				fc.c.Close()
 			}
 		}
+		rings := l.rings
 		l.mu.Unlock()
-		if l.rings != nil {
-			l.rings.close()
+		if rings != nil {
+			rings.close()
 		}
-		close(l.closed)
 	})
 }
 
@@ -172,12 +180,10 @@ func (l *fastListener) acceptLoop() {
 		fc := &fastConn{l: l, c: c, remote: c.RemoteAddr().String()}
 		fc.clientIP, _, _ = net.SplitHostPort(fc.remote)
 		l.mu.Lock()
-		select {
-		case <-l.closed:
+		if l.isClosed() {
 			l.mu.Unlock()
 			c.Close()
 			return
-		default:
 		}
 		fd := -1
 		if l.rings != nil {
@@ -240,18 +246,23 @@ func (l *fastListener) forget(fc *fastConn) {
 	l.p.metrics.connections.Dec()
 }
 
+// isClosed reports whether the listener was closed; l.mu is held.
+func (l *fastListener) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // unring marks fc as served by a goroutine from now on, and reports
 // whether it is to be served: not when the listener closed while a ring
 // held it (fc is closed and forgotten then).
 func (l *fastListener) unring(fc *fastConn) bool {
 	l.mu.Lock()
 	fc.onRing = false
-	closed := false
-	select {
-	case <-l.closed:
-		closed = true
-	default:
-	}
+	closed := l.isClosed()
 	l.mu.Unlock()
 	if closed {
 		fc.c.Close()

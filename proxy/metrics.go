@@ -20,8 +20,8 @@ type metrics struct {
 	// fastPath and handOffs count the fast path's requests and the
 	// connections it handed to net/http's server (fastpath.go).
 	fastPath, handOffs prometheus.Counter
-	// ringPath counts the fast path's requests served on io_uring whole,
-	// ringConns the connections its io_uring loops took.
+	// ringPath counts the fast path's requests its io_uring loops served without
+	// handing them over, ringConns the connections the loops took.
 	ringPath, ringConns prometheus.Counter
 	// byKind holds each route kind's series, looked up once here rather
 	// than by label on every request.
@@ -75,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, t *table) (*metrics, error) {
 	})
 	m.ringPath = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "fast_path_io_uring_requests_total",
-		Help: "Requests the fast path served on its io_uring loops from start to end, of agenthost_proxy_fast_path_requests_total.",
+		Help: "Requests the fast path served on its io_uring loops without handing them to a goroutine (answered there, or ended there when the client or agent broke off), of agenthost_proxy_fast_path_requests_total.",
 	})
 	m.ringConns = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "agenthost", Subsystem: "proxy", Name: "fast_path_io_uring_connections_total",

@@ -102,14 +102,20 @@ func startRingPath(l *fastListener, n int) (*ringPath, error) {
 	return rp, nil
 }
 
-// adopt gives fc to a loop.
+// adopt gives fc, whose socket is fd, to a loop; a loop closing closes it.
 func (rp *ringPath) adopt(fc *fastConn, fd int) {
 	lp := rp.loops[int(rp.next.Add(1))%len(rp.loops)]
 	fc.l.p.metrics.ringConns.Inc()
 	lp.mu.Lock()
+	if lp.closing || lp.stopped {
+		lp.mu.Unlock()
+		fc.l.forget(fc)
+		syscall.Close(fd)
+		return
+	}
 	lp.inbox = append(lp.inbox, ringAdoption{fc, fd})
-	lp.mu.Unlock()
 	lp.wake()
+	lp.mu.Unlock()
 }
 
 // close stops the loops: they close their connections.
@@ -117,8 +123,8 @@ func (rp *ringPath) close() {
 	for _, lp := range rp.loops {
 		lp.mu.Lock()
 		lp.closing = true
-		lp.mu.Unlock()
 		lp.wake()
+		lp.mu.Unlock()
 	}
 }
 
@@ -136,9 +142,12 @@ type ringLoop struct {
 	wakeIn [8]byte
 	tick   uring.Timespec
 
+	// mu guards the inbox and the flags, and the eventfd's life: it is
+	// written to under mu, and closed under mu once stopped.
 	mu      sync.Mutex
 	inbox   []ringAdoption
 	closing bool
+	stopped bool
 
 	// What follows is the loop's alone.
 	conns []*ringConn // by slot
@@ -166,8 +175,11 @@ func (w sliceWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// wake makes the loop look at its inbox and flags; lp.mu is held.
 func (lp *ringLoop) wake() {
-	syscall.Write(lp.wakeFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	if !lp.stopped {
+		syscall.Write(lp.wakeFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}
 }
 
 // ringConn is a client connection on a loop, and the exchange it is in.
@@ -244,30 +256,55 @@ func (lp *ringLoop) run(ready chan<- error) {
 	lp.w = bufio.NewWriterSize(nil, 4<<10)
 	lp.tick = uring.Timespec{Nsec: int64(tickInterval)}
 	ready <- nil
-	defer func() {
-		ring.Close()
-		syscall.Close(lp.wakeFD)
-	}()
+	defer lp.stop()
 	lp.queue(lp.ring.Read(lp.wakeFD, lp.wakeIn[:], opWake))
 	lp.queue(lp.ring.Timeout(&lp.tick, opTick))
 	for {
 		if err := lp.ring.Enter(1); err != nil {
-			// Nothing a loop can go on from; its connections are
-			// lost with it. Never seen; logged loudly.
+			// Nothing a loop can go on from (never seen): its
+			// connections are closed with it, loudly.
 			lp.l.p.logger.Error("io_uring loop stopped", "error", err)
 			return
 		}
 		lp.now = time.Now()
 		lp.ring.Completions(lp.complete)
 		if lp.shut && len(lp.free) == len(lp.conns) {
-			for _, conns := range lp.idle {
-				for _, be := range conns {
-					syscall.Close(be.fd)
-				}
-			}
 			return
 		}
 	}
+}
+
+// stop ends a loop that has returned: it closes the ring (the kernel
+// cancels what is in flight), the eventfd, and whatever connections it
+// still holds — none, but when the ring failed — or were given it since.
+func (lp *ringLoop) stop() {
+	lp.ring.Close()
+	lp.mu.Lock()
+	lp.stopped = true
+	inbox := lp.inbox
+	lp.inbox = nil
+	syscall.Close(lp.wakeFD)
+	lp.mu.Unlock()
+	for _, a := range inbox {
+		lp.l.forget(a.fc)
+		syscall.Close(a.fd)
+	}
+	for _, rc := range lp.conns {
+		if rc != nil {
+			if rc.be != nil {
+				syscall.Close(rc.be.fd)
+			}
+			lp.release(rc)
+			lp.l.forget(rc.fc)
+			syscall.Close(rc.fd)
+		}
+	}
+	for _, conns := range lp.idle {
+		for _, be := range conns {
+			syscall.Close(be.fd)
+		}
+	}
+	lp.idle = nil
 }
 
 // queue handles an error queuing an operation: the queue is full and the
@@ -401,6 +438,10 @@ func (lp *ringLoop) awaitRequest(rc *ringConn) {
 		default:
 			rc.deadline = time.Time{}
 		}
+	} else if rc.deadline.IsZero() && lp.l.srv.ReadHeaderTimeout > 0 {
+		// Part of a head, read ahead (pipelined, or while the client
+		// was watched): the header timeout bounds the rest.
+		rc.deadline = time.Now().Add(lp.l.srv.ReadHeaderTimeout)
 	}
 	if rc.clientOps > 0 {
 		return // a receive (the last exchange's client watch) is in flight already
@@ -424,7 +465,7 @@ func (lp *ringLoop) clientReceived(rc *ringConn, res int32) {
 		switch {
 		case res > 0:
 			rc.in = rc.in[:len(rc.in)+int(res)] // read ahead: a pipelined request
-		case res == -int32(syscall.ECANCELED):
+		case res == -int32(syscall.ECANCELED), res == -int32(syscall.EINTR): // EINTR: cancelled while running
 		default:
 			rc.clientGone = rc.exchanging
 			lp.abort(rc)
@@ -694,13 +735,16 @@ func (lp *ringLoop) endExchange(rc *ringConn, status int, keep bool) {
 // gets the 502 page.
 func (lp *ringLoop) backendFailed(rc *ringConn) {
 	err := rc.beFailed
+	// Part of an answer read: the agent did answer, badly (as the
+	// goroutine path, no second try).
+	partial := rc.be != nil && len(rc.be.buf) > 0
 	lp.closeBackend(rc)
 	rc.beFailed = nil
 	switch {
 	case rc.closing:
 	case rc.answered:
 		lp.abort(rc) // the answer broke off: the client must see it broken
-	case rc.reused:
+	case rc.reused && !partial:
 		lp.dial(rc)
 	default:
 		lp.unreachable(rc, err)
@@ -853,6 +897,7 @@ func (lp *ringLoop) handOffAnswer(rc *ringConn) {
 	if !lp.giveBack(rc) {
 		bc.Close()
 		lp.l.p.metrics.byKind[kind].active.Dec()
+		fc.record(kind, http.StatusBadGateway, 0, start) // the client gets nothing
 		return
 	}
 	go fc.resumeAnswer(bc, kind, start)

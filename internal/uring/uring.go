@@ -155,29 +155,16 @@ type Ring struct {
 // calls to Enter (a power of two; the completion queue is twice as big, and
 // the kernel holds completions past that rather than drop them).
 func New(entries uint32) (*Ring, error) {
-	// The flags that make a single-threaded loop cheapest, then fewer for
-	// older kernels (6.1 has them all, 5.19 the first two). 5.18 is the
-	// oldest taken: with SUBMIT_ALL came sends that go on until all is sent
-	// (MSG_WAITALL), which Send promises.
-	var p params
-	var fd uintptr
-	var errno syscall.Errno
-	for _, flags := range []uint32{
-		setupSubmitAll | setupCoopTaskrun | setupSingleIssuer | setupDeferTaskrun,
-		setupSubmitAll | setupCoopTaskrun,
-		setupSubmitAll,
-	} {
-		p = params{flags: flags}
-		fd, _, errno = syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
-		if errno != syscall.EINVAL {
-			break
-		}
-	}
+	// The flags that make a single-threaded loop cheapest; the kernel
+	// has had them all since 6.1, the oldest taken (with them, sends that
+	// go on until all is sent, MSG_WAITALL, which Send promises).
+	p := params{flags: setupSubmitAll | setupCoopTaskrun | setupSingleIssuer | setupDeferTaskrun}
+	fd, _, errno := syscall.Syscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	switch {
 	case errno == syscall.ENOSYS || errno == syscall.EPERM:
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", ErrUnavailable, errno)
 	case errno == syscall.EINVAL:
-		return nil, fmt.Errorf("%w: the kernel is older than 5.18", ErrUnavailable)
+		return nil, fmt.Errorf("%w: the kernel is older than 6.1", ErrUnavailable)
 	case errno != 0:
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
@@ -241,13 +228,16 @@ func (r *Ring) Close() error {
 var ErrQueueFull = errors.New("io_uring submission queue full")
 
 // next is a cleared entry at the queue's tail, for an operation on the
-// memory at ref (or nil). A full queue is submitted first.
-func (r *Ring) next(ref unsafe.Pointer) (*sqe, error) {
-	if r.pending() == uint32(len(r.sqes)) {
+// memory at ref (or nil), with room for need entries from it on (2 for a
+// linked operation: a link and what follows it must go to the kernel in
+// one submission, or the chain is cut). A queue short of room is submitted
+// first.
+func (r *Ring) next(ref unsafe.Pointer, need uint32) (*sqe, error) {
+	if r.pending()+need > uint32(len(r.sqes)) {
 		if err := r.enter(0); err != nil {
 			return nil, err
 		}
-		if r.pending() == uint32(len(r.sqes)) {
+		if r.pending()+need > uint32(len(r.sqes)) {
 			return nil, ErrQueueFull
 		}
 	}
@@ -260,7 +250,11 @@ func (r *Ring) next(ref unsafe.Pointer) (*sqe, error) {
 }
 
 func (r *Ring) queue(op uint8, fd int, addr unsafe.Pointer, n int, userData uint64, link bool) error {
-	e, err := r.next(addr)
+	need := uint32(1)
+	if link {
+		need = 2
+	}
+	e, err := r.next(addr, need)
 	if err != nil {
 		return err
 	}
@@ -371,7 +365,7 @@ func (r *Ring) LinkTimeout(ts *Timespec, userData uint64) error {
 // completes with -ECANCELED (or with its result, if it finished first);
 // this completes with 0, -ENOENT (nothing to cancel) or -EALREADY.
 func (r *Ring) Cancel(target, userData uint64) error {
-	e, err := r.next(nil)
+	e, err := r.next(nil, 1)
 	if err != nil {
 		return err
 	}

@@ -358,3 +358,28 @@ func TestSockaddr(t *testing.T) {
 		t.Errorf("10.1.2.3:443: %+v", sa)
 	}
 }
+
+// A link and the operation after it go to the kernel in one submission,
+// however full the queue: cut apart, the link would run alone and its
+// follower unbound (a LinkTimeout alone fails with EINVAL).
+func TestLinksAreNeverCut(t *testing.T) {
+	r := newTestRing(t, 4)
+	fd, _ := accepted(t, r)
+	ts := &Timespec{Nsec: 1}
+	for i := range 3 {
+		if err := r.Timeout(ts, uint64(10+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 8)
+	if err := r.Recv(fd, buf, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LinkTimeout(&Timespec{Nsec: int64(20 * time.Millisecond)}, 3); err != nil {
+		t.Fatal(err)
+	}
+	cs := await(t, r, 5)
+	if !errors.Is(cs[2].Err(), syscall.ECANCELED) || !errors.Is(cs[3].Err(), syscall.ETIME) {
+		t.Errorf("recv %+v, its link timeout %+v: want ECANCELED and ETIME", cs[2], cs[3])
+	}
+}
