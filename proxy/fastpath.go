@@ -355,12 +355,9 @@ func (fc *fastConn) serve(first bool) {
 // connection on.
 func (fc *fastConn) resumeAnswer(bc *backendConn, kind RouteKind, start time.Time) {
 	p := fc.l.p
-	fc.bw = clientWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.c)
+	fc.takeWriter()
 	status, n, err := fc.passOn(bc)
-	fc.bw.Reset(nil)
-	clientWriters.Put(fc.bw)
-	fc.bw = nil
+	fc.dropWriter()
 	p.metrics.byKind[kind].active.Dec()
 	fc.record(kind, status, n, start)
 	if err != nil {
@@ -477,16 +474,25 @@ func (fc *fastConn) serveRequest(head []byte) (served bool, err error) {
 	k := &p.metrics.byKind[kind]
 	k.active.Inc()
 	defer k.active.Dec()
-	// The writer is the connection's only while it answers: an idle
-	// connection holds just its read buffer.
+	fc.takeWriter()
+	status, n, err := fc.forward(rt)
+	fc.dropWriter()
+	fc.record(kind, status, n, start)
+	return true, err
+}
+
+// takeWriter gives fc a write buffer to answer with, and dropWriter takes
+// it back: the writer is the connection's only while it answers, and an
+// idle connection holds just its read buffer.
+func (fc *fastConn) takeWriter() {
 	fc.bw = clientWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(fc.c)
-	status, n, err := fc.forward(rt)
+}
+
+func (fc *fastConn) dropWriter() {
 	fc.bw.Reset(nil)
 	clientWriters.Put(fc.bw)
 	fc.bw = nil
-	fc.record(kind, status, n, start)
-	return true, err
 }
 
 // route parses head into fc.req and returns the route of the agent it is

@@ -51,10 +51,9 @@ func forwardable(r *http.Request) bool {
 // backendConn is one kept-alive connection to an agent.
 type backendConn struct {
 	net.Conn
-	pool     string // route.poolAddr
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	idleFrom time.Time
+	pool string // route.poolAddr
+	br   *bufio.Reader
+	bw   *bufio.Writer
 	// readLimit bounds what the next reads may return (the response
 	// header limit); math.MaxInt64 when reading a body.
 	readLimit int64
@@ -72,79 +71,115 @@ func (c *backendConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// backendPool keeps idle connections to agents, most recently used first,
-// in one pool per agent (route.poolAddr).
-type backendPool struct {
-	mu   sync.Mutex
-	idle map[string][]*backendConn
+// idlePool keeps idle connections to agents, most recently used first, in
+// one list per agent (route.poolAddr), each for at most backendIdleTimeout
+// and at most maxIdlePerBackend per agent. It does not lock: backendPool
+// locks it for the goroutines, a ring loop has its own.
+type idlePool[C any] struct {
+	lists map[string][]idleConn[C]
+	close func(C)
 }
 
-func newBackendPool() *backendPool { return &backendPool{idle: map[string][]*backendConn{}} }
+type idleConn[C any] struct {
+	c     C
+	since time.Time
+}
+
+func newIdlePool[C any](close func(C)) idlePool[C] {
+	return idlePool[C]{lists: map[string][]idleConn[C]{}, close: close}
+}
+
+// get returns an idle connection of pool, closing those idle too long.
+func (p *idlePool[C]) get(pool string, now time.Time) (C, bool) {
+	list := p.lists[pool]
+	for len(list) > 0 {
+		ic := list[len(list)-1]
+		list = list[:len(list)-1]
+		if now.Sub(ic.since) < backendIdleTimeout {
+			p.lists[pool] = list
+			return ic.c, true
+		}
+		p.close(ic.c)
+	}
+	delete(p.lists, pool)
+	var none C
+	return none, false
+}
+
+// put keeps c for pool, or closes it when pool has enough.
+func (p *idlePool[C]) put(pool string, c C, now time.Time) {
+	list := p.lists[pool]
+	if len(list) >= maxIdlePerBackend {
+		p.close(c)
+		return
+	}
+	p.lists[pool] = append(list, idleConn[C]{c, now})
+}
+
+// sweep closes connections idle too long, so that a moved or deleted
+// agent's connections do not linger.
+func (p *idlePool[C]) sweep(now time.Time) {
+	for pool, list := range p.lists {
+		kept := list[:0]
+		for _, ic := range list {
+			if now.Sub(ic.since) < backendIdleTimeout {
+				kept = append(kept, ic)
+			} else {
+				p.close(ic.c)
+			}
+		}
+		clear(list[len(kept):])
+		if len(kept) == 0 {
+			delete(p.lists, pool)
+		} else {
+			p.lists[pool] = kept
+		}
+	}
+}
+
+func (p *idlePool[C]) closeAll() {
+	for pool, list := range p.lists {
+		for _, ic := range list {
+			p.close(ic.c)
+		}
+		delete(p.lists, pool)
+	}
+}
+
+// backendPool is the goroutines' idlePool of agent connections.
+type backendPool struct {
+	mu   sync.Mutex
+	idle idlePool[*backendConn]
+}
+
+func newBackendPool() *backendPool {
+	return &backendPool{idle: newIdlePool(func(c *backendConn) { c.Close() })}
+}
 
 // get returns an idle connection from pool, or nil.
 func (p *backendPool) get(pool string) *backendConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	conns := p.idle[pool]
-	for len(conns) > 0 {
-		c := conns[len(conns)-1]
-		conns = conns[:len(conns)-1]
-		if time.Since(c.idleFrom) < backendIdleTimeout {
-			p.idle[pool] = conns
-			return c
-		}
-		c.Close()
-	}
-	delete(p.idle, pool)
-	return nil
+	c, _ := p.idle.get(pool, time.Now())
+	return c
 }
 
 func (p *backendPool) put(c *backendConn) {
-	c.idleFrom = time.Now()
 	p.mu.Lock()
-	conns := p.idle[c.pool]
-	if len(conns) < maxIdlePerBackend {
-		p.idle[c.pool] = append(conns, c)
-		c = nil
-	}
-	p.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
+	defer p.mu.Unlock()
+	p.idle.put(c.pool, c, time.Now())
 }
 
-// sweep closes connections idle too long, so that a moved or deleted
-// agent's connections do not linger.
 func (p *backendPool) sweep() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for pool, conns := range p.idle {
-		kept := conns[:0]
-		for _, c := range conns {
-			if time.Since(c.idleFrom) < backendIdleTimeout {
-				kept = append(kept, c)
-			} else {
-				c.Close()
-			}
-		}
-		clear(conns[len(kept):])
-		if len(kept) == 0 {
-			delete(p.idle, pool)
-		} else {
-			p.idle[pool] = kept
-		}
-	}
+	p.idle.sweep(time.Now())
 }
 
 func (p *backendPool) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for pool, conns := range p.idle {
-		for _, c := range conns {
-			c.Close()
-		}
-		delete(p.idle, pool)
-	}
+	p.idle.closeAll()
 }
 
 // dial connects to addr, for the pool named poolAddr: one per agent (see

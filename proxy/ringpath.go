@@ -90,7 +90,7 @@ type ringPath struct {
 func startRingPath(l *fastListener, n int) (*ringPath, error) {
 	rp := &ringPath{}
 	for range n {
-		lp := &ringLoop{l: l, idle: map[string][]*ringBackend{}, done: make(chan struct{})}
+		lp := &ringLoop{l: l, idle: newIdlePool(func(be *ringBackend) { syscall.Close(be.fd) }), done: make(chan struct{})}
 		ready := make(chan error)
 		go lp.run(ready)
 		if err := <-ready; err != nil {
@@ -152,7 +152,7 @@ type ringLoop struct {
 	// What follows is the loop's alone.
 	conns []*ringConn // by slot
 	free  []int
-	idle  map[string][]*ringBackend // kept-alive agent connections, by route.poolAddr
+	idle  idlePool[*ringBackend] // kept-alive agent connections
 	// buffers reused across exchanges: an idle connection holds only its
 	// client buffer.
 	backendBufs [][]byte
@@ -229,10 +229,9 @@ type ringConn struct {
 
 // ringBackend is a connection to an agent, on a loop.
 type ringBackend struct {
-	fd       int
-	pool     string
-	idleFrom time.Time
-	buf      []byte // the answer read so far (from the exchange's start)
+	fd   int
+	pool string
+	buf  []byte // the answer read so far (from the exchange's start)
 }
 
 func (lp *ringLoop) run(ready chan<- error) {
@@ -299,12 +298,7 @@ func (lp *ringLoop) stop() {
 			syscall.Close(rc.fd)
 		}
 	}
-	for _, conns := range lp.idle {
-		for _, be := range conns {
-			syscall.Close(be.fd)
-		}
-	}
-	lp.idle = nil
+	lp.idle.closeAll()
 }
 
 // queue handles an error queuing an operation: the queue is full and the
@@ -522,7 +516,7 @@ func (lp *ringLoop) serve(rc *ringConn, head []byte) {
 	rc.beFailed, rc.answered, rc.status, rc.n, rc.lastSend, rc.watching, rc.clientGone = nil, false, 0, 0, false, false, false
 	rc.keep = false
 	lp.l.p.metrics.byKind[kind].active.Inc()
-	if be := lp.idleBackend(rt.poolAddr); be != nil {
+	if be, ok := lp.idle.get(rt.poolAddr, lp.now); ok {
 		rc.be, rc.reused = be, true
 		lp.sendRequest(rc)
 		return
@@ -714,7 +708,7 @@ func (lp *ringLoop) endExchange(rc *ringConn, status int, keep bool) {
 		lp.putBackendBuf(be.buf)
 		be.buf = nil
 		if keep && rc.backendOps == 0 {
-			lp.putIdle(be)
+			lp.idle.put(be.pool, be, lp.now)
 		} else {
 			lp.closeBackend(rc)
 		}
@@ -933,52 +927,7 @@ func (lp *ringLoop) checkDeadlines(now time.Time) {
 			lp.recvClient(rc)
 		}
 	}
-	lp.sweepIdle(now)
-}
-
-func (lp *ringLoop) idleBackend(pool string) *ringBackend {
-	conns := lp.idle[pool]
-	for len(conns) > 0 {
-		be := conns[len(conns)-1]
-		conns = conns[:len(conns)-1]
-		if time.Since(be.idleFrom) < backendIdleTimeout {
-			lp.idle[pool] = conns
-			return be
-		}
-		syscall.Close(be.fd)
-	}
-	delete(lp.idle, pool)
-	return nil
-}
-
-func (lp *ringLoop) putIdle(be *ringBackend) {
-	conns := lp.idle[be.pool]
-	if len(conns) >= maxIdlePerBackend {
-		syscall.Close(be.fd)
-		return
-	}
-	be.idleFrom = time.Now()
-	lp.idle[be.pool] = append(conns, be)
-}
-
-// sweepIdle closes agent connections idle too long (as backendPool.sweep).
-func (lp *ringLoop) sweepIdle(now time.Time) {
-	for pool, conns := range lp.idle {
-		kept := conns[:0]
-		for _, be := range conns {
-			if now.Sub(be.idleFrom) < backendIdleTimeout {
-				kept = append(kept, be)
-			} else {
-				syscall.Close(be.fd)
-			}
-		}
-		clear(conns[len(kept):])
-		if len(kept) == 0 {
-			delete(lp.idle, pool)
-		} else {
-			lp.idle[pool] = kept
-		}
-	}
+	lp.idle.sweep(now)
 }
 
 func (lp *ringLoop) backendBuf() []byte {
