@@ -238,7 +238,8 @@ func socketConn(fd int) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-// forget drops fc, closed by a ring, from the listener's connections.
+// forget drops fc, closed or handed to net/http's server, from the
+// listener's connections.
 func (l *fastListener) forget(fc *fastConn) {
 	l.mu.Lock()
 	delete(l.conns, fc)
@@ -315,10 +316,7 @@ func (c *handedOffConn) CloseWrite() error {
 func (fc *fastConn) serve(first bool) {
 	handedOff := false
 	defer func() {
-		fc.l.mu.Lock()
-		delete(fc.l.conns, fc)
-		fc.l.mu.Unlock()
-		fc.l.p.metrics.connections.Dec()
+		fc.l.forget(fc)
 		if !handedOff {
 			fc.c.Close()
 		}

@@ -215,7 +215,6 @@ type ringConn struct {
 	keep       bool   // be may serve another request
 	status     int
 	n          int64 // answer body bytes passed
-	lastSend   bool  // the send in flight ends the answer
 	watching   bool  // a receive on the client watches for it leaving
 	// sending is the length of the send to the client in flight.
 	sending int
@@ -321,7 +320,7 @@ func (lp *ringLoop) complete(c uring.Completion) {
 		}
 		return
 	case opTick:
-		lp.checkDeadlines(time.Now())
+		lp.checkDeadlines(lp.now)
 		lp.queue(lp.ring.Timeout(&lp.tick, opTick))
 		return
 	}
@@ -425,17 +424,17 @@ func (lp *ringLoop) awaitRequest(rc *ringConn) {
 		srv := lp.l.srv
 		switch {
 		case !rc.first && srv.IdleTimeout > 0:
-			rc.deadline = time.Now().Add(srv.IdleTimeout)
+			rc.deadline = lp.now.Add(srv.IdleTimeout)
 		case rc.first && !rc.deadline.IsZero():
 		case srv.ReadHeaderTimeout > 0:
-			rc.deadline = time.Now().Add(srv.ReadHeaderTimeout)
+			rc.deadline = lp.now.Add(srv.ReadHeaderTimeout)
 		default:
 			rc.deadline = time.Time{}
 		}
 	} else if rc.deadline.IsZero() && lp.l.srv.ReadHeaderTimeout > 0 {
 		// Part of a head, read ahead (pipelined, or while the client
 		// was watched): the header timeout bounds the rest.
-		rc.deadline = time.Now().Add(lp.l.srv.ReadHeaderTimeout)
+		rc.deadline = lp.now.Add(lp.l.srv.ReadHeaderTimeout)
 	}
 	if rc.clientOps > 0 {
 		return // a receive (the last exchange's client watch) is in flight already
@@ -497,7 +496,7 @@ func (lp *ringLoop) clientReceived(rc *ringConn, res int32) {
 	if srv := lp.l.srv; !rc.first && len(rc.in)-rc.off == int(res) {
 		rc.deadline = time.Time{}
 		if srv.ReadHeaderTimeout > 0 {
-			rc.deadline = time.Now().Add(srv.ReadHeaderTimeout)
+			rc.deadline = lp.now.Add(srv.ReadHeaderTimeout)
 		}
 	}
 	lp.awaitRequest(rc)
@@ -513,7 +512,7 @@ func (lp *ringLoop) serve(rc *ringConn, head []byte) {
 	}
 	rc.deadline = time.Time{}
 	rc.exchanging, rc.rt, rc.kind, rc.headLen, rc.start = true, rt, kind, len(head), time.Now()
-	rc.beFailed, rc.answered, rc.status, rc.n, rc.lastSend, rc.watching, rc.clientGone = nil, false, 0, 0, false, false, false
+	rc.beFailed, rc.answered, rc.status, rc.n, rc.watching, rc.clientGone = nil, false, 0, 0, false, false
 	rc.keep = false
 	lp.l.p.metrics.byKind[kind].active.Inc()
 	if be, ok := lp.idle.get(rt.poolAddr, lp.now); ok {
@@ -552,7 +551,7 @@ func (lp *ringLoop) backendProgress(rc *ringConn) {
 		lp.backendFailed(rc)
 		return
 	}
-	if rc.be.buf == nil && !rc.reused && !rc.closing {
+	if rc.be.buf == nil && !rc.closing {
 		// Connected: the request goes out.
 		lp.sendRequest(rc)
 	}
@@ -669,7 +668,6 @@ func (lp *ringLoop) sendClient(rc *ringConn, b []byte) {
 	rc.clientOps++
 	rc.sending = len(b)
 	if rc.bodyLeft == 0 {
-		rc.lastSend = true
 		lp.queue(lp.ring.Send(rc.fd, b, lp.userData(rc, opClientSend), false))
 		return
 	}
@@ -685,29 +683,29 @@ func (lp *ringLoop) clientSent(rc *ringConn, res int32) {
 		lp.abort(rc)
 		return
 	}
-	if rc.lastSend && rc.exchanging && !rc.closing {
+	// The last send of an answer is the one after which no more of it is
+	// to come (sendClient).
+	if rc.exchanging && rc.answered && rc.bodyLeft == 0 && !rc.closing {
 		lp.finish(rc)
 	}
 }
 
 // finish ends an exchange whose answer was sent whole.
 func (lp *ringLoop) finish(rc *ringConn) {
-	lp.endExchange(rc, rc.status, rc.keep)
+	lp.endExchange(rc)
 	rc.first = false
 	lp.awaitRequest(rc)
 }
 
 // endExchange records the exchange, and puts the agent's connection back
-// in the pool when keep (the caller has nothing in flight on it).
-func (lp *ringLoop) endExchange(rc *ringConn, status int, keep bool) {
-	fc := rc.fc
-	fc.record(rc.kind, status, rc.n, rc.start)
-	lp.l.p.metrics.ringPath.Inc()
-	lp.l.p.metrics.byKind[rc.kind].active.Dec()
+// in the pool when it may serve another request (the caller has nothing in
+// flight on it).
+func (lp *ringLoop) endExchange(rc *ringConn) {
+	lp.recordExchange(rc, rc.status)
 	if be := rc.be; be != nil {
 		lp.putBackendBuf(be.buf)
 		be.buf = nil
-		if keep && rc.backendOps == 0 {
+		if rc.keep && rc.backendOps == 0 {
 			lp.idle.put(be.pool, be, lp.now)
 		} else {
 			lp.closeBackend(rc)
@@ -721,6 +719,13 @@ func (lp *ringLoop) endExchange(rc *ringConn, status int, keep bool) {
 	if rc.off == len(rc.in) && rc.clientOps == 0 {
 		rc.in, rc.off = rc.in[:0], 0
 	}
+}
+
+// recordExchange counts and logs the exchange in rc, ended with status.
+func (lp *ringLoop) recordExchange(rc *ringConn, status int) {
+	rc.fc.record(rc.kind, status, rc.n, rc.start)
+	lp.l.p.metrics.ringPath.Inc()
+	lp.l.p.metrics.byKind[rc.kind].active.Dec()
 }
 
 // backendFailed handles an agent's connection that failed before its
@@ -792,10 +797,7 @@ func (lp *ringLoop) abort(rc *ringConn) {
 			} else if status == 0 {
 				status = http.StatusBadGateway
 			}
-			fc := rc.fc
-			fc.record(rc.kind, status, rc.n, rc.start)
-			lp.l.p.metrics.ringPath.Inc()
-			lp.l.p.metrics.byKind[rc.kind].active.Dec()
+			lp.recordExchange(rc, status)
 			rc.exchanging = false
 		}
 	}
@@ -852,8 +854,8 @@ func (lp *ringLoop) giveBack(rc *ringConn) bool {
 		return false
 	}
 	fc.c = c
-	pending := bytes.Clone(rc.in[rc.off:])
-	fc.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(pending), fc.c), fastHeadBytes)
+	// rc.in is no loop's any more: its rest is read first.
+	fc.br = bufio.NewReaderSize(&prefixedConn{Conn: c, prefix: rc.in[rc.off:]}, fastHeadBytes)
 	return lp.l.unring(fc)
 }
 
